@@ -1,0 +1,31 @@
+"""The exception types of fastforward, shared by both codec implementations and the daemon."""
+
+from __future__ import annotations
+
+
+class FastforwardError(Exception):
+    """Base class of every error fastforward raises on purpose."""
+
+
+class FrameError(FastforwardError, ValueError):
+    """A pickle frame was refused; no datapoint of that frame was emitted.
+
+    ``offset`` is the byte offset inside the frame where decoding stopped, ``reason`` a short
+    lower-case phrase (for example ``"forbidden opcode GLOBAL"`` or ``"truncated frame"``).
+    """
+
+    def __init__(self, reason: str, offset: int = -1) -> None:
+        self.reason = reason
+        self.offset = offset
+        super().__init__(f"bad pickle frame at offset {offset}: {reason}")
+
+    def __reduce__(self):  # keep the two-argument constructor picklable (multiprocessing)
+        return (type(self), (self.reason, self.offset))
+
+
+class FrameTooLarge(FrameError):
+    """The frame is longer than the configured limit."""
+
+
+class ConfigError(FastforwardError, ValueError):
+    """An option, config file or endpoint string is unusable; the message names it."""
