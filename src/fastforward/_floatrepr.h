@@ -1,0 +1,208 @@
+/* Decimal formatting for the codec's hot path: integers, and doubles in the exact form of
+ * Python's repr(float) (shortest round-trip digits, ties to even, repr's layout rules).
+ *
+ * ff_double_repr() is exact for the doubles it accepts and returns -1 for the rest (NaN, inf,
+ * |v| >= 1e16, tiny values and subnormals); the caller then falls back to
+ * PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL), which is repr itself.
+ *
+ * Method: v = c * 2^q with q < 0. Pick k with 1 < 2^q * 10^-k < 10, so that the rounding
+ * interval of v scaled by 10^-k is wider than 1 and narrower than 10: it contains at least one
+ * integer and at most one multiple of 10. With -k <= 21 and c < 2^55 the scaled interval is
+ * computed exactly in 128-bit integers, so every comparison below is exact (no error analysis
+ * needed). A multiple of 10 inside the interval is the shortest output; otherwise the closer
+ * of floor(vb) and floor(vb) + 1 that lies inside, ties to even.
+ */
+#ifndef FF_FLOATREPR_H
+#define FF_FLOATREPR_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+typedef unsigned __int128 ff_u128;
+
+static const char ff_digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Writes the decimal digits of v at out; returns the number of bytes (1..20). */
+static inline int ff_u64_to_dec(uint64_t v, char *out)
+{
+    char tmp[24];
+    char *end = tmp + sizeof(tmp);
+    char *p = end;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        p -= 2;
+        memcpy(p, ff_digit_pairs + 2 * r, 2);
+    }
+    if (v >= 10) {
+        p -= 2;
+        memcpy(p, ff_digit_pairs + 2 * v, 2);
+    } else {
+        *--p = (char)('0' + v);
+    }
+    int n = (int)(end - p);
+    memcpy(out, p, (size_t)n);
+    return n;
+}
+
+static inline int ff_i64_to_dec(int64_t v, char *out)
+{
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + ff_u64_to_dec((uint64_t)0 - (uint64_t)v, out + 1);
+    }
+    return ff_u64_to_dec((uint64_t)v, out);
+}
+
+static ff_u128 ff_pow10_128[22];
+static int ff_pow10_ready = 0;
+
+static void ff_floatrepr_init(void)
+{
+    ff_u128 p = 1;
+    for (int i = 0; i < 22; i++) {
+        ff_pow10_128[i] = p;
+        p *= 10;
+    }
+    ff_pow10_ready = 1;
+}
+
+/* Lays out digits d * 10^e10 the way repr does; returns the length. */
+static int ff_layout(uint64_t d, int e10, char *p)
+{
+    char dig[24];
+    int n, x, i;
+    while (d % 10 == 0 && d != 0) {
+        d /= 10;
+        e10++;
+    }
+    n = ff_u64_to_dec(d, dig);
+    x = n - 1 + e10; /* decimal exponent of the first digit */
+    char *start = p;
+    if (x < -4 || x >= 16) {
+        *p++ = dig[0];
+        if (n > 1) {
+            *p++ = '.';
+            memcpy(p, dig + 1, (size_t)(n - 1));
+            p += n - 1;
+        }
+        *p++ = 'e';
+        if (x < 0) {
+            *p++ = '-';
+            x = -x;
+        } else {
+            *p++ = '+';
+        }
+        if (x < 10)
+            *p++ = '0';
+        p += ff_u64_to_dec((uint64_t)x, p);
+    } else if (e10 >= 0) {
+        memcpy(p, dig, (size_t)n);
+        p += n;
+        for (i = 0; i < e10; i++)
+            *p++ = '0';
+        *p++ = '.';
+        *p++ = '0';
+    } else if (x >= 0) {
+        memcpy(p, dig, (size_t)(x + 1));
+        p += x + 1;
+        *p++ = '.';
+        memcpy(p, dig + x + 1, (size_t)(n - x - 1));
+        p += n - x - 1;
+    } else {
+        *p++ = '0';
+        *p++ = '.';
+        for (i = 0; i < -x - 1; i++)
+            *p++ = '0';
+        memcpy(p, dig, (size_t)n);
+        p += n;
+    }
+    return (int)(p - start);
+}
+
+/* repr(v) into out (at least 32 bytes); returns the length, or -1 when the caller must fall
+ * back to PyOS_double_to_string. */
+static int ff_double_repr(double v, char *out)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int bexp = (int)((bits >> 52) & 0x7ff);
+    if (bexp == 0x7ff)
+        return -1;
+    char *p = out;
+    if (bits >> 63) {
+        *p++ = '-';
+        v = -v;
+    }
+    if (v < 1e16 && v == (double)(int64_t)v) {
+        /* integral: below 1e16 repr prints every digit of the integer, plus ".0" */
+        p += ff_u64_to_dec((uint64_t)(int64_t)v, p);
+        *p++ = '.';
+        *p++ = '0';
+        return (int)(p - out);
+    }
+    if (bexp == 0 || !ff_pow10_ready)
+        return -1;
+    uint64_t c = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
+    int q = bexp - 1075;
+    if (q >= 0 || q < -69)
+        return -1;
+    int irregular = (c == (1ULL << 52)) && bexp > 1;
+    int k = irregular ? (int)floor(q * 0.30102999566398120 - 0.12493873660829995)
+                      : (int)floor(q * 0.30102999566398120);
+    if (k > 0 || -k > 21)
+        return -1;
+    ff_u128 P = ff_pow10_128[-k];
+    int S = 2 - q; /* scaled value = X * P / 2^S */
+    uint64_t cb = c << 2;
+    uint64_t cbl = cb - (irregular ? 1 : 2);
+    uint64_t cbr = cb + 2;
+    ff_u128 N = (ff_u128)cb * P;
+    ff_u128 L = (ff_u128)cbl * P;
+    ff_u128 R = (ff_u128)cbr * P;
+    ff_u128 one = (ff_u128)1 << S;
+    /* the interval must be wider than 1 and narrower than 10 (else the k estimate was off) */
+    if (R - L <= one || R - L >= 10 * one)
+        return -1;
+    int incl = (c & 1) == 0; /* round-half-even: the bounds belong to v when c is even */
+    uint64_t s = (uint64_t)(N >> S);
+    uint64_t sp = s - s % 10;
+    ff_u128 T;
+    uint64_t d;
+    int lo_ok, hi_ok;
+    T = (ff_u128)sp << S;
+    lo_ok = T > L || (incl && T == L);
+    T = (ff_u128)(sp + 10) << S;
+    hi_ok = T < R || (incl && T == R);
+    if (lo_ok || hi_ok) {
+        if (lo_ok && hi_ok) {
+            ff_u128 mid = (ff_u128)(2 * sp + 10) << S;
+            d = (2 * N < mid) ? sp : (2 * N > mid) ? sp + 10 : ((sp / 10) % 2 == 0 ? sp : sp + 10);
+        } else {
+            d = lo_ok ? sp : sp + 10;
+        }
+    } else {
+        T = (ff_u128)s << S;
+        lo_ok = T > L || (incl && T == L);
+        T = (ff_u128)(s + 1) << S;
+        hi_ok = T < R || (incl && T == R);
+        if (lo_ok && hi_ok) {
+            ff_u128 mid = (ff_u128)(2 * s + 1) << S;
+            d = (2 * N < mid) ? s : (2 * N > mid) ? s + 1 : ((s % 2 == 0) ? s : s + 1);
+        } else if (lo_ok) {
+            d = s;
+        } else if (hi_ok) {
+            d = s + 1;
+        } else {
+            return -1;
+        }
+    }
+    p += ff_layout(d, k, p);
+    return (int)(p - out);
+}
+
+#endif
