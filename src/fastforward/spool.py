@@ -1,0 +1,551 @@
+"""Disk spool: request bodies that could not be delivered yet, one durable file per body.
+
+Format and durability
+---------------------
+Each body is one file named ``<time_ns>-<pid>-<seq>.ffspool`` (zero-padded, so names sort
+oldest first across restarts and across worker processes sharing the directory). The file is
+a one-line text header followed by the exact JSON bytes that would be POSTed::
+
+    FFSPOOL1 <datapoints> <body length> <crc32 of the body, 8 hex digits>\\n<body>
+
+A body is written to ``.<pid>-<seq>.tmp`` (held under ``flock`` while it is written), fsync'd,
+renamed to its final name, and then the directory is fsync'd; ``put`` returns only after that.
+So a file with a final name is complete or, after a power cut on a filesystem that reorders
+writes, detectably broken (length or CRC mismatch). Broken files, and files whose body is not a
+JSON array of objects, are moved into ``<dir>/corrupt/`` with a WARNING and the
+``spool_corrupt_files`` counter; they never block the rest. Leftover temp files (a crash
+between create and rename) are removed when the spool is opened.
+
+Workers sharing one directory claim a file with a non-blocking ``flock`` before reading it, and
+keep the lock until ``ack`` (the file is deleted) or ``release`` (kept for later). The kernel
+drops the lock when a process dies, so a file claimed by a crashed worker is replayable at once,
+and two workers never hold the same file. Requires a local filesystem (``flock`` over NFS is not
+reliable) and a ``Spool`` opened after ``fork``. Deleting an acked file is not fsync'd: after a
+power cut an already delivered body may be sent again, which Blueflood absorbs (it upserts the
+same metric, timestamp and value).
+
+When a body is read for replay, datapoints older than ``now - max_past_ms`` are removed (they
+would only earn a 400) and counted as ``datapoints_dropped{reason=expired_in_spool}``; the
+trimmed body is written back atomically, so a later replay does not count them again. An
+entry with nothing left is deleted. The I/O here is blocking and not run in a thread: the spool
+is the rare path, and an fsync is milliseconds.
+
+Guarantee (README-ready)
+------------------------
+With ``--spool-dir`` set, fastforward acknowledges nothing to disk it has not fsync'd, and
+deletes a spool file only after Blueflood accepted its body (200, 202 or a 207 whose rejects are
+logged and counted). **Blueflood down for an hour (or a day):** every datapoint is kept, first in
+memory (``--max-buffer-bytes``), then on disk up to ``--spool-max-bytes``; once Blueflood answers
+again the spool is replayed oldest first. Datapoints that have become older than Blueflood's
+3-day window (``--max-past``) by then are dropped and counted, because Blueflood would reject
+them. When the spool is full as well, fastforward logs an error and stops reading from its
+senders (backpressure), so the loss moves upstream to the senders' own queues; it never drops
+silently. **SIGTERM:** senders are drained for ``--drain-timeout`` seconds, whatever is still
+undelivered is written to the spool, and it is replayed at the next start. **SIGKILL (or a
+crash):** everything already in the spool survives; what is lost is at most what was in memory
+and not yet on disk, i.e. at most ``--max-buffer-bytes`` of JSON (plus what the kernel had
+received on the listening sockets). **Power cut:** every spool file whose ``put`` returned
+survives (file and directory were fsync'd); a write in progress at that moment may be lost, and
+a file left torn is detected and moved to ``corrupt/``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import itertools
+import json
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".ffspool"
+TEMP_SUFFIX = ".tmp"
+CORRUPT_DIR = "corrupt"
+_MAGIC = b"FFSPOOL1"
+_HEADER_MAX = 64
+_NAME_RE = re.compile(r"^\d{20}-\d+-\d+\.ffspool$")
+# A temp file that is empty may belong to a writer between open() and flock(); only remove
+# such a file once it is clearly stale.
+_EMPTY_TEMP_GRACE_S = 60.0
+# Without a visible change in the directory, look for files of other workers this often.
+_RESCAN_S = 1.0
+
+# Process-wide, so two Spool objects in one process (tests) never make the same name.
+_seq = itertools.count()
+
+
+class SpoolCorrupt(ValueError):
+    """A spool file that cannot be replayed; the message says why."""
+
+
+@dataclass(eq=False)
+class SpoolEntry:
+    """One claimed spool file. Give it back with ``Spool.ack`` or ``Spool.release``."""
+
+    body: bytes
+    datapoints: int
+    path: str
+    _fd: int = field(repr=False, default=-1)
+    _size: int = field(repr=False, default=0)
+
+
+def _header(body: bytes, datapoints: int) -> bytes:
+    crc = zlib.crc32(body) & 0xFFFFFFFF
+    return b"%s %d %d %08x\n" % (_MAGIC, datapoints, len(body), crc)
+
+
+def _parse_header(head: bytes) -> tuple[int, int, int, int]:
+    """(datapoints, body length, crc, header length) from the first bytes of a file."""
+    end = head.find(b"\n")
+    if end < 0:
+        raise SpoolCorrupt("truncated header" if len(head) < _HEADER_MAX else "no header")
+    parts = head[:end].split(b" ")
+    if len(parts) != 4 or parts[0] != _MAGIC:
+        raise SpoolCorrupt("bad header")
+    try:
+        datapoints, length, crc = int(parts[1]), int(parts[2]), int(parts[3], 16)
+    except ValueError:
+        raise SpoolCorrupt("bad header") from None
+    if datapoints < 0 or length < 0:
+        raise SpoolCorrupt("bad header")
+    return datapoints, length, crc, end + 1
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Spool:
+    """Bodies on disk, oldest first; shared safely by several processes on one directory."""
+
+    def __init__(
+        self,
+        directory: str,
+        max_bytes: int,
+        stats: Stats,
+        *,
+        max_past_ms: int = 259_200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = os.path.abspath(directory)
+        self.max_bytes = max_bytes
+        self.max_past_ms = max_past_ms
+        self._stats = stats
+        self._clock = clock
+        self._pid = os.getpid()
+        self._last_ns = 0
+        self._names: list[str] = []  # sorted, oldest first
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
+        self._claimed: dict[str, SpoolEntry] = {}
+        self._bad: set[str] = set()
+        self._scan_mtime = -1
+        self._scan_at = 0.0
+        self._full_refusals = 0  # > 0 during a "spool full" episode
+        os.makedirs(self.directory, exist_ok=True)
+        self._open_scan()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of spool files known to this process (its own and other workers')."""
+        return self._bytes
+
+    @property
+    def files(self) -> int:
+        return len(self._names)
+
+    def put(self, body: bytes, datapoints: int) -> bool:
+        """Store one body durably; False when the spool is full or the disk write failed."""
+        header = _header(body, datapoints)
+        size = len(header) + len(body)
+        if self._bytes + size > self.max_bytes:
+            self._rescan()  # other workers may have freed space meanwhile
+        if self._bytes + size > self.max_bytes:
+            if not self._full_refusals:
+                log.error(
+                    "spool full: %d of %d bytes in %s used, refusing bodies (backpressure on)",
+                    self._bytes,
+                    self.max_bytes,
+                    self.directory,
+                )
+            self._full_refusals += 1
+            return False
+        try:
+            name = self._write_new(header + body)
+        except OSError as exc:
+            log.error("spool write to %s failed: %s", self.directory, exc)
+            return False
+        if self._full_refusals:
+            log.warning(
+                "spool accepting bodies again after refusing %d while full", self._full_refusals
+            )
+            self._full_refusals = 0
+        self._add(name, size)
+        self._stats.incr("spool_written_bodies")
+        self._publish()
+        return True
+
+    def oldest(self) -> SpoolEntry | None:
+        """Claim and return the oldest replayable entry, or None when there is none."""
+        self._rescan()
+        entry = self._claim_first()
+        if entry is None and self._rescan(force=True):
+            entry = self._claim_first()
+        self._publish()
+        return entry
+
+    def ack(self, entry: SpoolEntry) -> None:
+        """Blueflood accepted the body: delete the file."""
+        self._finish(entry, delete=True)
+        self._stats.incr("spool_replayed_bodies")
+        self._publish()
+
+    def release(self, entry: SpoolEntry) -> None:
+        """Delivery failed: keep the file for a later replay."""
+        self._finish(entry, delete=False)
+        self._publish()
+
+    def close(self) -> None:
+        """Release every entry still claimed (their files stay)."""
+        for entry in list(self._claimed.values()):
+            self._finish(entry, delete=False)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _new_name(self) -> tuple[str, str]:
+        now = max(time.time_ns(), self._last_ns + 1)  # monotonic even if the clock steps back
+        self._last_ns = now
+        seq = next(_seq)
+        return f"{now:020d}-{self._pid}-{seq:08d}{SUFFIX}", f".{self._pid}-{seq}{TEMP_SUFFIX}"
+
+    def _write_temp(self, temp: str, data: bytes) -> int:
+        """Write and fsync a temp file; return its fd, still locked."""
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quiet(temp)
+            raise
+        return fd
+
+    def _write_new(self, data: bytes) -> str:
+        name, tname = self._new_name()
+        temp = os.path.join(self.directory, tname)
+        fd = self._write_temp(temp, data)
+        try:
+            os.rename(temp, os.path.join(self.directory, name))
+            _fsync_dir(self.directory)
+        except BaseException:
+            _unlink_quiet(temp)
+            raise
+        finally:
+            os.close(fd)
+        return name
+
+    # -- the index ----------------------------------------------------------------------------
+
+    def _add(self, name: str, size: int) -> None:
+        if name in self._sizes:
+            return
+        bisect.insort(self._names, name)
+        self._sizes[name] = size
+        self._bytes += size
+
+    def _forget(self, name: str) -> None:
+        size = self._sizes.pop(name, None)
+        if size is None:
+            return
+        self._bytes -= size
+        i = bisect.bisect_left(self._names, name)
+        if i < len(self._names) and self._names[i] == name:
+            del self._names[i]
+
+    def _publish(self) -> None:
+        self._stats.set("buffered_bytes", self._bytes, place="disk")
+        self._stats.set("spool_files", len(self._names))
+
+    def _listdir(self) -> list[str]:
+        try:
+            return os.listdir(self.directory)
+        except OSError as exc:
+            log.error("spool directory %s unreadable: %s", self.directory, exc)
+            return []
+
+    def _open_scan(self) -> None:
+        for name in self._listdir():
+            path = os.path.join(self.directory, name)
+            if name.endswith(TEMP_SUFFIX):
+                self._remove_stale_temp(path)
+            elif name.endswith(SUFFIX):
+                if not _NAME_RE.match(name):
+                    self._move_aside(path, "unexpected file name")
+                    continue
+                self._check_on_open(name)
+        self._rescan(force=True)
+        log.info("spool %s: %d files, %d bytes", self.directory, self.files, self.bytes)
+
+    def _remove_stale_temp(self, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            if not _try_lock(fd):
+                return  # a live writer holds it
+            st = os.fstat(fd)
+            if st.st_size == 0 and time.time() - st.st_mtime < _EMPTY_TEMP_GRACE_S:
+                return
+            os.unlink(path)
+            log.warning("spool: removed temp file %s left by an interrupted write", path)
+        except OSError as exc:
+            log.error("spool: cannot remove temp file %s: %s", path, exc)
+        finally:
+            os.close(fd)
+
+    def _check_on_open(self, name: str) -> None:
+        """Cheap check (header and length) so torn files are moved aside before replay."""
+        path = os.path.join(self.directory, name)
+        fd = self._open_locked(path)
+        if fd < 0:
+            return
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, _HEADER_MAX, 0)
+            _dp, length, _crc, hlen = _parse_header(head)
+            if st.st_size != hlen + length:
+                raise SpoolCorrupt(f"size {st.st_size}, header says {hlen + length}")
+        except SpoolCorrupt as exc:
+            self._move_aside(path, str(exc))
+        except OSError as exc:
+            log.error("spool: cannot check %s: %s", path, exc)
+        finally:
+            os.close(fd)
+
+    def _rescan(self, force: bool = False) -> bool:
+        """Reconcile the index with the directory; True when anything changed."""
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            mtime = -1
+        now = time.monotonic()
+        if not force and mtime == self._scan_mtime and now - self._scan_at < _RESCAN_S:
+            return False
+        self._scan_mtime, self._scan_at = mtime, now
+        present = {n for n in self._listdir() if _NAME_RE.match(n) and n not in self._bad}
+        changed = False
+        for name in [n for n in self._names if n not in present and n not in self._claimed]:
+            self._forget(name)
+            changed = True
+        for name in present.difference(self._sizes):
+            try:
+                size = os.stat(os.path.join(self.directory, name)).st_size
+            except FileNotFoundError:
+                continue  # acked by another worker meanwhile
+            except OSError as exc:
+                log.error("spool: cannot stat %s: %s", name, exc)
+                continue
+            self._add(name, size)
+            changed = True
+        if changed:
+            self._publish()
+        return changed
+
+    # -- claiming and replay ------------------------------------------------------------------
+
+    def _open_locked(self, path: str) -> int:
+        """An fd holding the flock on the file now at ``path``, or -1 (gone, or held)."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return -1
+        except OSError as exc:
+            log.error("spool: cannot open %s: %s", path, exc)
+            return -1
+        try:
+            if _try_lock(fd):
+                # The file may have been deleted or replaced between open() and flock().
+                st = os.fstat(fd)
+                cur = os.stat(path)
+                if st.st_nlink > 0 and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
+                    return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return -1
+
+    def _claim_first(self) -> SpoolEntry | None:
+        i = 0
+        while i < len(self._names):
+            name = self._names[i]
+            if name in self._claimed:
+                i += 1
+                continue
+            path = os.path.join(self.directory, name)
+            fd = self._open_locked(path)
+            if fd < 0:
+                if not os.path.exists(path):
+                    self._forget(name)  # acked or moved by another worker
+                else:
+                    i += 1  # claimed by another worker
+                continue
+            entry = self._read(name, path, fd)
+            if entry is not None:
+                self._claimed[name] = entry
+                return entry
+            # corrupt or emptied by the expiry filter: the file is gone, look at the next one
+            os.close(fd)
+            self._forget(name)
+        return None
+
+    def _read(self, name: str, path: str, fd: int) -> SpoolEntry | None:
+        try:
+            data = _read_all(fd)
+            datapoints, length, crc, hlen = _parse_header(data[:_HEADER_MAX])
+            body = data[hlen:]
+            if len(body) != length:
+                raise SpoolCorrupt(f"body is {len(body)} bytes, header says {length}")
+            if zlib.crc32(body) & 0xFFFFFFFF != crc:
+                raise SpoolCorrupt("checksum mismatch")
+            try:
+                points = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise SpoolCorrupt(f"body is not JSON: {exc}") from None
+            if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+                raise SpoolCorrupt("body is not a JSON array of objects")
+        except SpoolCorrupt as exc:
+            self._move_aside(path, str(exc))
+            return None
+        except OSError as exc:
+            log.error("spool: cannot read %s: %s", path, exc)
+            return None
+        entry = SpoolEntry(body, datapoints, path, fd, len(data))
+        kept = self._unexpired(points)
+        if len(kept) == len(points):
+            return entry
+        expired = len(points) - len(kept)
+        self._stats.incr("datapoints_dropped", expired, reason="expired_in_spool")
+        log.warning(
+            "spool: dropped %d datapoints older than Blueflood's window from %s", expired, name
+        )
+        if not kept:
+            _unlink_quiet(path)
+            return None
+        body = json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
+        return self._rewrite(entry, body, len(kept))
+
+    def _unexpired(self, points: list[dict[str, object]]) -> list[dict[str, object]]:
+        if self.max_past_ms < 0:
+            return points
+        oldest = int(self._clock() * 1000) - self.max_past_ms
+        kept = []
+        for p in points:
+            t = p.get("collectionTime")
+            # Anything not a plain number is left for Blueflood to judge.
+            if isinstance(t, (int, float)) and not isinstance(t, bool) and t < oldest:
+                continue
+            kept.append(p)
+        return kept
+
+    def _rewrite(self, entry: SpoolEntry, body: bytes, datapoints: int) -> SpoolEntry | None:
+        """Replace a claimed file by its trimmed body, atomically and still claimed."""
+        data = _header(body, datapoints) + body
+        _name, tname = self._new_name()
+        temp = os.path.join(self.directory, tname)
+        try:
+            # The new inode is locked before it gets the name, so no other worker can claim it.
+            fd = self._write_temp(temp, data)
+            try:
+                os.rename(temp, entry.path)
+                _fsync_dir(self.directory)
+            except BaseException:
+                os.close(fd)
+                _unlink_quiet(temp)
+                raise
+        except OSError as exc:
+            # Send the trimmed body anyway; the file keeps the expired points until acked.
+            log.error("spool: cannot rewrite %s: %s", entry.path, exc)
+            return SpoolEntry(body, datapoints, entry.path, entry._fd, entry._size)
+        os.close(entry._fd)  # the old inode is gone; drops its lock
+        name = os.path.basename(entry.path)
+        self._bytes += len(data) - self._sizes.get(name, 0)
+        self._sizes[name] = len(data)
+        return SpoolEntry(body, datapoints, entry.path, fd, len(data))
+
+    def _finish(self, entry: SpoolEntry, delete: bool) -> None:
+        name = os.path.basename(entry.path)
+        if self._claimed.get(name) is not entry:
+            raise ValueError(f"spool entry {entry.path} is not claimed by this spool")
+        del self._claimed[name]
+        try:
+            if delete:
+                _unlink_quiet(entry.path)  # still locked, so nobody else has it open for replay
+                self._forget(name)
+        finally:
+            os.close(entry._fd)  # releases the flock
+
+    def _move_aside(self, path: str, reason: str) -> None:
+        corrupt = os.path.join(self.directory, CORRUPT_DIR)
+        target = os.path.join(corrupt, os.path.basename(path))
+        try:
+            os.makedirs(corrupt, exist_ok=True)
+            os.rename(path, target)
+        except OSError as exc:
+            log.error("spool: corrupt file %s (%s) could not be moved aside: %s", path, reason, exc)
+            self._bad.add(os.path.basename(path))  # skip it from now on instead of rereading it
+        else:
+            log.warning("spool: corrupt file %s (%s) moved to %s", path, reason, target)
+        self._stats.incr("spool_corrupt_files")
+        self._forget(os.path.basename(path))
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, max(size - offset, 65536), offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("spool: cannot delete %s: %s", path, exc)
