@@ -1,0 +1,220 @@
+"""One POST of one body to Blueflood, and what the answer means (blueflood-api.md section 9).
+
+``BluefloodClient.post`` never raises for anything the network or the server does: every
+status, connection error and timeout becomes an ``Outcome`` whose ``kind`` tells the forwarder
+what to do with the body (done, drop, split, bisect, replay, wait, retry). Plain ``requests``:
+under the daemon the socket module is gevent-patched, so a POST only blocks its greenlet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import enum
+import gzip as gziplib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class Kind(enum.Enum):
+    OK = "ok"  # 200, 202: done
+    PARTIAL = "partial"  # 207: done, ``errors`` lists the rejected metrics
+    REJECTED = "rejected"  # 400 with per-metric errors: drop, count
+    BAD_REQUEST = "bad_request"  # 400 Cannot parse content / Invalid data: a bug, bisect
+    UNAUTHORIZED = "unauthorized"  # 401: token invalidated, replay the same bytes
+    TOO_LARGE = "too_large"  # 413 without Retry-After: split in half
+    RATE_LIMITED = "rate_limited"  # 413/429 with Retry-After: wait ``retry_after``
+    RETRY = "retry"  # 5xx, 403, 404/405/501, 415, connection errors, timeouts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    status: int | None = None  # None when no HTTP answer arrived
+    reason: str = ""  # short cause for logs and the ``retries`` counter label
+    errors: list[dict] = field(default_factory=list)
+    retry_after: float | None = None
+    elapsed: float = 0.0
+
+
+class TokenSource(Protocol):
+    """What the client needs of ``auth.TokenProvider``."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
+
+
+class AuthUnavailable(Exception):
+    """The token provider cannot give a token now (identity outage, bad credentials)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT by definition
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_errors(content: bytes) -> list[dict]:
+    """The ``errors`` list of a Blueflood error body; [] if the body is not one."""
+    try:
+        errors = json.loads(content)["errors"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+_CONFIG_STATUSES = {404: "wrong URL path", 405: "method not allowed", 501: "verb not implemented"}
+
+
+def classify(status: int, content: bytes, retry_after_header: str | None) -> Outcome:
+    """The Outcome of one HTTP answer (without timing)."""
+    reason = str(status)
+    if status == 207:
+        return Outcome(Kind.PARTIAL, status, reason, parse_errors(content))
+    if 200 <= status < 300:
+        return Outcome(Kind.OK, status, reason)
+    if status == 400:
+        errors = parse_errors(content)
+        if any(e.get("source") is not None for e in errors):
+            return Outcome(Kind.REJECTED, status, reason, errors)
+        if any(e.get("message") == "No valid metrics" for e in errors):
+            return Outcome(Kind.REJECTED, status, reason, errors)
+        return Outcome(Kind.BAD_REQUEST, status, reason, errors)
+    if status == 401:
+        return Outcome(Kind.UNAUTHORIZED, status, reason)
+    if status in (413, 429):
+        if retry_after_header is not None or status == 429:
+            wait = parse_retry_after(retry_after_header)
+            return Outcome(Kind.RATE_LIMITED, status, reason, retry_after=wait)
+        return Outcome(Kind.TOO_LARGE, status, reason)
+    return Outcome(Kind.RETRY, status, reason, parse_errors(content))
+
+
+class BluefloodClient:
+    """POSTs bodies to ``{base_url}/v2.0/{tenant}/ingest`` over one keep-alive session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tenant: str,
+        stats: Stats,
+        *,
+        timeout: float = 30.0,
+        gzip: bool = False,
+        token_provider: TokenSource | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}/v2.0/{tenant}/ingest"
+        self.stats = stats
+        self.timeout = timeout
+        self.gzip = gzip
+        self.token_provider = token_provider
+        self.session = requests.Session()
+        # One pool for the one host, as large as the number of senders, so every sender keeps
+        # its own connection alive instead of reconnecting.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # Never a tenantId header: Blueflood would take it over the URL tenant.
+        self.session.headers.update(
+            {"Content-Type": "application/json", "Accept": "application/json"}
+        )
+        if gzip:
+            self.session.headers["Content-Encoding"] = "gzip"
+        self._warned: set[int] = set()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def post(self, body: bytes) -> Outcome:
+        headers = {}
+        token = None
+        if self.token_provider is not None:
+            try:
+                token = self.token_provider.token()
+            except Exception as exc:  # any identity failure means "not now", retry later
+                log.debug("no token for Blueflood: %s", exc)
+                return Outcome(Kind.RETRY, None, "auth")
+            headers["X-Auth-Token"] = token
+        data = gziplib.compress(body, compresslevel=1) if self.gzip else body
+        started = time.monotonic()
+        try:
+            response = self.session.post(self.url, data=data, headers=headers, timeout=self.timeout)
+            content = response.content  # read it all so the connection goes back to the pool
+        except requests.Timeout:
+            return Outcome(Kind.RETRY, None, "timeout", elapsed=time.monotonic() - started)
+        except requests.RequestException as exc:
+            log.debug("POST %s failed: %s", self.url, exc)
+            return Outcome(Kind.RETRY, None, "connection", elapsed=time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        status = response.status_code
+        self.stats.incr("http_responses", status=str(status))
+        outcome = classify(status, content, response.headers.get("Retry-After"))
+        outcome = Outcome(
+            outcome.kind, status, outcome.reason, outcome.errors, outcome.retry_after, elapsed
+        )
+        if outcome.kind in (Kind.OK, Kind.PARTIAL):
+            self.stats.incr("flush_latency_seconds_sum", elapsed)
+            self.stats.incr("flush_latency_seconds_count")
+            if status == 202:
+                log.debug("Blueflood answered 202 (persisting still running): %s", content[:200])
+        elif outcome.kind is Kind.UNAUTHORIZED and token is not None:
+            self.token_provider.invalidate(token)  # type: ignore[union-attr]
+        elif outcome.kind is Kind.RETRY:
+            self._explain(status, content)
+        return outcome
+
+    def _explain(self, status: int, content: bytes) -> None:
+        """Log statuses that mean a setup problem as errors (once per status, then debug)."""
+        if status in _CONFIG_STATUSES:
+            what = f"{_CONFIG_STATUSES[status]}: check --blueflood ({self.url})"
+        elif status == 415:
+            what = "unsupported media type; this is a fastforward bug"
+        elif status == 403:
+            what = "forbidden: check the credentials and the tenant"
+        else:
+            log.warning("Blueflood answered %d: %s", status, content[:300])
+            return
+        level = logging.DEBUG if status in self._warned else logging.ERROR
+        self._warned.add(status)
+        log.log(level, "Blueflood answered %d (%s); will retry", status, what)
+
+
+class StdoutClient:
+    """Dry run (``-b -``): each body on its own line on stdout; always succeeds."""
+
+    def __init__(self, stats: Stats, stream: IO[bytes] | None = None) -> None:
+        self.stats = stats
+        self.stream = stream if stream is not None else sys.stdout.buffer
+
+    def post(self, body: bytes) -> Outcome:
+        self.stream.write(body + b"\n")
+        self.stream.flush()
+        return Outcome(Kind.OK, 200, "200")
+
+    def close(self) -> None:
+        pass
