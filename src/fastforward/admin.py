@@ -1,0 +1,160 @@
+"""Admin HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/health``.
+
+Also ``self_metric_lines``: the same numbers as Graphite plaintext lines, which the forwarder
+feeds back into its own encoder when ``--self-metrics-prefix`` is set (like carbon's
+``carbon.agents.*`` metrics), so they reach Blueflood with the rest.
+
+Prometheus names: a counter ``x`` is ``fastforward_x_total``, a gauge ``x`` is ``fastforward_x``;
+labels are kept. The collector reads ``Stats.samples()`` at each scrape and is registered in a
+private ``CollectorRegistry``, so nothing touches prometheus_client's global registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+from gevent.pywsgi import WSGIServer
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from .stats import METRICS, Stats
+
+log = logging.getLogger(__name__)
+
+# The classic text format; prometheus_client 0.20 has no constant for it under this name.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "fastforward_"
+
+StartResponse = Callable[[str, list[tuple[str, str]]], object]
+
+
+class StatsCollector(Collector):
+    """Exposes every sample of a ``Stats`` object, one metric family per registered name."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for name, labels, value in self._stats.samples():
+            kind, help_text = METRICS[name]
+            family = families.get(name)
+            if family is None:
+                family = families[name] = Metric(PREFIX + name, help_text, kind)
+            sample = PREFIX + name + ("_total" if kind == "counter" else "")
+            family.add_sample(sample, dict(labels), float(value))
+        yield from families.values()
+
+
+def metrics_text(stats: Stats) -> bytes:
+    """The Prometheus exposition of ``stats``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats))
+    return generate_latest(registry)
+
+
+class AdminServer:
+    """A small gevent WSGI server; ``port`` is the bound port once started."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        stats: Stats,
+        health: Callable[[], tuple[bool, str]],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._stats = stats
+        self._health = health
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(StatsCollector(stats))
+        self._server: WSGIServer | None = None
+
+    def start(self) -> None:
+        # log=None: no access log line per scrape; errors still go to our logger.
+        self._server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log)
+        self._server.start()
+        self.port = self._server.server_port
+        log.info("admin endpoint on http://%s:%d/ (/metrics, /health)", self.host, self.port)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=timeout)
+            self._server = None
+
+    def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path not in ("/metrics", "/health"):
+            return _reply(start_response, "404 Not Found", b"not found\n")
+        if method not in ("GET", "HEAD"):
+            return _reply(
+                start_response, "405 Method Not Allowed", b"use GET\n", [("Allow", "GET")]
+            )
+        if path == "/metrics":
+            try:
+                body = generate_latest(self._registry)
+            except Exception:
+                log.exception("admin: /metrics failed")
+                return _reply(start_response, "500 Internal Server Error", b"metrics failed\n")
+            return _reply(start_response, "200 OK", body, content_type=CONTENT_TYPE)
+        try:
+            ok, reason = self._health()
+        except Exception as exc:
+            log.exception("admin: health check failed")
+            ok, reason = False, f"health check failed: {exc}"
+        if ok:
+            return _reply(start_response, "200 OK", b"ok\n")
+        return _reply(start_response, "503 Service Unavailable", reason.encode() + b"\n")
+
+
+def _reply(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    headers: list[tuple[str, str]] | None = None,
+    content_type: str = "text/plain; charset=utf-8",
+) -> list[bytes]:
+    start_response(
+        status,
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *(headers or [])],
+    )
+    return [body]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def _path_part(value: str) -> str:
+    # A label value becomes one Graphite path component: no dots, no whitespace.
+    return _UNSAFE.sub("_", value) or "_"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (math.isfinite(value) and value == int(value)):
+        return str(int(value))
+    return repr(float(value))
+
+
+def self_metric_lines(stats: Stats, prefix: str, now: float) -> bytes:
+    """Every sample as ``<prefix>.<name>[.<label value>...] <value> <timestamp>\\n``.
+
+    Label values follow in the order of their label names, with characters outside
+    ``[A-Za-z0-9_-]`` replaced by ``_``; NaN and infinite values are left out (Blueflood
+    cannot store them). ``timestamp`` is ``now`` in whole seconds.
+    """
+    base = prefix.strip(".")
+    ts = int(now)
+    out = []
+    for name, labels, value in stats.samples():
+        if not math.isfinite(value):
+            continue
+        parts = [base, name] if base else [name]
+        parts.extend(_path_part(v) for _k, v in labels)
+        out.append(f"{'.'.join(parts)} {_number(value)} {ts}\n")
+    return "".join(out).encode()
