@@ -4,6 +4,8 @@ import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import BaseError, CCompilerError, CompileError
 
 # FASTFORWARD_NO_EXTENSIONS builds a pure-Python package; FASTFORWARD_REQUIRE_EXTENSION makes a
 # failed compile fatal instead of silently shipping a wheel without the codec (CI, cibuildwheel).
@@ -12,6 +14,31 @@ NO_EXTENSIONS = bool(os.environ.get("FASTFORWARD_NO_EXTENSIONS")) or (
 )
 REQUIRE_EXTENSION = bool(os.environ.get("FASTFORWARD_REQUIRE_EXTENSION"))
 CYTHON_TRACE = bool(os.environ.get("FASTFORWARD_CYTHON_TRACE"))
+
+FALLBACK_NOTICE = (
+    "fastforward: building without the compiled codec ({why}); the pure-Python codec will be "
+    "used, which is correct but several times slower. Install a C compiler and the Python "
+    "headers and reinstall to get it, or set FASTFORWARD_REQUIRE_EXTENSION=1 to make this fatal."
+)
+
+
+def notice(why: str) -> None:
+    # stderr, framed, so it stands out in `pip install -v` and `python -m build` output.
+    bar = "*" * 78
+    print(f"\n{bar}\n{FALLBACK_NOTICE.format(why=why)}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+class BuildExt(build_ext):
+    """build_ext that says loudly when the optional codec could not be compiled."""
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except (CCompilerError, CompileError, BaseError) as exc:
+            # The same errors setuptools forgives for an optional extension; it skips it after us.
+            if ext.optional:
+                notice(f"compiling {ext.name} failed: {exc}")
+            raise
 
 
 def codec_extension() -> Extension:
@@ -30,4 +57,15 @@ def codec_extension() -> Extension:
     return ext
 
 
-setup(ext_modules=[] if NO_EXTENSIONS else [codec_extension()])
+if NO_EXTENSIONS and {"bdist_wheel", "build", "build_ext", "editable_wheel"} & set(sys.argv):
+    reason = (
+        "FASTFORWARD_NO_EXTENSIONS is set"
+        if sys.implementation.name == "cpython"
+        else (f"{sys.implementation.name} is not CPython")
+    )
+    notice(reason)
+
+setup(
+    ext_modules=[] if NO_EXTENSIONS else [codec_extension()],
+    cmdclass={"build_ext": BuildExt},
+)
