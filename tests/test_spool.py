@@ -319,3 +319,33 @@ def test_names_sort_in_put_order_even_within_one_clock_tick(tmp_path, monkeypatc
     for b in bodies:
         spool.put(b, 1)
     assert drain(spool) == bodies
+
+
+def test_disk_error_refuses_the_body_and_leaves_no_temp_file(tmp_path, monkeypatch, caplog):
+    stats = Stats()
+    spool = open_spool(tmp_path, stats)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    assert spool.put(body_of(NOW_MS), 1) is False
+    assert os.listdir(tmp_path / "spool") == []
+    assert (spool.files, stats.get("spool_written_bodies")) == (0, 0)
+    assert any("Input/output error" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    assert spool.put(body_of(NOW_MS), 1)
+
+
+def test_trimmed_entry_stays_claimed_while_rewritten(tmp_path):
+    a = open_spool(tmp_path, max_past_ms=1000)
+    a.put(body_of(NOW_MS - 5000, NOW_MS), 2)
+    entry = a.oldest()
+    assert entry is not None and entry.datapoints == 1
+    b = open_spool(tmp_path, max_past_ms=1000)
+    assert b.oldest() is None  # the rewritten file is still held by a
+    a.release(entry)
+    again = b.oldest()
+    assert again is not None and again.body == entry.body
+    b.ack(again)
+    assert spool_files(tmp_path) == []

@@ -52,6 +52,7 @@ a file left torn is detected and moved to ``corrupt/``.
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import itertools
 import json
@@ -132,6 +133,10 @@ def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # A few filesystems cannot fsync a directory; the file itself was fsync'd already.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
@@ -431,9 +436,12 @@ class Spool:
 
     def _read(self, name: str, path: str, fd: int) -> SpoolEntry | None:
         try:
-            data = _read_all(fd)
-            datapoints, length, crc, hlen = _parse_header(data[:_HEADER_MAX])
-            body = data[hlen:]
+            datapoints, length, crc, hlen = _parse_header(os.pread(fd, _HEADER_MAX, 0))
+            size = os.fstat(fd).st_size
+            # Checked before reading, so a bogus header never makes us read a huge file.
+            if size != hlen + length:
+                raise SpoolCorrupt(f"file is {size} bytes, header says {hlen + length}")
+            body = _read_exact(fd, hlen, length)
             if len(body) != length:
                 raise SpoolCorrupt(f"body is {len(body)} bytes, header says {length}")
             if zlib.crc32(body) & 0xFFFFFFFF != crc:
@@ -450,7 +458,7 @@ class Spool:
         except OSError as exc:
             log.error("spool: cannot read %s: %s", path, exc)
             return None
-        entry = SpoolEntry(body, datapoints, path, fd, len(data))
+        entry = SpoolEntry(body, datapoints, path, fd, size)
         kept = self._unexpired(points)
         if len(kept) == len(points):
             return entry
@@ -530,16 +538,16 @@ class Spool:
         self._forget(os.path.basename(path))
 
 
-def _read_all(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
+def _read_exact(fd: int, offset: int, length: int) -> bytes:
     chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, max(size - offset, 65536), offset)
+    while length > 0:
+        chunk = os.pread(fd, length, offset)
         if not chunk:
-            return b"".join(chunks)
+            break
         chunks.append(chunk)
         offset += len(chunk)
+        length -= len(chunk)
+    return b"".join(chunks)
 
 
 def _unlink_quiet(path: str) -> None:
