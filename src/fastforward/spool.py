@@ -164,7 +164,6 @@ class Spool:
         self.max_past_ms = max_past_ms
         self._stats = stats
         self._clock = clock
-        self._pid = os.getpid()
         self._last_ns = 0
         self._names: list[str] = []  # sorted, oldest first
         self._sizes: dict[str, int] = {}
@@ -250,7 +249,8 @@ class Spool:
         now = max(time.time_ns(), self._last_ns + 1)  # monotonic even if the clock steps back
         self._last_ns = now
         seq = next(_seq)
-        return f"{now:020d}-{self._pid}-{seq:08d}{SUFFIX}", f".{self._pid}-{seq}{TEMP_SUFFIX}"
+        pid = os.getpid()  # not cached: a Spool used after fork must not reuse its parent's names
+        return f"{now:020d}-{pid}-{seq:08d}{SUFFIX}", f".{pid}-{seq}{TEMP_SUFFIX}"
 
     def _write_temp(self, temp: str, data: bytes) -> int:
         """Write and fsync a temp file; return its fd, still locked."""
@@ -268,12 +268,15 @@ class Spool:
     def _write_new(self, data: bytes) -> str:
         name, tname = self._new_name()
         temp = os.path.join(self.directory, tname)
+        final = os.path.join(self.directory, name)
         fd = self._write_temp(temp, data)
         try:
-            os.rename(temp, os.path.join(self.directory, name))
+            os.rename(temp, final)
             _fsync_dir(self.directory)
         except BaseException:
+            # put() reports failure, so the caller keeps the body: leave no copy behind.
             _unlink_quiet(temp)
+            _unlink_quiet(final)
             raise
         finally:
             os.close(fd)
@@ -392,7 +395,7 @@ class Spool:
     def _open_locked(self, path: str) -> int:
         """An fd holding the flock on the file now at ``path``, or -1 (gone, or held)."""
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return -1
         except OSError as exc:
