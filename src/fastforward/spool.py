@@ -32,21 +32,24 @@ is the rare path, and an fsync is milliseconds.
 
 Guarantee (README-ready)
 ------------------------
-With ``--spool-dir`` set, fastforward acknowledges nothing to disk it has not fsync'd, and
-deletes a spool file only after Blueflood accepted its body (200, 202 or a 207 whose rejects are
-logged and counted). **Blueflood down for an hour (or a day):** every datapoint is kept, first in
-memory (``--max-buffer-bytes``), then on disk up to ``--spool-max-bytes``; once Blueflood answers
-again the spool is replayed oldest first. Datapoints that have become older than Blueflood's
-3-day window (``--max-past``) by then are dropped and counted, because Blueflood would reject
-them. When the spool is full as well, fastforward logs an error and stops reading from its
-senders (backpressure), so the loss moves upstream to the senders' own queues; it never drops
-silently. **SIGTERM:** senders are drained for ``--drain-timeout`` seconds, whatever is still
-undelivered is written to the spool, and it is replayed at the next start. **SIGKILL (or a
-crash):** everything already in the spool survives; what is lost is at most what was in memory
-and not yet on disk, i.e. at most ``--max-buffer-bytes`` of JSON (plus what the kernel had
-received on the listening sockets). **Power cut:** every spool file whose ``put`` returned
-survives (file and directory were fsync'd); a write in progress at that moment may be lost, and
-a file left torn is detected and moved to ``corrupt/``.
+With ``--spool-dir`` set, a body counts as spooled only once its file and the directory were
+fsync'd, and a spool file is deleted only after Blueflood accepted its body (200, 202, or a 207
+whose rejected datapoints are logged and counted).
+
+- **Blueflood down for an hour (or a day):** every datapoint is kept, first in memory (up to
+  ``--max-buffer-bytes``), then on disk (up to ``--spool-max-bytes``); once Blueflood answers
+  again the spool is replayed oldest first. Datapoints that have meanwhile fallen out of
+  Blueflood's window (``--max-past``, 3 days) are dropped and counted, since Blueflood would
+  reject them. When the spool is full too, fastforward logs an error and stops reading from its
+  clients (backpressure), so data waits in the clients' own queues; nothing is dropped silently.
+- **SIGTERM:** bodies are sent for up to ``--drain-timeout`` seconds; whatever is still
+  undelivered is written to the spool and replayed at the next start.
+- **SIGKILL or a crash:** everything already in the spool survives. What is lost is at most what
+  was in memory and not yet on disk: at most ``--max-buffer-bytes`` of JSON, plus what the kernel
+  had already received on the sockets.
+- **Power cut:** every spool file whose write had completed survives (file and directory were
+  fsync'd); a write in progress at that moment may be lost, and a torn file is detected and
+  moved to ``corrupt/``. A body delivered just before the cut may be sent once more.
 """
 
 from __future__ import annotations
