@@ -1,0 +1,397 @@
+"""The flush greenlet and the sender greenlets: from encoder bodies to Blueflood, losslessly.
+
+Every ``interval`` seconds (and at once on ``kick()`` when full bodies are ready) the flusher
+moves the encoder's bodies into the outbox. ``concurrency`` senders pop batches; a batch is
+owned by exactly one sender until it is delivered, dropped for good, split into two new
+batches, or spooled, so nothing is sent twice unless a POST failed. A failing batch is retried
+by its sender with exponential backoff and jitter, never waiting for new traffic. What
+Blueflood answers decides the rest (blueflood-api.md section 9): 207 and per-metric 400 are
+logged and counted, never retried; "Cannot parse content" is bisected down to the bad
+datapoint; 401 replays the same bytes after re-authenticating; 413 without Retry-After splits.
+
+With a disk spool, batches move to disk instead of pausing the receivers when the memory cap
+is reached while Blueflood is failing, and the spool is replayed oldest first, one body at a
+time, once Blueflood answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+
+from .blueflood import Kind, Outcome
+from .outbox import Batch, Outbox, SpoolRef, count_datapoints, split_body
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 600.0
+MAX_AUTH_REPLAYS = 3
+BISECT_500_AFTER = 5  # consecutive 500s before a batch is suspected of poison data
+LOG_ERRORS_PER_BODY = 10
+UNHEALTHY_AFTER = 120.0  # seconds of failures with data waiting
+
+
+class Client(Protocol):
+    def post(self, body: bytes) -> Outcome: ...
+
+
+class Encoder(Protocol):
+    ready_bodies: int
+    pending_bytes: int
+
+    def take(self, partial: bool = True) -> list[bytes]: ...
+
+
+class _Stopped(Exception):
+    """Raised inside a sender when the stop deadline has passed."""
+
+
+class Forwarder:
+    """Owns the outbox, the flusher and the senders (and the spool replayer, if any)."""
+
+    def __init__(
+        self,
+        config: Any,
+        encoder: Encoder,
+        stats: Stats,
+        client: Client,
+        spool: Any = None,
+    ) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.stats = stats
+        self.client = client
+        self.spool = spool
+        self.interval = float(config.interval)
+        self.concurrency = max(1, int(config.concurrency))
+        self.outbox = Outbox(int(config.max_buffer_bytes), stats, lambda: encoder.pending_bytes)
+        self.backoff_base = BACKOFF_BASE
+        self.backoff_cap = BACKOFF_CAP
+        self._stopping = False
+        self._deadline: float | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._flusher: gevent.Greenlet | None = None
+        self._failures = 0  # consecutive failed POSTs, any batch
+        self._last_success = time.monotonic()
+        self._failing_since: float | None = None
+        stats.add_collector(self._collect)
+
+    # ---- the contract -------------------------------------------------------------------------
+
+    @property
+    def gate(self) -> Event:
+        """Set while receivers may read; cleared while the memory cap is reached."""
+        return self.outbox.gate
+
+    def start(self) -> None:
+        self._flusher = gevent.spawn(self._flush_loop)
+        self._greenlets = [gevent.spawn(self._sender) for _ in range(self.concurrency)]
+        if self.spool is not None:
+            self._greenlets.append(gevent.spawn(self._replay_loop))
+
+    def kick(self) -> None:
+        """Full bodies are ready: move them to the outbox now (called by the receivers)."""
+        self._move(partial=False)
+
+    def stop(self, timeout: float) -> int:
+        """Flush everything (partial body included) and send until ``timeout`` seconds pass.
+
+        Returns the number of datapoints neither delivered nor written to the spool.
+        """
+        self._stopping = True
+        self._deadline = time.monotonic() + max(0.0, timeout)
+        if self._flusher is not None:
+            self._flusher.kill(block=True)
+        self._move(partial=True)
+        self.outbox.idle.wait(timeout=max(0.0, self._deadline - time.monotonic()))
+        leftover = [b for b in list(self.outbox.queue) + list(self.outbox.inflight)]
+        gevent.killall(self._greenlets, block=True, timeout=5)
+        lost = spooled = 0
+        for batch in leftover:
+            if batch.origin is not None:
+                continue  # still in the spool, never acked
+            if self.spool is not None and self._spool_put(batch):
+                spooled += batch.datapoints
+            else:
+                lost += batch.datapoints
+        if spooled:
+            log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
+        if lost:
+            log.error("stop: %d datapoints could not be delivered before the deadline", lost)
+        else:
+            log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
+        return lost
+
+    def healthy(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "stopping"
+        if self._flusher is None or self._flusher.dead:
+            return False, "flusher not running"
+        if any(g.dead for g in self._greenlets):
+            return False, "a sender died"
+        if self._failing_since is not None and self.outbox.datapoints:
+            failing = time.monotonic() - self._failing_since
+            if failing > max(UNHEALTHY_AFTER, 3 * self.interval):
+                return False, f"Blueflood failing for {failing:.0f}s"
+        paused = self.outbox.paused_for()
+        if paused > max(UNHEALTHY_AFTER, 3 * self.interval):
+            return False, f"receivers paused by backpressure for {paused:.0f}s"
+        return True, "ok"
+
+    # ---- flushing -----------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        next_flush = time.monotonic() + self.interval
+        while True:
+            gevent.sleep(max(0.0, next_flush - time.monotonic()))
+            self._move(partial=True)
+            next_flush = time.monotonic() + self.interval
+
+    def _move(self, partial: bool) -> None:
+        try:
+            bodies = self.encoder.take(partial=partial)
+        except Exception:  # never let a codec bug kill the flusher
+            log.exception("taking bodies from the encoder failed")
+            return
+        for body in bodies:
+            if body:
+                self.outbox.put(Batch(body, count_datapoints(body)))
+        self._relieve()
+
+    def _relieve(self) -> None:
+        """Spool under memory pressure while Blueflood fails, then update the gate."""
+        if self.spool is not None and self._failures and self.outbox.over_cap:
+            target = self.outbox.max_bytes * 0.8
+            for batch in list(self.outbox.queue):
+                if self.outbox.memory_bytes <= target:
+                    break
+                if batch.origin is not None:
+                    continue
+                if not self._spool_put(batch):
+                    break
+                self.outbox.remove_queued(batch)
+        self.outbox.update_gate()
+
+    def _spool_put(self, batch: Batch) -> bool:
+        try:
+            ok = bool(self.spool.put(batch.body, batch.datapoints))
+        except Exception:
+            log.exception("writing to the spool failed")
+            return False
+        if ok:
+            self.stats.incr("spool_written_bodies")
+        return ok
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def _sender(self) -> None:
+        while True:
+            self.outbox.has_work.wait()
+            if not self.outbox.queue:
+                continue
+            batch = self.outbox.pop()
+            try:
+                self._deliver(batch)
+            except _Stopped:
+                # Back in the queue, so stop() finds it and spools or counts it.
+                self.outbox.put(batch, front=True)
+                return
+            except Exception:
+                log.exception("sender failed on a body of %d datapoints", batch.datapoints)
+                self.outbox.put(batch, front=True)  # keep it; another attempt will follow
+                gevent.sleep(self.backoff_base)
+            finally:
+                self.outbox.done(batch)
+                self._relieve()
+
+    def _deliver(self, batch: Batch) -> None:
+        """Send one batch until it is finished (delivered, dropped or split)."""
+        while True:
+            outcome = self.client.post(batch.body)
+            kind = outcome.kind
+            if kind in (Kind.OK, Kind.PARTIAL):
+                self._succeeded()
+                rejected = (
+                    self._log_errors(outcome, batch, "partially accepted")
+                    if (kind is Kind.PARTIAL)
+                    else 0
+                )
+                self.stats.incr("bodies_sent")
+                self.stats.incr("datapoints_sent", max(0, batch.datapoints - rejected))
+                self.stats.incr("bytes_sent", len(batch.body))
+                return self._finish(batch)
+            if kind is Kind.REJECTED:
+                self._succeeded()
+                counted = self._log_errors(outcome, batch, "rejected")
+                if batch.datapoints > counted:
+                    self.stats.incr(
+                        "datapoints_rejected", batch.datapoints - counted, source="unknown"
+                    )
+                return self._finish(batch)
+            if kind is Kind.BAD_REQUEST:
+                self._succeeded()
+                message = outcome.errors[0].get("message") if outcome.errors else "(no body)"
+                if self._split(batch):
+                    log.error(
+                        "BUG: Blueflood could not parse a body of %d datapoints (%s); bisecting",
+                        batch.datapoints,
+                        message,
+                    )
+                    return
+                log.error(
+                    "BUG: Blueflood refused this datapoint (%s), dropped: %.500r",
+                    message,
+                    batch.body,
+                )
+                self.stats.incr("datapoints_rejected", batch.datapoints, source="bad_request")
+                return self._finish(batch)
+            if kind is Kind.TOO_LARGE:
+                if self._split(batch):
+                    log.info("413 for a body of %d bytes; split in two", len(batch.body))
+                    return
+                log.error("413 for a single datapoint of %d bytes, dropped", len(batch.body))
+                self.stats.incr("datapoints_rejected", batch.datapoints, source="too_large")
+                return self._finish(batch)
+            if kind is Kind.UNAUTHORIZED:
+                batch.auth_replays += 1
+                self.stats.incr("retries", cause="401")
+                if batch.auth_replays <= MAX_AUTH_REPLAYS:
+                    continue  # the client invalidated the token: replay the same bytes now
+                batch.auth_replays = 0
+                self._failed(batch, outcome)
+                self._backoff(batch)
+                continue
+            # RATE_LIMITED and RETRY
+            self.stats.incr("retries", cause=outcome.reason or "unknown")
+            self._failed(batch, outcome)
+            if outcome.status == 500 and batch.attempts >= BISECT_500_AFTER and self._split(batch):
+                log.warning("repeated 500s for one body; bisecting it in case of poison data")
+                return
+            if kind is Kind.RATE_LIMITED and outcome.retry_after is not None:
+                wait = min(outcome.retry_after, RETRY_AFTER_CAP)
+                log.warning("Blueflood rate limit (%s); waiting %.1fs", outcome.status, wait)
+                self._sleep(wait)
+            else:
+                self._backoff(batch)
+
+    def _finish(self, batch: Batch) -> None:
+        origin = batch.origin
+        if origin is None:
+            return
+        origin.pieces -= 1
+        if origin.pieces == 0:
+            try:
+                self.spool.ack(origin.entry)
+            except Exception:
+                log.exception("acknowledging a spool entry failed")
+            self.stats.incr("spool_replayed_bodies")
+            origin.done.set()
+
+    def _split(self, batch: Batch) -> bool:
+        halves = split_body(batch.body)
+        if halves is None:
+            return False
+        (left, n_left), (right, n_right) = halves
+        if batch.origin is not None:
+            batch.origin.pieces += 1
+        # Right first, so the left half is at the very front.
+        self.outbox.put(Batch(right, n_right, origin=batch.origin), front=True)
+        self.outbox.put(Batch(left, n_left, origin=batch.origin), front=True)
+        return True
+
+    def _succeeded(self) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "Blueflood answers again after %.1fs of failures",
+                time.monotonic() - self._failing_since,
+            )
+        self._failures = 0
+        self._failing_since = None
+        self._last_success = time.monotonic()
+
+    def _failed(self, batch: Batch, outcome: Outcome) -> None:
+        batch.attempts += 1
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "POST to Blueflood failed (%s); retrying with backoff",
+                outcome.reason or outcome.status,
+            )
+        self._relieve()
+
+    def _backoff(self, batch: Batch) -> None:
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, batch.attempts - 1))
+        self._sleep(delay * random.uniform(0.5, 1.0))
+
+    def _sleep(self, seconds: float) -> None:
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Stopped
+            seconds = min(seconds, remaining)
+        gevent.sleep(seconds)
+
+    def _log_errors(self, outcome: Outcome, batch: Batch, what: str) -> int:
+        """Log each rejected metric (bounded) and count them; returns how many were listed."""
+        errors = outcome.errors
+        for error in errors[:LOG_ERRORS_PER_BODY]:
+            log.warning(
+                "Blueflood %s metric %r at %s: %s: %s",
+                what,
+                error.get("metricName"),
+                error.get("timestamp"),
+                error.get("source"),
+                error.get("message"),
+            )
+        if len(errors) > LOG_ERRORS_PER_BODY:
+            log.warning(
+                "... and %d more rejected in the same body of %d datapoints",
+                len(errors) - LOG_ERRORS_PER_BODY,
+                batch.datapoints,
+            )
+        by_source = Counter(str(e.get("source") or "unknown") for e in errors)
+        for source, n in by_source.items():
+            self.stats.incr("datapoints_rejected", n, source=source)
+        return len(errors)
+
+    # ---- spool replay -------------------------------------------------------------------------
+
+    def _replay_loop(self) -> None:
+        # One spooled body in flight at a time, only while Blueflood answers and the live
+        # queue is short, so replay never crowds out live traffic.
+        while not self._stopping:
+            if self._failures or len(self.outbox) >= self.concurrency or self.outbox.over_cap:
+                gevent.sleep(0.2)
+                continue
+            try:
+                entry = self.spool.oldest()
+            except Exception:
+                log.exception("reading the spool failed")
+                gevent.sleep(5)
+                continue
+            if entry is None:
+                gevent.sleep(1.0)
+                continue
+            ref = SpoolRef(entry)
+            self.outbox.put(Batch(entry.body, entry.datapoints, origin=ref))
+            ref.done.wait()
+
+    def _collect(self, stats: Stats) -> None:
+        stats.set("buffered_bytes", self.outbox.memory_bytes, place="memory")
+        stats.set(
+            "buffered_datapoints",
+            self.outbox.datapoints + getattr(self.encoder, "pending_datapoints", 0),
+        )
+        if self.spool is not None:
+            stats.set("buffered_bytes", self.spool.bytes, place="disk")
+            stats.set("spool_files", self.spool.files)

@@ -1,0 +1,181 @@
+"""The bounded queue of bodies ready for Blueflood, and the backpressure gate of the receivers.
+
+Bytes are counted from the moment a body enters the outbox until its sender is done with it
+(delivered, dropped, or moved to the disk spool), so "in flight" is part of the cap. The gate
+is a gevent Event: receivers ``wait()`` on it before reading; it is cleared when the memory in
+use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set again at 80 %.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gevent.event import Event
+
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+RESUME_FRACTION = 0.8
+_OBJECT_START = b'{"collectionTime":'
+# A JSON string (escapes included) or a brace: strings are skipped so that braces inside
+# metric names never count.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}]', re.DOTALL)
+
+
+def _object_ends(body: bytes) -> list[int]:
+    """Offsets just past each top-level object of a JSON array of objects."""
+    ends = []
+    depth = 0
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        if token == b"{":
+            depth += 1
+        elif token == b"}":
+            depth -= 1
+            if depth == 0:
+                ends.append(match.end())
+    return ends
+
+
+def count_datapoints(body: bytes) -> int:
+    """Datapoints in a body. The codec writes ``collectionTime`` first and escapes ``"`` in
+    names, so the marker cannot occur inside a name; other bodies are scanned."""
+    count = body.count(_OBJECT_START)
+    return count if count else len(_object_ends(body))
+
+
+def split_body(body: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
+    """Split a JSON array of objects in two at the object boundary nearest the middle.
+
+    Returns ``((left, n_left), (right, n_right))``, or None for fewer than two objects.
+    """
+    ends = _object_ends(body)
+    if len(ends) < 2:
+        return None
+    half = len(ends) // 2
+    cut = ends[half - 1]  # just past the last object of the left half
+    start = body.index(b"{", cut)  # the right half begins at its first object
+    left = body[:cut] + b"]"
+    right = b"[" + body[start:]
+    return (left, half), (right, len(ends) - half)
+
+
+@dataclass(eq=False)
+class SpoolRef:
+    """A spool entry being replayed; acked once every piece of it is finished."""
+
+    entry: object
+    pieces: int = 1
+    done: Event = field(default_factory=Event)
+
+
+@dataclass(eq=False)
+class Batch:
+    body: bytes
+    datapoints: int
+    attempts: int = 0  # consecutive failed attempts
+    auth_replays: int = 0  # consecutive 401 replays
+    origin: SpoolRef | None = None
+    created: float = field(default_factory=time.monotonic)
+
+
+class Outbox:
+    """FIFO of batches with byte accounting and the receivers' gate."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        stats: Stats,
+        pending: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.stats = stats
+        self.pending = pending  # bytes still inside the encoder
+        self.queue: deque[Batch] = deque()
+        self.inflight: set[Batch] = set()
+        self.bytes = 0  # queued + in flight
+        self.datapoints = 0
+        self.gate = Event()
+        self.gate.set()
+        self.has_work = Event()
+        self.idle = Event()  # nothing queued and nothing in flight
+        self.idle.set()
+        self._paused_since: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.bytes + self.pending()
+
+    @property
+    def over_cap(self) -> bool:
+        return self.memory_bytes > self.max_bytes
+
+    def put(self, batch: Batch, front: bool = False) -> None:
+        if front:
+            self.queue.appendleft(batch)
+        else:
+            self.queue.append(batch)
+        self.bytes += len(batch.body)
+        self.datapoints += batch.datapoints
+        self.has_work.set()
+        self.idle.clear()
+
+    def pop(self) -> Batch:
+        """The oldest batch, now in flight (the caller must ``done()`` it)."""
+        batch = self.queue.popleft()
+        if not self.queue:
+            self.has_work.clear()
+        self.inflight.add(batch)
+        return batch
+
+    def remove_queued(self, batch: Batch) -> None:
+        """Take a queued batch out (moved to the spool)."""
+        self.queue.remove(batch)
+        if not self.queue:
+            self.has_work.clear()
+        self._release(batch)
+
+    def done(self, batch: Batch) -> None:
+        """The sender is finished with this batch (delivered, dropped, split or spooled)."""
+        self.inflight.discard(batch)
+        self._release(batch)
+
+    def _release(self, batch: Batch) -> None:
+        self.bytes -= len(batch.body)
+        self.datapoints -= batch.datapoints
+        if not self.queue and not self.inflight:
+            self.idle.set()
+
+    def update_gate(self) -> None:
+        """Close the gate over the cap, open it again under 80 %; log each episode once."""
+        used = self.memory_bytes
+        if self.gate.is_set():
+            if used > self.max_bytes:
+                self.gate.clear()
+                self._paused_since = time.monotonic()
+                self.stats.set("backpressure_active", 1)
+                log.warning(
+                    "backpressure: %d bytes waiting for Blueflood (cap %d); pausing receivers",
+                    used,
+                    self.max_bytes,
+                )
+        elif used <= self.max_bytes * RESUME_FRACTION:
+            self.gate.set()
+            paused = time.monotonic() - (self._paused_since or time.monotonic())
+            self._paused_since = None
+            self.stats.set("backpressure_active", 0)
+            self.stats.incr("backpressure_seconds", paused)
+            log.warning("backpressure over after %.1fs; receivers resumed", paused)
+
+    def paused_for(self) -> float:
+        """Seconds the receivers have been paused in the current episode (0 when open)."""
+        return 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
