@@ -118,7 +118,8 @@ class Forwarder:
         lost = spooled = 0
         for batch in leftover:
             if batch.origin is not None:
-                continue  # still in the spool, never acked
+                self._release_entry(batch.origin)  # still on disk: replayed at next start
+                continue
             if self.spool is not None and self._spool_put(batch):
                 spooled += batch.datapoints
             else:
@@ -187,9 +188,7 @@ class Forwarder:
         except Exception:
             log.exception("writing to the spool failed")
             return False
-        if ok:
-            self.stats.incr("spool_written_bodies")
-        return ok
+        return ok  # the spool counts spool_written_bodies itself
 
     # ---- sending ------------------------------------------------------------------------------
 
@@ -293,8 +292,16 @@ class Forwarder:
                 self.spool.ack(origin.entry)
             except Exception:
                 log.exception("acknowledging a spool entry failed")
-            self.stats.incr("spool_replayed_bodies")
-            origin.done.set()
+            origin.done.set()  # the spool counts spool_replayed_bodies itself
+
+    def _release_entry(self, origin: SpoolRef) -> None:
+        if origin.done.is_set():
+            return
+        origin.done.set()
+        try:
+            self.spool.release(origin.entry)
+        except Exception:
+            log.exception("releasing a spool entry failed")
 
     def _split(self, batch: Batch) -> bool:
         halves = split_body(batch.body)

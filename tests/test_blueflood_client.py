@@ -1,0 +1,159 @@
+"""BluefloodClient against the fake Blueflood: every status maps to the right Outcome."""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import json
+import time
+
+import gevent
+import pytest
+
+from fastforward.blueflood import BluefloodClient, Kind, StdoutClient, parse_retry_after
+from fastforward.stats import Stats
+from tests.fake_blueflood import (
+    FakeBlueflood,
+    Scripted,
+    fake_blueflood,  # noqa: F401 - fixture
+)
+
+
+def body(*names: str, ct: int | None = None, value: object = 1.5) -> bytes:
+    ct = int(time.time() * 1000) if ct is None else ct
+    items = [
+        {"collectionTime": ct, "ttlInSeconds": 86400, "metricValue": value, "metricName": n}
+        for n in names
+    ]
+    return json.dumps(items, separators=(",", ":")).encode()
+
+
+@pytest.fixture
+def stats() -> Stats:
+    return Stats()
+
+
+@pytest.fixture
+def client(fake_blueflood, stats):  # noqa: F811
+    c = BluefloodClient(fake_blueflood.url + "/", "t1", stats, timeout=5)
+    yield c
+    c.close()
+
+
+def post(client, data):
+    with gevent.Timeout(15):
+        return client.post(data)
+
+
+def test_ok_sends_json_headers_and_no_tenant_header(client, fake_blueflood, stats):  # noqa: F811
+    outcome = post(client, body("a", "b"))
+    assert outcome.kind is Kind.OK and outcome.status == 200
+    req = fake_blueflood.requests[-1]
+    assert req.path == "/v2.0/t1/ingest"  # trailing '/' of the base URL stripped
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers["Accept"] == "application/json"
+    assert not any(h.lower() == "tenantid" for h in req.headers)
+    assert "Content-Encoding" not in req.headers
+    assert fake_blueflood.stored == 2
+    assert stats.get("http_responses", status="200") == 1
+    assert stats.get("flush_latency_seconds_count") == 1
+
+
+def test_partial_207_carries_the_rejected_metrics(client):
+    outcome = post(client, body("good") + b"")
+    assert outcome.kind is Kind.OK
+    mixed = json.loads(body("good")) + json.loads(body("old", ct=1000))
+    outcome = post(client, json.dumps(mixed).encode())
+    assert outcome.kind is Kind.PARTIAL and outcome.status == 207
+    assert [(e["metricName"], e["source"]) for e in outcome.errors] == [("old", "collectionTime")]
+
+
+def test_400_per_metric_is_rejected_and_parse_error_is_bad_request(client):
+    outcome = post(client, body("old", ct=1000))
+    assert outcome.kind is Kind.REJECTED and outcome.errors[0]["source"] == "collectionTime"
+    outcome = post(client, b'[{"metricName":"a","metricValue":NaN}]')
+    assert outcome.kind is Kind.BAD_REQUEST
+    assert outcome.errors[0]["message"] == "Cannot parse content"
+
+
+def test_413_without_retry_after_is_too_large(client, fake_blueflood):  # noqa: F811
+    fake_blueflood.max_content_length = 100
+    outcome = post(client, body("a", "b", "c"))
+    assert outcome.kind is Kind.TOO_LARGE and outcome.status == 413
+    fake_blueflood.max_content_length = 1_048_576
+    # The server closed that connection; the next POST reconnects and works.
+    assert post(client, body("a")).kind is Kind.OK
+
+
+def test_retry_after_seconds_and_http_date(client, fake_blueflood):  # noqa: F811
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    fake_blueflood.push(
+        Scripted(413, headers={"Retry-After": "7"}), Scripted(429, headers={"Retry-After": later})
+    )
+    first = post(client, body("a"))
+    assert first.kind is Kind.RATE_LIMITED and first.retry_after == 7.0
+    second = post(client, body("a"))
+    assert second.kind is Kind.RATE_LIMITED and 25 < second.retry_after <= 31
+    assert parse_retry_after("not a date") is None
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 403, 404, 405, 501, 415])
+def test_server_and_config_errors_are_retried(client, fake_blueflood, status):  # noqa: F811
+    fake_blueflood.push(status)
+    outcome = post(client, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.status == status
+    assert fake_blueflood.stored == 0
+
+
+def test_wrong_path_is_a_real_404(fake_blueflood, stats):  # noqa: F811
+    c = BluefloodClient(fake_blueflood.url + "/nope", "t1", stats, timeout=5)
+    assert post(c, body("a")).kind is Kind.RETRY
+    assert fake_blueflood.requests[-1].status == 404
+    c.close()
+
+
+def test_connection_refused_and_timeout_are_retried(stats):
+    with FakeBlueflood() as bf:
+        url = bf.url
+    c = BluefloodClient(url, "t1", stats, timeout=2)
+    outcome = post(c, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.status is None
+    assert outcome.reason == "connection"
+    c.close()
+    with FakeBlueflood() as bf:
+        bf.push(Scripted(200, delay=2))
+        c = BluefloodClient(bf.url, "t1", stats, timeout=0.3)
+        outcome = post(c, body("a"))
+        assert outcome.kind is Kind.RETRY and outcome.reason == "timeout"
+        c.close()
+
+
+def test_close_without_response_is_retried(client, fake_blueflood):  # noqa: F811
+    fake_blueflood.push(Scripted(close=True))
+    outcome = post(client, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.reason == "connection"
+
+
+def test_gzip_body_arrives_intact(fake_blueflood, stats):  # noqa: F811
+    c = BluefloodClient(fake_blueflood.url, "t1", stats, timeout=5, gzip=True)
+    data = body(*[f"m.{i}" for i in range(50)])
+    assert post(c, data).kind is Kind.OK
+    req = fake_blueflood.requests[-1]
+    assert req.headers["Content-Encoding"] == "gzip"
+    assert len(req.raw) < len(data) and req.body == data
+    assert fake_blueflood.stored == 50
+    c.close()
+
+
+def test_keep_alive_one_connection_for_many_posts(client, fake_blueflood):  # noqa: F811
+    for i in range(5):
+        assert post(client, body(f"k{i}")).kind is Kind.OK
+    assert len(fake_blueflood.connections()) == 1
+
+
+def test_stdout_client_writes_one_line_per_body(stats):
+    out = io.BytesIO()
+    c = StdoutClient(stats, out)
+    assert c.post(b'[{"a":1}]').kind is Kind.OK
+    assert c.post(b"[2]").kind is Kind.OK
+    assert out.getvalue() == b'[{"a":1}]\n[2]\n'
