@@ -510,6 +510,7 @@ class FakeIdentity(_FakeServer):
     ``users`` maps a user name to ``{"apiKey": ..., "password": ...}``. Hooks: ``token_ttl``
     (seconds), ``clock`` (seconds), ``fail`` (a queue: an int status, or ``"timeout"`` to hang
     ``hang_seconds``), ``failing`` (a status or ``"timeout"`` for every request until reset),
+    ``delay`` (seconds before each answer),
     ``revoke(token)``, ``expire_all()``.
     """
 
@@ -533,6 +534,7 @@ class FakeIdentity(_FakeServer):
         self.fail: deque[int | str] = deque()
         self.failing: int | str | None = None
         self.hang_seconds = 30.0
+        self.delay = 0.0  # seconds before every answer (a slow identity service)
         self.issued = 0
 
     @property
@@ -576,6 +578,8 @@ class FakeIdentity(_FakeServer):
             return 404, b""
         if method != "POST":
             return 405, b""
+        if self.delay:
+            gevent.sleep(self.delay)
         failure = self.fail.popleft() if self.fail else self.failing
         if failure == "timeout":
             gevent.sleep(self.hang_seconds)
