@@ -1,0 +1,999 @@
+"""Pure-Python codec: carbon pickle frames and plaintext lines to Blueflood JSON bodies.
+
+This is the reference twin of the compiled ``_codec``: same names, same bytes out, same errors
+(docs/architecture.md, "The codec contract"). It walks the pickle opcodes itself; it never calls
+``pickle.loads`` or ``pickle.Unpickler``, so nothing in a frame can import or call anything.
+
+Decisions the contract leaves open are marked ``DECISION:`` below; the compiled codec matches
+them, and the parity tests (tests/test_codec_parity.py) hold both to them.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections import deque
+
+from .errors import FrameError, FrameTooLarge
+
+__all__ = ["DROP_REASONS", "Encoder", "safe_loads"]
+
+DROP_REASONS: tuple[str, ...] = (
+    "none",
+    "nan",
+    "inf",
+    "bad_value",
+    "bad_timestamp",
+    "out_of_window",
+    "invalid_name",
+    "bad_item",
+    "bad_line",
+    "bad_frame",
+)
+
+MAX_DEPTH = 64  # containers nested, and MARKs open at once
+MAX_TEXT_DIGITS = 100  # digits of a text INT / LONG argument
+MAX_LONG_BYTES = 64  # payload of LONG1 / LONG4
+MAX_REJECTS = 64  # (reason, sample) pairs kept for take_rejects()
+SAMPLE_BYTES = 256  # a reject sample is cut to this many bytes
+_NAME_CACHE_SIZE = 65_536  # names remembered (escaped, or refused); cleared when full
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+# --- FrameError reasons -------------------------------------------------------------------
+# DECISION: every reason is one of these exact strings (the opcode name or byte filled in), so
+# both implementations log the same thing. The offset is the position of the opcode being
+# decoded when the error was found (``len(frame)`` when the frame ends between opcodes, 0 for
+# FrameTooLarge, the STOP opcode for errors found after decoding).
+R_TOO_LARGE = "frame longer than max_frame_bytes"
+R_TRUNCATED = "truncated frame"
+R_AFTER_STOP = "data after STOP"
+R_STOP_STACK = "stack not exactly one value at STOP"
+R_PROTO = "pickle protocol over 5"
+R_MEMO_INDEX = "memo index over values created"
+R_MEMO_UNSET = "GET of unset memo slot"
+R_DIGITS = "text integer longer than 100 digits"
+R_LONG_BYTES = "binary long longer than 64 bytes"
+R_DEPTH = "nesting deeper than 64"
+R_MARKS = "MARK depth over 64"
+R_ITEMS = "more than max_items_per_frame items in a list"
+R_DATAPOINTS = "more than max_items_per_frame datapoints"
+R_UNDERFLOW = "stack underflow"
+R_NO_MARK = "MARK missing"
+R_NOT_LIST = "APPEND to a non-list"
+R_SEALED = "APPEND to a list already inside a container"
+R_TOP = "top level not a list or tuple"
+# plus f"forbidden opcode {NAME}", f"unknown opcode 0x{op:02x}" and f"bad {NAME} argument"
+
+_FORBIDDEN = {
+    0x63: "GLOBAL",
+    0x93: "STACK_GLOBAL",
+    0x52: "REDUCE",
+    0x62: "BUILD",
+    0x69: "INST",
+    0x6F: "OBJ",
+    0x81: "NEWOBJ",
+    0x92: "NEWOBJ_EX",
+    0x50: "PERSID",
+    0x51: "BINPERSID",
+    0x82: "EXT1",
+    0x83: "EXT2",
+    0x84: "EXT4",
+    0x7D: "EMPTY_DICT",
+    0x64: "DICT",
+    0x73: "SETITEM",
+    0x75: "SETITEMS",
+    0x8F: "EMPTY_SET",
+    0x90: "ADDITEMS",
+    0x91: "FROZENSET",
+    0x96: "BYTEARRAY8",
+    0x97: "NEXT_BUFFER",
+    0x98: "READONLY_BUFFER",
+}
+
+_u8 = struct.Struct("<B").unpack_from
+_u16 = struct.Struct("<H").unpack_from
+_i32 = struct.Struct("<i").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+_u64 = struct.Struct("<Q").unpack_from
+_f64 = struct.Struct(">d").unpack_from
+
+_DIGITS_RE = re.compile(rb"[0-9]+")
+_TEXT_INT_RE = re.compile(rb"[+-]?([0-9]+)")
+_STR_INT_RE = re.compile(rb"[+-]?[0-9]+")
+_STR_FLOAT_RE = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_STR_NAN_RE = re.compile(rb"[+-]?nan", re.IGNORECASE)
+_STR_INF_RE = re.compile(rb"[+-]?inf(?:inity)?", re.IGNORECASE)
+_ASCII_WS = b" \t\n\r\x0b\x0c"
+_NAME_WS_RE = re.compile(rb"[ \t\n\r\x0b\x0c]")
+_JSON_ESC_RE = re.compile(rb'[\x00-\x1f"\\]')
+_JSON_ESC = {c: b"\\u%04x" % c for c in range(0x20)}
+_JSON_ESC[0x22] = b'\\"'
+_JSON_ESC[0x5C] = b"\\\\"
+
+# STRING (protocol 0) escapes. DECISION: Python's string-escape rules, written out here so
+# they do not depend on codecs.escape_decode: \\ \' \" \a \b \f \n \r \t \v, \xHH (exactly two
+# hex digits, else the argument is bad), \ooo (1-3 octal digits, value & 0xFF); any other
+# backslash pair is kept as is; a lone trailing backslash makes the argument bad.
+_SIMPLE_ESC = {
+    0x5C: 0x5C,
+    0x27: 0x27,
+    0x22: 0x22,
+    0x61: 0x07,
+    0x62: 0x08,
+    0x66: 0x0C,
+    0x6E: 0x0A,
+    0x72: 0x0D,
+    0x74: 0x09,
+    0x76: 0x0B,
+}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _unescape_string(s: bytes) -> bytes:
+    """The STRING opcode's Python-escaped argument (quotes removed) to its bytes."""
+    if b"\\" not in s:
+        return s
+    out = bytearray()
+    i = 0
+    n = len(s)
+    while i < n:
+        j = s.find(b"\\", i)
+        if j < 0:
+            out += s[i:]
+            break
+        out += s[i:j]
+        if j + 1 >= n:
+            raise ValueError("trailing backslash")
+        c = s[j + 1]
+        i = j + 2
+        if c in _SIMPLE_ESC:
+            out.append(_SIMPLE_ESC[c])
+        elif c == 0x78:  # \xHH
+            h = s[i : i + 2]
+            if len(h) != 2 or h[0] not in _HEX or h[1] not in _HEX:
+                raise ValueError("bad \\x escape")
+            out.append(int(h, 16))
+            i += 2
+        elif 0x30 <= c <= 0x37:  # \o, \oo, \ooo
+            v = c - 0x30
+            k = 0
+            while k < 2 and i < n and 0x30 <= s[i] <= 0x37:
+                v = v * 8 + s[i] - 0x30
+                i += 1
+                k += 1
+            out.append(v & 0xFF)
+        else:
+            out.append(0x5C)
+            out.append(c)
+    return bytes(out)
+
+
+def _text_int(arg: bytes, opname: str, offset: int) -> int:
+    # DECISION: text INT/LONG arguments are plain decimal, `[+-]?[0-9]+` (leading zeros read as
+    # decimal); no spaces, underscores or 0x prefixes, which pickle's int() would take.
+    m = _TEXT_INT_RE.fullmatch(arg)
+    if m is None:
+        raise FrameError(f"bad {opname} argument", offset)
+    if m.end(1) - m.start(1) > MAX_TEXT_DIGITS:
+        raise FrameError(R_DIGITS, offset)
+    return int(arg)
+
+
+def _memo_text_index(arg: bytes, opname: str, offset: int) -> int:
+    # DECISION: PUT/GET arguments are ASCII digits only; more than 18 digits is over any
+    # possible number of values created (for GET it cannot name a set slot either).
+    if _DIGITS_RE.fullmatch(arg) is None:
+        raise FrameError(f"bad {opname} argument", offset)
+    if len(arg) > 18:
+        raise FrameError(R_MEMO_INDEX if opname == "PUT" else R_MEMO_UNSET, offset)
+    return int(arg)
+
+
+def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, int]:
+    """Decode one frame; returns (value, offset of STOP). Raises FrameError.
+
+    DECISIONS, beyond the contract's list:
+    - Strings from STRING/BINSTRING/SHORT_BINSTRING come back as ``bytes`` (like
+      ``pickle.loads(..., encoding="bytes")``); BINUNICODE & co. decode UTF-8 with
+      "surrogatepass" and UNICODE with "raw-unicode-escape", exactly as pickle does.
+    - Values are taken only from above the topmost MARK (as pickle does). POP with nothing
+      above the mark removes the mark (as pickle does); with no mark at all it is underflow.
+    - "Values created" counts every value pushed except by GET/BINGET/LONG_BINGET/DUP. A
+      PUT/BINPUT/LONG_BINPUT index, and MEMOIZE's index (the memo's size), may not exceed it.
+    - Depth: a scalar is 0, a container 1 + its deepest element; over 64 is an error. To keep
+      this exact with shared (memoised) lists, a list that has been put inside a container
+      (tuple, LIST, APPEND/APPENDS; itself included) is sealed: appending to it later is
+      refused (R_SEALED). Python's pickler always finishes a list before its parent, so only
+      self-containing lists are refused, and the result is always a finite tree/DAG.
+    - max_items_per_frame bounds every list and tuple built (not only the top level).
+    - FRAME's length must fit in the bytes left; apart from that, FRAME is only a hint.
+    - PROTO may appear anywhere; its argument must be 0..5.
+    - At STOP: first no data may follow, then no MARK may be open and exactly one value must
+      be on the stack (both R_STOP_STACK).
+    """
+    n = len(data)
+    if n > max_frame_bytes:
+        raise FrameTooLarge(R_TOO_LARGE, 0)
+    stack: list = []
+    push = stack.append
+    marks: list[int] = []
+    floor = 0  # values below this index belong to an outer MARK
+    memo: dict[int, object] = {}
+    created = 0
+    depth: dict[int, int] = {}  # id(container) -> depth; containers are kept alive by `keep`
+    keep: list = []
+    keep_add = keep.append
+    sealed: set[int] = set()  # id() of lists that are inside a container
+    pos = 0
+    while True:
+        if pos >= n:
+            raise FrameError(R_TRUNCATED, pos)
+        start = pos
+        op = data[pos]
+        pos += 1
+        # The most frequent opcodes of real frames come first.
+        if op == 0x71 or op == 0x72:  # BINPUT q, LONG_BINPUT r
+            if op == 0x71:
+                if pos >= n:
+                    raise FrameError(R_TRUNCATED, start)
+                idx = data[pos]
+                pos += 1
+            else:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                idx = _u32(data, pos)[0]
+                pos += 4
+            if len(stack) <= floor:
+                raise FrameError(R_UNDERFLOW, start)
+            if idx > created:
+                raise FrameError(R_MEMO_INDEX, start)
+            memo[idx] = stack[-1]
+        elif op == 0x47:  # BINFLOAT G
+            if pos + 8 > n:
+                raise FrameError(R_TRUNCATED, start)
+            push(_f64(data, pos)[0])
+            pos += 8
+            created += 1
+        elif 0x85 <= op <= 0x87:  # TUPLE1, TUPLE2, TUPLE3
+            k = op - 0x84
+            if len(stack) - floor < k:
+                raise FrameError(R_UNDERFLOW, start)
+            items = stack[-k:]
+            del stack[-k:]
+            d = 1
+            for x in items:
+                tx = type(x)
+                if tx is tuple or tx is list:
+                    if tx is list:
+                        sealed.add(id(x))
+                    dx = depth[id(x)] + 1
+                    if dx > d:
+                        d = dx
+            if d > MAX_DEPTH:
+                raise FrameError(R_DEPTH, start)
+            t = tuple(items)
+            depth[id(t)] = d
+            keep_add(t)
+            push(t)
+            created += 1
+        elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE X, SHORT_BINUNICODE, 8
+            if op == 0x8C:
+                if pos >= n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = data[pos]
+                pos += 1
+            elif op == 0x58:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _u32(data, pos)[0]
+                pos += 4
+            else:
+                if pos + 8 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _u64(data, pos)[0]
+                pos += 8
+            if size > n - pos:
+                raise FrameError(R_TRUNCATED, start)
+            try:
+                push(data[pos : pos + size].decode("utf-8", "surrogatepass"))
+            except UnicodeDecodeError:
+                name = {0x58: "BINUNICODE", 0x8C: "SHORT_BINUNICODE"}.get(op, "BINUNICODE8")
+                raise FrameError(f"bad {name} argument", start) from None
+            pos += size
+            created += 1
+        elif op == 0x94:  # MEMOIZE
+            if len(stack) <= floor:
+                raise FrameError(R_UNDERFLOW, start)
+            idx = len(memo)
+            if idx > created:
+                raise FrameError(R_MEMO_INDEX, start)
+            memo[idx] = stack[-1]
+        elif op == 0x68 or op == 0x6A:  # BINGET h, LONG_BINGET j
+            if op == 0x68:
+                if pos >= n:
+                    raise FrameError(R_TRUNCATED, start)
+                idx = data[pos]
+                pos += 1
+            else:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                idx = _u32(data, pos)[0]
+                pos += 4
+            try:
+                push(memo[idx])
+            except KeyError:
+                raise FrameError(R_MEMO_UNSET, start) from None
+        elif op == 0x4A:  # BININT J
+            if pos + 4 > n:
+                raise FrameError(R_TRUNCATED, start)
+            push(_i32(data, pos)[0])
+            pos += 4
+            created += 1
+        elif op == 0x4B:  # BININT1 K
+            if pos >= n:
+                raise FrameError(R_TRUNCATED, start)
+            push(data[pos])
+            pos += 1
+            created += 1
+        elif op == 0x4D:  # BININT2 M
+            if pos + 2 > n:
+                raise FrameError(R_TRUNCATED, start)
+            push(_u16(data, pos)[0])
+            pos += 2
+            created += 1
+        elif op == 0x55 or op == 0x54 or op == 0x43 or op == 0x42 or op == 0x8E:
+            # SHORT_BINSTRING U, BINSTRING T, SHORT_BINBYTES C, BINBYTES B, BINBYTES8
+            if op == 0x55 or op == 0x43:
+                if pos >= n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = data[pos]
+                pos += 1
+            elif op == 0x54:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _i32(data, pos)[0]
+                pos += 4
+                if size < 0:
+                    raise FrameError("bad BINSTRING argument", start)
+            elif op == 0x42:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _u32(data, pos)[0]
+                pos += 4
+            else:
+                if pos + 8 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _u64(data, pos)[0]
+                pos += 8
+            if size > n - pos:
+                raise FrameError(R_TRUNCATED, start)
+            push(data[pos : pos + size])
+            pos += size
+            created += 1
+        elif op == 0x28:  # MARK (
+            if len(marks) >= MAX_DEPTH:
+                raise FrameError(R_MARKS, start)
+            floor = len(stack)
+            marks.append(floor)
+        elif op == 0x65 or op == 0x61:  # APPENDS e, APPEND a
+            if op == 0x65:
+                if not marks:
+                    raise FrameError(R_NO_MARK, start)
+                k = marks.pop()
+                items = stack[k:]
+                del stack[k:]
+                floor = marks[-1] if marks else 0
+            else:
+                if len(stack) - floor < 1:
+                    raise FrameError(R_UNDERFLOW, start)
+                items = [stack.pop()]
+            if len(stack) <= floor:
+                raise FrameError(R_UNDERFLOW, start)
+            target = stack[-1]
+            if type(target) is not list:
+                raise FrameError(R_NOT_LIST, start)
+            d = 1
+            for x in items:
+                tx = type(x)
+                if tx is tuple or tx is list:
+                    if tx is list:
+                        sealed.add(id(x))
+                    dx = depth[id(x)] + 1
+                    if dx > d:
+                        d = dx
+            if id(target) in sealed:
+                raise FrameError(R_SEALED, start)
+            if d > MAX_DEPTH:
+                raise FrameError(R_DEPTH, start)
+            if len(target) + len(items) > max_items:
+                raise FrameError(R_ITEMS, start)
+            target.extend(items)
+            if d > depth[id(target)]:
+                depth[id(target)] = d
+        elif op == 0x5D:  # EMPTY_LIST ]
+            lst: list = []
+            depth[id(lst)] = 1
+            keep_add(lst)
+            push(lst)
+            created += 1
+        elif op == 0x74 or op == 0x6C:  # TUPLE t, LIST l
+            if not marks:
+                raise FrameError(R_NO_MARK, start)
+            k = marks.pop()
+            items = stack[k:]
+            del stack[k:]
+            floor = marks[-1] if marks else 0
+            d = 1
+            for x in items:
+                tx = type(x)
+                if tx is tuple or tx is list:
+                    if tx is list:
+                        sealed.add(id(x))
+                    dx = depth[id(x)] + 1
+                    if dx > d:
+                        d = dx
+            if d > MAX_DEPTH:
+                raise FrameError(R_DEPTH, start)
+            if len(items) > max_items:
+                raise FrameError(R_ITEMS, start)
+            c = tuple(items) if op == 0x74 else items
+            depth[id(c)] = d
+            keep_add(c)
+            push(c)
+            created += 1
+        elif op == 0x29:  # EMPTY_TUPLE )
+            t = ()
+            depth[id(t)] = 1
+            push(t)
+            created += 1
+        elif op == 0x2E:  # STOP .
+            if pos != n:
+                raise FrameError(R_AFTER_STOP, start)
+            if marks or len(stack) != 1:
+                raise FrameError(R_STOP_STACK, start)
+            return stack[0], start
+        elif op == 0x80:  # PROTO
+            if pos >= n:
+                raise FrameError(R_TRUNCATED, start)
+            if data[pos] > 5:
+                raise FrameError(R_PROTO, start)
+            pos += 1
+        elif op == 0x95:  # FRAME
+            if pos + 8 > n:
+                raise FrameError(R_TRUNCATED, start)
+            size = _u64(data, pos)[0]
+            pos += 8
+            if size > n - pos:
+                raise FrameError(R_TRUNCATED, start)
+        elif op == 0x4E:  # NONE N
+            push(None)
+            created += 1
+        elif op == 0x88 or op == 0x89:  # NEWTRUE, NEWFALSE
+            push(op == 0x88)
+            created += 1
+        elif op == 0x8A or op == 0x8B:  # LONG1, LONG4
+            if op == 0x8A:
+                if pos >= n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = data[pos]
+                pos += 1
+            else:
+                if pos + 4 > n:
+                    raise FrameError(R_TRUNCATED, start)
+                size = _i32(data, pos)[0]
+                pos += 4
+                if size < 0:
+                    raise FrameError("bad LONG4 argument", start)
+            if size > MAX_LONG_BYTES:
+                raise FrameError(R_LONG_BYTES, start)
+            if size > n - pos:
+                raise FrameError(R_TRUNCATED, start)
+            push(int.from_bytes(data[pos : pos + size], "little", signed=True))
+            pos += size
+            created += 1
+        elif op in _FORBIDDEN:
+            raise FrameError(f"forbidden opcode {_FORBIDDEN[op]}", start)
+        elif op in _TEXT_OPS:
+            # Text opcodes: the argument runs to the next newline.
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                raise FrameError(R_TRUNCATED, start)
+            arg = data[pos:nl]
+            pos = nl + 1
+            if op == 0x49:  # INT I
+                if arg == b"00" or arg == b"01":
+                    push(arg == b"01")
+                else:
+                    push(_text_int(arg, "INT", start))
+                created += 1
+            elif op == 0x4C:  # LONG L
+                if arg[-1:] == b"L":
+                    arg = arg[:-1]
+                push(_text_int(arg, "LONG", start))
+                created += 1
+            elif op == 0x46:  # FLOAT F
+                v = _parse_text_float(arg)
+                if v is None:
+                    raise FrameError("bad FLOAT argument", start)
+                push(v)
+                created += 1
+            elif op == 0x53:  # STRING S
+                if len(arg) < 2 or arg[0] != arg[-1] or arg[0] not in b"'\"":
+                    raise FrameError("bad STRING argument", start)
+                try:
+                    push(_unescape_string(arg[1:-1]))
+                except ValueError:
+                    raise FrameError("bad STRING argument", start) from None
+                created += 1
+            elif op == 0x56:  # UNICODE V
+                try:
+                    push(arg.decode("raw_unicode_escape"))
+                except UnicodeDecodeError:
+                    raise FrameError("bad UNICODE argument", start) from None
+                created += 1
+            elif op == 0x70:  # PUT p
+                idx = _memo_text_index(arg, "PUT", start)
+                if len(stack) <= floor:
+                    raise FrameError(R_UNDERFLOW, start)
+                if idx > created:
+                    raise FrameError(R_MEMO_INDEX, start)
+                memo[idx] = stack[-1]
+            else:  # GET g
+                idx = _memo_text_index(arg, "GET", start)
+                try:
+                    push(memo[idx])
+                except KeyError:
+                    raise FrameError(R_MEMO_UNSET, start) from None
+        elif op == 0x30:  # POP 0
+            if len(stack) > floor:
+                stack.pop()
+            elif marks:
+                marks.pop()
+                floor = marks[-1] if marks else 0
+            else:
+                raise FrameError(R_UNDERFLOW, start)
+        elif op == 0x31:  # POP_MARK 1
+            if not marks:
+                raise FrameError(R_NO_MARK, start)
+            k = marks.pop()
+            del stack[k:]
+            floor = marks[-1] if marks else 0
+        elif op == 0x32:  # DUP 2
+            if len(stack) <= floor:
+                raise FrameError(R_UNDERFLOW, start)
+            push(stack[-1])
+        else:
+            raise FrameError(f"unknown opcode 0x{op:02x}", start)
+
+
+_TEXT_OPS = frozenset(b"ILFSVpg")
+
+
+def _parse_text_float(arg: bytes) -> float | None:
+    """FLOAT's argument: the contract's float grammar, or nan/inf/infinity (any case, signed)."""
+    if _STR_FLOAT_RE.fullmatch(arg) or _STR_NAN_RE.fullmatch(arg) or _STR_INF_RE.fullmatch(arg):
+        return float(arg)
+    return None
+
+
+def safe_loads(
+    frame: bytes | bytearray | memoryview,
+    max_frame_bytes: int = 1_048_576,
+    max_items_per_frame: int = 100_000,
+) -> object:
+    """Decode one pickle frame (no length prefix) into lists, tuples, str, bytes, int, float,
+    bool and None, without executing anything. Raises FrameError / FrameTooLarge."""
+    data = frame if type(frame) is bytes else bytes(frame)
+    return _loads(data, max_frame_bytes, max_items_per_frame)[0]
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+# A number that is not usable: the drop reason is decided by the caller (value or timestamp).
+_NAN = "nan"
+_INF = "inf"
+_BAD = "bad"
+_VALUE_DROP = {_NAN: "nan", _INF: "inf", _BAD: "bad_value"}
+
+
+def _number_from_text(s: bytes) -> int | float | str:
+    """A string value/timestamp to int or float, or _NAN / _INF / _BAD.
+
+    DECISION: an integer string outside int64 goes through float like an int does
+    (correctly rounded); if that overflows it is _BAD (bad_value / bad_timestamp), while a
+    float string that overflows ("1e999") is _INF, as the contract's two rules say.
+    """
+    s = s.strip(_ASCII_WS)
+    if _STR_INT_RE.fullmatch(s):
+        digits = s.lstrip(b"+-").lstrip(b"0")
+        if len(digits) <= 19:
+            v = int(s[:1] + digits if s[:1] in (b"+", b"-") else digits or b"0")
+            if _INT64_MIN <= v <= _INT64_MAX:
+                return v
+            return float(v)
+        f = float(s)  # correctly rounded from the decimal, same as float(int(s))
+        return _BAD if f - f != 0.0 else f
+    if _STR_FLOAT_RE.fullmatch(s):
+        f = float(s)
+        return f if f - f == 0.0 else _INF
+    if _STR_NAN_RE.fullmatch(s):
+        return _NAN
+    if _STR_INF_RE.fullmatch(s):
+        return _INF
+    return _BAD
+
+
+def _number(v: object) -> int | float | str:
+    """Any decoded value to an int (inside int64) or a finite float, or _NAN / _INF / _BAD."""
+    tv = type(v)
+    if tv is float:
+        if v - v == 0.0:  # type: ignore[operator]
+            return v  # type: ignore[return-value]
+        return _NAN if v != v else _INF
+    if tv is int:
+        if _INT64_MIN <= v <= _INT64_MAX:  # type: ignore[operator]
+            return v  # type: ignore[return-value]
+        try:
+            return float(v)  # type: ignore[arg-type]
+        except OverflowError:
+            return _BAD
+    if tv is bool:
+        return 1 if v else 0
+    if tv is bytes:
+        return _number_from_text(v)  # type: ignore[arg-type]
+    if tv is str:
+        return _number_from_text(v.encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
+    return _BAD
+
+
+def _name_bytes(name: object) -> bytes:
+    """A name as raw bytes for a reject sample."""
+    if type(name) is bytes:
+        return name[:SAMPLE_BYTES]  # type: ignore[index]
+    if type(name) is str:
+        return name.encode("utf-8", "surrogatepass")[:SAMPLE_BYTES]  # type: ignore[union-attr]
+    return b""
+
+
+class Encoder:
+    """Turns pickle frames and plaintext lines into Blueflood JSON bodies (see the contract)."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        ttl: int = 86400,
+        overwrite_collection_time: bool = False,
+        max_body_bytes: int = 1_000_000,
+        max_body_datapoints: int = 5_000,
+        max_frame_bytes: int = 1_048_576,
+        max_items_per_frame: int = 100_000,
+        max_past_ms: int = 259_200_000,
+        max_future_ms: int = 600_000,
+        max_name_bytes: int = 4096,
+        max_line_bytes: int = 65_536,
+    ) -> None:
+        for label, value in (
+            ("max_body_bytes", max_body_bytes),
+            ("max_body_datapoints", max_body_datapoints),
+            ("max_frame_bytes", max_frame_bytes),
+            ("max_items_per_frame", max_items_per_frame),
+            ("max_name_bytes", max_name_bytes),
+            ("max_line_bytes", max_line_bytes),
+        ):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{label} must be a positive integer, not {value!r}")
+        if type(ttl) is not int:
+            raise ValueError(f"ttl must be an integer, not {ttl!r}")
+        self.prefix = prefix
+        self.ttl = ttl
+        self.overwrite_collection_time = bool(overwrite_collection_time)
+        self.max_body_bytes = max_body_bytes
+        self.max_body_datapoints = max_body_datapoints
+        self.max_frame_bytes = max_frame_bytes
+        self.max_items_per_frame = max_items_per_frame
+        self.max_past_ms = max_past_ms
+        self.max_future_ms = max_future_ms
+        self.max_name_bytes = max_name_bytes
+        self.max_line_bytes = max_line_bytes
+        # The prefix and its dot count towards max_name_bytes.
+        self._prefix_raw = (prefix + ".").encode("utf-8") if prefix else b""
+        self._prefix_esc = _escape(self._prefix_raw)
+        head = b'{"collectionTime":%d,"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
+        self._tmpl_int = head + b"%d%b"
+        self._tmpl_float = head + b"%r%b"
+        self._names: dict[object, bytes | None] = {}
+        self._full: list[bytes] = []
+        self._full_bytes = 0
+        self._full_datapoints = 0
+        self._body = bytearray(b"[")
+        self._body_count = 0
+        self._counters = dict.fromkeys(("accepted", "frames", "lines", *DROP_REASONS), 0)
+        self._rejects: deque[tuple[str, bytes]] = deque(maxlen=MAX_REJECTS)
+
+    # --- public state ---------------------------------------------------------------------
+
+    @property
+    def ready_bodies(self) -> int:
+        return len(self._full)
+
+    @property
+    def pending_bytes(self) -> int:
+        open_bytes = len(self._body) + 1 if self._body_count else 0
+        return self._full_bytes + open_bytes
+
+    @property
+    def pending_datapoints(self) -> int:
+        return self._full_datapoints + self._body_count
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def take_rejects(self) -> list[tuple[str, bytes]]:
+        """Recent (reason, sample) pairs, oldest first, at most 64; clears them.
+
+        DECISION: the sample is at most 256 bytes: the raw metric name for a dropped pickle
+        datapoint (b"" when the name is not a string, and for bad_item), the line without its
+        line end for plaintext, and ``str(FrameError)`` for bad_frame.
+        """
+        out = list(self._rejects)
+        self._rejects.clear()
+        return out
+
+    def take(self, partial: bool = True) -> list[bytes]:
+        out = self._full
+        self._full = []
+        self._full_bytes = 0
+        self._full_datapoints = 0
+        if partial and self._body_count:
+            self._body.append(0x5D)
+            out.append(bytes(self._body))
+            self._body = bytearray(b"[")
+            self._body_count = 0
+        return out
+
+    # --- input ------------------------------------------------------------------------------
+
+    def add_pickle(self, frame: bytes | bytearray | memoryview, now_ms: int | None = None) -> int:
+        counters = self._counters
+        counters["frames"] += 1
+        data = frame if type(frame) is bytes else bytes(frame)
+        try:
+            top, stop = _loads(data, self.max_frame_bytes, self.max_items_per_frame)
+            if type(top) is not list and type(top) is not tuple:
+                raise FrameError(R_TOP, stop)
+            if now_ms is None:
+                now_ms = int(time.time() * 1000)
+            objs, drops, rejects = self._encode_items(top, now_ms, stop)  # type: ignore[arg-type]
+        except FrameError as exc:
+            counters["bad_frame"] += 1
+            self._rejects.append(("bad_frame", str(exc).encode()[:SAMPLE_BYTES]))
+            raise
+        for reason, k in drops.items():
+            counters[reason] += k
+        self._rejects.extend(rejects)
+        self._append(objs)
+        return len(objs)
+
+    def add_lines(
+        self, data: bytes | bytearray | memoryview, final: bool = False, now_ms: int | None = None
+    ) -> int:
+        """Consume complete lines; returns the bytes consumed (the caller keeps the rest).
+
+        DECISION: a partial trailing line is never consumed unless ``final`` (even when it is
+        already longer than max_line_bytes: the caller's framing must cap its own buffer).
+        "lines" counts every non-blank line seen.
+        """
+        buf = data if type(data) is bytes else bytes(data)
+        end = buf.rfind(b"\n") + 1
+        consumed = len(buf) if final else end
+        if consumed == 0:
+            return 0
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        lines = buf[:consumed].split(b"\n")
+        if not final or lines[-1] == b"":
+            lines.pop()  # the empty piece after the last newline
+        objs: list[bytes] = []
+        drops: dict[str, int] = {}
+        rejects: list[tuple[str, bytes]] = []
+        max_line = self.max_line_bytes
+        seen = 0
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            fields = line.split()
+            if not fields:
+                continue  # blank lines are skipped silently
+            seen += 1
+            if len(fields) != 3 or len(line) > max_line:
+                drops["bad_line"] = drops.get("bad_line", 0) + 1
+                rejects.append(("bad_line", line[:SAMPLE_BYTES]))
+                continue
+            r = self._datapoint(fields[0], fields[2], fields[1], now_ms, objs)
+            if r is not None:
+                drops[r] = drops.get(r, 0) + 1
+                rejects.append((r, line[:SAMPLE_BYTES]))
+        counters = self._counters
+        counters["lines"] += seen
+        for reason, k in drops.items():
+            counters[reason] += k
+        self._rejects.extend(rejects)
+        self._append(objs)
+        return consumed
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _encode_items(
+        self, top: list | tuple, now_ms: int, stop: int
+    ) -> tuple[list[bytes], dict[str, int], list[tuple[str, bytes]]]:
+        """Every datapoint of a decoded frame as JSON objects, plus drops; nothing is emitted.
+
+        DECISION: an item is a list/tuple of at least 2 elements whose elements after the
+        first are all lists/tuples of exactly 2; otherwise the whole item is one bad_item. A
+        name that is not str/bytes is invalid_name (per datapoint). Each datapoint gets at most
+        one drop reason, checked in this order: name, value, timestamp, window. More than
+        max_items_per_frame datapoints in one frame (memo references can multiply them) makes
+        the frame bad.
+        """
+        objs: list[bytes] = []
+        drops: dict[str, int] = {}
+        rejects: list[tuple[str, bytes]] = []
+        max_dp = self.max_items_per_frame
+        total = 0
+        datapoint = self._datapoint
+        for item in top:
+            ti = type(item)
+            if (ti is not tuple and ti is not list) or len(item) < 2:
+                drops["bad_item"] = drops.get("bad_item", 0) + 1
+                rejects.append(("bad_item", b""))
+                continue
+            total += len(item) - 1
+            if total > max_dp:
+                raise FrameError(R_DATAPOINTS, stop)
+            name = item[0]
+            ok = True
+            for pair in item[1:] if len(item) > 2 else (item[1],):
+                tp = type(pair)
+                if (tp is not tuple and tp is not list) or len(pair) != 2:
+                    ok = False
+                    break
+            if not ok:
+                drops["bad_item"] = drops.get("bad_item", 0) + 1
+                rejects.append(("bad_item", _name_bytes(name)))
+                continue
+            for pair in item[1:] if len(item) > 2 else (item[1],):
+                r = datapoint(name, pair[0], pair[1], now_ms, objs)
+                if r is not None:
+                    drops[r] = drops.get(r, 0) + 1
+                    rejects.append((r, _name_bytes(name)))
+        return objs, drops, rejects
+
+    def _name_tail(self, name: object) -> bytes | None:
+        """`,"metricName":"<escaped prefix.name>"}` for a valid name, None for an invalid one."""
+        tn = type(name)
+        if tn is str:
+            try:
+                raw = name.encode("utf-8")  # type: ignore[union-attr]
+            except UnicodeEncodeError:  # lone surrogates
+                return None
+        elif tn is bytes:
+            raw = name  # type: ignore[assignment]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        else:
+            return None
+        if not raw or _NAME_WS_RE.search(raw) is not None:
+            return None
+        if len(self._prefix_raw) + len(raw) > self.max_name_bytes:
+            return None
+        return b',"metricName":"' + self._prefix_esc + _escape(raw) + b'"}'
+
+    def _datapoint(
+        self, name: object, ts: object, value: object, now_ms: int, objs: list[bytes]
+    ) -> str | None:
+        """Append one datapoint's JSON object to objs; or return its drop reason."""
+        names = self._names
+        try:
+            tail = names[name]
+        except KeyError:
+            tail = self._name_tail(name)
+            if type(name) is str or type(name) is bytes:
+                if len(names) >= _NAME_CACHE_SIZE:
+                    names.clear()
+                names[name] = tail
+        except TypeError:  # unhashable (a list as a name)
+            tail = None
+        if tail is None:
+            return "invalid_name"
+        # value
+        if type(value) is float and value - value == 0.0:
+            v: int | float | str = value
+        elif value is None:
+            return "none"
+        else:
+            v = _number(value)
+            if type(v) is str:
+                return _VALUE_DROP[v]  # type: ignore[index]
+        # timestamp, in ms
+        if self.overwrite_collection_time:
+            ms = now_ms
+        else:
+            if type(ts) is float and ts - ts == 0.0:
+                t: int | float | str = ts
+            else:
+                t = _number(ts)
+                if type(t) is str:
+                    return "bad_timestamp"
+            if t == -1:
+                ms = now_ms
+            elif type(t) is float:
+                tm = t * 1000.0  # type: ignore[operator]
+                if tm - tm != 0.0:  # overflowed to inf
+                    return "bad_timestamp"
+                ms = int(tm)
+            else:
+                ms = t * 1000  # type: ignore[operator]
+            # DECISION: a time that does not fit int64 milliseconds is bad_timestamp (this
+            # only matters when a window bound is disabled).
+            if not _INT64_MIN <= ms <= _INT64_MAX:
+                return "bad_timestamp"
+            if self.max_past_ms >= 0 and ms < now_ms - self.max_past_ms:
+                return "out_of_window"
+            if self.max_future_ms >= 0 and ms > now_ms + self.max_future_ms:
+                return "out_of_window"
+        if type(v) is float:
+            objs.append(self._tmpl_float % (ms, v, tail))
+        else:
+            objs.append(self._tmpl_int % (ms, v, tail))
+        return None
+
+    def _append(self, objs: list[bytes]) -> None:
+        """Add encoded objects to the open body, closing bodies by size and count.
+
+        DECISION: a body is closed (becomes "full") as soon as it holds max_body_datapoints,
+        or when the next object would take it over max_body_bytes; an object alone over
+        max_body_bytes still gets a body of its own.
+        """
+        if not objs:
+            return
+        body = self._body
+        count = self._body_count
+        max_bytes = self.max_body_bytes
+        max_count = self.max_body_datapoints
+        full = self._full
+        accepted = 0
+        for obj in objs:
+            if count and len(body) + len(obj) + 2 > max_bytes:  # "," + obj + "]"
+                body.append(0x5D)
+                full.append(bytes(body))
+                self._full_bytes += len(body)
+                self._full_datapoints += count
+                body = bytearray(b"[")
+                count = 0
+            if count:
+                body.append(0x2C)
+            body += obj
+            count += 1
+            accepted += 1
+            if count >= max_count:
+                body.append(0x5D)
+                full.append(bytes(body))
+                self._full_bytes += len(body)
+                self._full_datapoints += count
+                body = bytearray(b"[")
+                count = 0
+        self._body = body
+        self._body_count = count
+        self._counters["accepted"] += accepted
+
+
+def _escape(raw: bytes) -> bytes:
+    """JSON string escaping of a UTF-8 name: `"`, `\\` and bytes below 0x20 only."""
+    if _JSON_ESC_RE.search(raw) is None:
+        return raw
+    return _JSON_ESC_RE.sub(lambda m: _JSON_ESC[m.group()[0]], raw)
