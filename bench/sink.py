@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Counting sinks for the end-to-end benchmark (standard library only).
+
+Modes:
+
+* ``http`` (default): a Blueflood stand-in. ``POST /v2.0/<tenant>/ingest`` (and ``/ingest/multi``)
+  is answered ``200`` at once; datapoints are counted by the number of ``"metricName"`` keys.
+* ``--carbon pickle``: a carbon pickle receiver (4-byte length + pickle), what carbon-relay sends.
+* ``--carbon line``: a plaintext receiver (``name value ts`` lines), what carbon-c-relay sends.
+
+``--track-unique`` keeps the distinct ``(metricName, collectionTime)`` pairs, so loss and
+duplication can be told apart (``unique``, ``duplicates`` in the stats).  ``--latency`` records
+``(arrival time, oldest timestamp, datapoints)`` per batch, written to ``--stats-file`` at exit.
+
+``GET /stats`` on the HTTP port (``--stats-port`` in carbon modes) returns the counters as JSON:
+``datapoints``, ``unique``, ``duplicates``, ``requests``, ``bytes``, ``first_ts``, ``last_ts``
+(wall-clock arrival of the first/last datapoint), ``invalid``.
+
+One thread, one ``selectors`` loop; it exits on SIGTERM/SIGINT or after ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import pickle
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+NEEDLE = b'"metricName"'
+RECV_SIZE = 1 << 18
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+OK_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+
+
+class Stats:
+    """Counters of one sink; ``unique`` holds the distinct keys when tracking."""
+
+    def __init__(self, track_unique: bool, latency: bool) -> None:
+        self.track_unique = track_unique
+        self.datapoints = 0
+        self.requests = 0
+        self.bytes = 0
+        self.invalid = 0
+        self.connections = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.unique: set[Any] = set()
+        self.latency: list[tuple[float, float, int]] | None = [] if latency else None
+
+    def accepted(
+        self, count: int, nbytes: int, keys: Any = None, oldest: float | None = None
+    ) -> None:
+        """Account one batch; ``keys`` is an iterable of its distinct-able keys."""
+        if not count:
+            return
+        now = time.time()
+        self.datapoints += count
+        self.requests += 1
+        self.bytes += nbytes
+        if self.first_ts is None:
+            self.first_ts = now
+        self.last_ts = now
+        if keys is not None and self.track_unique:
+            self.unique.update(keys)
+        if self.latency is not None and oldest is not None:
+            self.latency.append((now, oldest, count))
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "datapoints": self.datapoints,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "invalid": self.invalid,
+            "connections": self.connections,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "now": time.time(),
+        }
+        if self.track_unique:
+            d["unique"] = len(self.unique)
+            d["duplicates"] = self.datapoints - len(self.unique)
+        return d
+
+
+def json_keys(body: bytes) -> tuple[int, list[bytes] | None, float | None, bool]:
+    """Count the datapoints of a Blueflood body; return (count, keys, oldest_seconds, valid).
+
+    The fast path splits on ``"`` and relies on the compact layout fastforward and the original
+    forwarder write (``collectionTime``, ``ttlInSeconds``, ``metricValue``, ``metricName``); any
+    other layout falls back to a full JSON parse.
+    """
+    toks = body.split(b'"')
+    n = len(toks) // 10
+    if (
+        len(toks) == 10 * n + 1
+        and toks[1::10].count(b"collectionTime") == n
+        and toks[7::10].count(b"metricName") == n
+    ):
+        cts = toks[2::10]  # b':1700000000000,'
+        oldest = int(min(cts)[1:-1]) / 1000.0 if n else None
+        return n, list(map(operator.add, toks[9::10], cts)), oldest, True
+    try:
+        items = json.loads(body)
+        keys = [(it["metricName"].encode() + b":%d," % it["collectionTime"]) for it in items]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body.count(NEEDLE), None, None, False
+    oldest = min(it["collectionTime"] for it in items) / 1000.0 if items else None
+    return len(keys), keys, oldest, True
+
+
+class Conn:
+    """One accepted connection and its read buffer."""
+
+    def __init__(self, sock: socket.socket, kind: str) -> None:
+        self.sock = sock
+        self.kind = kind
+        self.buf = bytearray()
+        self.closed = False
+
+
+class Sink:
+    """The select loop serving every mode."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.a = args
+        self.st = Stats(args.track_unique, args.latency)
+        self.sel = selectors.DefaultSelector()
+        self.running = True
+
+    def listen(self, port: int, kind: str) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.a.host, port))
+        s.listen(512)
+        s.setblocking(False)
+        self.sel.register(s, selectors.EVENT_READ, kind)
+
+    def accept(self, lsock: socket.socket, kind: str) -> None:
+        for _ in range(64):
+            try:
+                c, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            c.setblocking(False)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.st.connections += 1
+            self.sel.register(c, selectors.EVENT_READ, Conn(c, kind))
+
+    def close(self, conn: Conn) -> None:
+        if not conn.closed:
+            conn.closed = True
+            self.sel.unregister(conn.sock)
+            conn.sock.close()
+
+    def send(self, conn: Conn, data: bytes) -> None:
+        # Responses are tiny; a blocking sendall cannot stall the loop for long.
+        try:
+            conn.sock.setblocking(True)
+            conn.sock.sendall(data)
+            conn.sock.setblocking(False)
+        except OSError:
+            self.close(conn)
+
+    def on_read(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if conn.kind == "line" and conn.buf:
+                self.feed_line(conn, final=True)
+            self.close(conn)
+            return
+        conn.buf += data
+        if conn.kind == "http":
+            self.feed_http(conn)
+        elif conn.kind == "pickle":
+            self.feed_pickle(conn)
+        else:
+            self.feed_line(conn)
+
+    # ------------------------------------------------------------------ http
+    def feed_http(self, conn: Conn) -> None:
+        buf = conn.buf
+        while not conn.closed:
+            he = buf.find(b"\r\n\r\n")
+            if he < 0:
+                if len(buf) > 65536:
+                    self.close(conn)
+                return
+            head = bytes(buf[:he]).lower()
+            i = head.find(b"\r\ncontent-length:")
+            clen = 0
+            if i >= 0:
+                j = head.find(b"\r\n", i + 2)
+                clen = int(head[i + 17 : j if j >= 0 else len(head)])
+            if len(buf) < he + 4 + clen:
+                return
+            body = bytes(buf[he + 4 : he + 4 + clen])
+            del buf[: he + 4 + clen]
+            line = head.split(b"\r\n", 1)[0].split(b" ")
+            keep = not (b"\r\nconnection: close" in head or line[-1] == b"http/1.0")
+            self.request(conn, line[0], line[1] if len(line) > 1 else b"", body, keep)
+
+    def request(self, conn: Conn, method: bytes, path: bytes, body: bytes, keep: bool) -> None:
+        st = self.st
+        if method == b"post" and b"/ingest" in path:
+            if st.track_unique or st.latency is not None:
+                n, keys, oldest, valid = json_keys(body)
+                if not valid:
+                    st.invalid += 1
+            else:
+                n, keys, oldest = body.count(NEEDLE), None, None
+            st.accepted(n, len(body), keys, oldest)
+            self.send(conn, OK if keep else OK_CLOSE)
+        elif method == b"get" and path.startswith(b"/stats"):
+            rb = json.dumps(st.as_dict()).encode()
+            hdr = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            self.send(
+                conn, hdr % len(rb) + (b"\r\n" if keep else b"Connection: close\r\n\r\n") + rb
+            )
+        else:
+            self.send(conn, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        if not keep:
+            self.close(conn)
+
+    # ---------------------------------------------------------------- carbon
+    def feed_pickle(self, conn: Conn) -> None:
+        buf, pos, end = conn.buf, 0, len(conn.buf)
+        while end - pos >= 4:
+            flen = int.from_bytes(buf[pos : pos + 4], "big")
+            if end - pos - 4 < flen:
+                break
+            payload = bytes(buf[pos + 4 : pos + 4 + flen])
+            pos += 4 + flen
+            try:
+                # Trusted local peer (the relay under test), never exposed beyond 127.0.0.1.
+                items = pickle.loads(payload)
+                names = list(map(_first, items))
+                stamps = list(map(_first, map(_second, items)))
+            except Exception:
+                self.st.invalid += 1
+                continue
+            oldest = float(min(stamps)) if stamps else None
+            self.st.accepted(len(items), flen + 4, zip(names, stamps, strict=True), oldest)
+        del buf[:pos]
+
+    def feed_line(self, conn: Conn, final: bool = False) -> None:
+        buf = conn.buf
+        cut = len(buf) if final else buf.rfind(b"\n") + 1
+        if cut <= 0:
+            return
+        toks = bytes(buf[:cut]).split()
+        del buf[:cut]
+        if len(toks) % 3:
+            self.st.invalid += 1
+            toks = toks[: len(toks) - len(toks) % 3]
+        stamps = toks[2::3]
+        oldest = None
+        if self.st.latency is not None and stamps:
+            oldest = min(map(float, stamps))
+        keys = zip(toks[0::3], map(float, stamps), strict=True) if self.st.track_unique else None
+        self.st.accepted(len(stamps), cut, keys, oldest)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        a = self.a
+        if a.carbon:
+            self.listen(a.port, a.carbon)
+            self.listen(a.stats_port, "http")
+        else:
+            self.listen(a.port, "http")
+        deadline = time.monotonic() + a.max_seconds
+        while self.running and time.monotonic() < deadline:
+            for key, _mask in self.sel.select(0.5):
+                if isinstance(key.data, str):
+                    self.accept(key.fileobj, key.data)  # type: ignore[arg-type]
+                elif not key.data.closed:
+                    self.on_read(key.data)
+        if a.stats_file:
+            d = self.st.as_dict()
+            if self.st.latency is not None:
+                d["latency"] = self.st.latency
+            tmp = a.stats_file + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(d, f)
+            os.replace(tmp, a.stats_file)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the sink until stopped."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True, help="data port")
+    p.add_argument("--carbon", choices=["pickle", "line"], help="carbon TCP receiver mode")
+    p.add_argument("--stats-port", type=int, default=0, help="HTTP /stats port (carbon modes)")
+    p.add_argument("--track-unique", action="store_true", help="count distinct (name, time)")
+    p.add_argument("--latency", action="store_true", help="record arrival per batch")
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="safety bound")
+    p.add_argument("--stats-file", default="", help="write the final stats JSON here at exit")
+    a = p.parse_args(argv)
+    if a.carbon and not a.stats_port:
+        sys.exit("--carbon needs --stats-port")
+    sink = Sink(a)
+
+    def stop(_signum: int, _frame: object) -> None:
+        sink.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sink.run()
+
+
+if __name__ == "__main__":
+    main()
