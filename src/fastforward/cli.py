@@ -1,0 +1,101 @@
+"""The `fastforward` command: run the daemon, or `fastforward send ...` / `fastforward decode ...`.
+
+Options are parsed and validated before gevent patches the standard library; the patch
+happens before anything imports requests, urllib3 or ssl (the service modules), so it is
+complete (gevent warns, and our test suite fails, when ssl was imported first).
+
+Exit codes: 0 clean stop, 1 unexpected error, 2 bad options or config, 3 startup failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, UsageError, help_text, load
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"fastforward: {message}", file=sys.stderr)
+    if code == EXIT_USAGE:
+        print("Try 'fastforward --help' for the options.", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fastforward` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "send":
+        from .send import main as send_main  # noqa: PLC0415 - subcommand: plain sockets only
+
+        return send_main(args[1:])
+    if args and args[0] == "decode":
+        from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
+
+        return decode_main(args[1:])
+
+    try:
+        loaded = load(args)
+    except UsageError as exc:
+        return _fail(f"error: {exc}", EXIT_USAGE)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if loaded.help:
+        sys.stdout.write(help_text())
+        return EXIT_OK
+    if loaded.version:
+        from .codec import IMPLEMENTATION  # noqa: PLC0415 - only --version needs the codec
+
+        print(f"fastforward {__version__} (codec: {IMPLEMENTATION})")
+        return EXIT_OK
+    config = loaded.config
+
+    from gevent import monkey  # noqa: PLC0415 - patching must precede the service imports
+
+    monkey.patch_all()
+
+    from . import logsetup  # noqa: PLC0415 - logging.handlers imports socket: after the patch
+
+    try:
+        where = logsetup.setup(config.logfile, config.log_level)
+    except OSError as exc:
+        return _fail(f"cannot open the log: {exc}", EXIT_STARTUP)
+    log = logging.getLogger("fastforward")
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    if loaded.config_file:
+        log.info("config file: %s", os.path.abspath(loaded.config_file))
+    if config.workers != "1":
+        # The pre-forking supervisor (supervisor.py) plugs in here; until then, one process.
+        log.warning(
+            "--workers %s: not available in this build; running one process", config.workers
+        )
+
+    from .service import Service, StartupError  # noqa: PLC0415 - imports requests/ssl: after patch
+
+    try:
+        service = Service(config)
+        return service.run()
+    except StartupError as exc:
+        if where != "stderr":
+            log.error("%s", exc)
+        return _fail(str(exc), EXIT_STARTUP)
+    except ConfigError as exc:
+        if where != "stderr":
+            log.error("%s", exc)
+        return _fail(str(exc), EXIT_USAGE)
+    except Exception:
+        log.exception("fastforward failed")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,546 @@
+"""gevent listeners: pickle and plaintext over TCP / UNIX / TLS, plaintext over UDP.
+
+Each stream connection runs in its own greenlet from a per-listener `Pool` of
+``max_connections``; a connection beyond the cap is closed at once and counted rather than
+left waiting in the kernel's accept queue (carbon#428: a paused accept starves everyone).
+
+Reads go into one growing ``bytearray`` per connection through ``recv_into`` on a memoryview,
+and frames are handed to the codec as memoryview slices: no copy per frame. The unread tail is
+moved to the front only when the buffer is full.
+
+Before every read a connection waits on ``forwarder.gate`` (closed while the outbox is at its
+byte cap): TCP backpressure, so a sender queues on its side instead of us dropping. UDP cannot
+push back, so datagrams that arrive while the gate is closed are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import stat
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import DatagramServer, StreamServer
+
+from .config import Config
+from .endpoints import Endpoint
+from .errors import FastforwardError, FrameError
+from .stats import Stats
+
+__all__ = ["Receivers", "StartupError"]
+
+log = logging.getLogger(__name__)
+
+INITIAL_BUFFER = 256 * 1024  # one recv can take ~8 carbon-relay frames of 500 datapoints
+MAX_LINE_BYTES = 65_536
+BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
+UDP_MAX_DATAGRAM = 65_535
+_unpack_len = struct.Struct("!I").unpack_from
+
+
+class StartupError(FastforwardError):
+    """A listener could not be set up (port in use, bad certificate, ...): exit code 3."""
+
+
+class Flow(Protocol):
+    """What the receivers need from the forwarder."""
+
+    gate: Event
+
+    def kick(self) -> None: ...
+
+
+class _Drain(BaseException):
+    """Thrown into connection greenlets at shutdown: read what is buffered, then close."""
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
+    return str(address) or "unix"
+
+
+class _Conn:
+    """State of one stream connection."""
+
+    __slots__ = ("sock", "peer", "buf", "mv", "start", "end", "bad_frames", "drain_until")
+
+    def __init__(self, sock: Any, peer: str, size: int) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.bad_frames = 0
+        self.drain_until = 0.0  # > 0 once shutdown began
+
+    def make_room(self, need: int) -> None:
+        """Make sure `need` bytes from `start` fit; move the tail down or grow the buffer."""
+        size = len(self.buf)
+        pending = self.end - self.start
+        if need <= size and self.start > 0 and (self.end == size or self.start + need > size):
+            self.buf[:pending] = bytes(self.mv[self.start : self.end])  # occasional
+        elif need > size:
+            new = bytearray(max(need, min(size * 2, need * 2)))
+            new[:pending] = self.mv[self.start : self.end]
+            self.mv.release()
+            self.buf = new
+            self.mv = memoryview(new)
+        else:
+            return
+        self.start, self.end = 0, pending
+
+    def shrink(self) -> None:
+        """After a large frame, give the memory back once the buffer is empty."""
+        if len(self.buf) > 4 * INITIAL_BUFFER and self.start == self.end:
+            self.mv.release()
+            self.buf = bytearray(INITIAL_BUFFER)
+            self.mv = memoryview(self.buf)
+            self.start = self.end = 0
+
+
+class _StreamListener:
+    """One stream listener (tcp, tcp6, unix, ssl) with its connection pool."""
+
+    def __init__(
+        self,
+        owner: Receivers,
+        endpoint: Endpoint,
+        protocol: str,
+        listener: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.owner = owner
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.ssl_context = ssl_context
+        self.cap = owner.config.max_connections
+        self.pool = Pool(self.cap)
+        self.refused_in_episode = 0
+        self.server = StreamServer(listener, self._handle, spawn=self._spawn)
+        self.address = listener.getsockname()
+        self.label = "tls" if endpoint.kind == "ssl" else protocol
+
+    def _spawn(self, run: Callable[..., Any], *rest: Any) -> None:
+        # gevent calls spawn(run, handle, close, (socket, address)): run closes the socket
+        # when the handler returns.
+        sock, address = rest[-1][:2]
+        stats = self.owner.stats
+        if self.pool.full():
+            # Refuse rather than stop accepting: a stalled accept queue hurts every sender.
+            sock.close()
+            stats.incr("connections_refused", protocol=self.protocol)
+            if not self.refused_in_episode:
+                log.warning(
+                    "%s: connection cap %d reached; refusing new connections (from %s first)",
+                    self.endpoint.text,
+                    self.cap,
+                    _peer(address),
+                )
+            self.refused_in_episode += 1
+            return
+        if self.refused_in_episode:
+            log.warning(
+                "%s: below the connection cap again; %d connections were refused",
+                self.endpoint.text,
+                self.refused_in_episode,
+            )
+            self.refused_in_episode = 0
+        self.pool.spawn(run, *rest)
+
+    def _handle(self, sock: Any, address: Any) -> None:
+        owner = self.owner
+        stats = owner.stats
+        peer = _peer(address) if self.endpoint.kind != "unix" else f"unix:{self.endpoint.path}"
+        stats.incr("connections_accepted", protocol=self.protocol)
+        owner.open_connections += 1
+        stats.set("connections_open", owner.open_connections)
+        idle = owner.config.idle_timeout or None
+        try:
+            sock.settimeout(idle)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning(
+                        "%s: TLS handshake with %s failed: %s", self.endpoint.text, peer, exc
+                    )
+                    return
+            size = INITIAL_BUFFER
+            conn = _Conn(sock, peer, size)
+            serve = self._serve_pickle if self.protocol == "pickle" else self._serve_lines
+            while True:
+                try:
+                    serve(conn)
+                    break
+                except _Drain:
+                    conn.drain_until = time.monotonic() + owner.drain_seconds
+        except TimeoutError:
+            stats.incr("connections_timed_out", protocol=self.protocol)
+            log.info("closing %s: idle for %s seconds", peer, owner.config.idle_timeout)
+        except _Drain:
+            pass
+        except OSError as exc:
+            log.info("connection from %s ended: %s", peer, exc)
+        finally:
+            owner.open_connections -= 1
+            stats.set("connections_open", owner.open_connections)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _recv(self, conn: _Conn) -> int:
+        """One read into the free space of the buffer; 0 means EOF (or the drain is over)."""
+        if conn.drain_until:
+            remaining = conn.drain_until - time.monotonic()
+            if remaining <= 0:
+                return 0
+            # Only what is already there or arrives right away: the sender was told nothing,
+            # but the kernel has acknowledged these bytes, so they are ours to deliver.
+            conn.sock.settimeout(min(remaining, 0.1))
+            try:
+                return conn.sock.recv_into(conn.mv[conn.end :])
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                return 0
+        self.owner.flow.gate.wait()
+        return conn.sock.recv_into(conn.mv[conn.end :])
+
+    def _serve_pickle(self, conn: _Conn) -> None:
+        owner = self.owner
+        encoder = owner.encoder
+        stats = owner.stats
+        max_frame = owner.config.max_frame_bytes
+        need = 4  # bytes from conn.start needed to make progress
+        while True:
+            if conn.end == len(conn.buf) or conn.start + need > len(conn.buf):
+                conn.make_room(need)
+            n = self._recv(conn)
+            if not n:
+                break
+            conn.end += n
+            buf, mv = conn.buf, conn.mv
+            ok = 0
+            while conn.end - conn.start >= 4:
+                (length,) = _unpack_len(buf, conn.start)
+                if length > max_frame:
+                    stats.incr("frames_received", ok, result="ok")
+                    self._oversize(conn, length, max_frame)
+                    return
+                stop = conn.start + 4 + length
+                if stop > conn.end:
+                    need = 4 + length
+                    break
+                frame = mv[conn.start + 4 : stop]
+                try:
+                    encoder.add_pickle(frame)
+                    ok += 1
+                except FrameError as exc:
+                    self._bad_frame(conn, exc)
+                except Exception:  # a codec bug must not kill the connection's other frames
+                    log.exception("unexpected error decoding a frame from %s", conn.peer)
+                    stats.incr("frames_received", result="bad")
+                finally:
+                    frame.release()
+                conn.start = stop
+            else:
+                need = 4
+            if ok:
+                stats.incr("frames_received", ok, result="ok")
+            if conn.start == conn.end:
+                conn.start = conn.end = 0
+                conn.shrink()
+            if encoder.ready_bodies:
+                owner.flow.kick()
+        leftover = conn.end - conn.start
+        if leftover:
+            stats.incr("datapoints_dropped", reason="truncated_frame")
+            log.warning(
+                "%s closed in the middle of a frame; %d bytes discarded", conn.peer, leftover
+            )
+        self._summary(conn)
+
+    def _oversize(self, conn: _Conn, length: int, max_frame: int) -> None:
+        stats = self.owner.stats
+        stats.incr("frames_received", result="oversize")
+        stats.incr("datapoints_dropped", reason="oversize_frame")
+        log.error(
+            "frame of %d bytes from %s is over --max-frame-bytes %d; closing the connection",
+            length,
+            conn.peer,
+            max_frame,
+        )
+
+    def _bad_frame(self, conn: _Conn, exc: FrameError) -> None:
+        self.owner.stats.incr("frames_received", result="bad")
+        conn.bad_frames += 1
+        if conn.bad_frames <= BAD_FRAMES_LOGGED:
+            log.warning("bad pickle frame from %s ignored: %s", conn.peer, exc)
+            if conn.bad_frames == BAD_FRAMES_LOGGED:
+                log.warning("further bad frames from %s are counted, not logged", conn.peer)
+
+    def _summary(self, conn: _Conn) -> None:
+        if conn.bad_frames > BAD_FRAMES_LOGGED:
+            log.warning(
+                "%s: %d bad pickle frames in all (%d not logged)",
+                conn.peer,
+                conn.bad_frames,
+                conn.bad_frames - BAD_FRAMES_LOGGED,
+            )
+
+    def _serve_lines(self, conn: _Conn) -> None:
+        owner = self.owner
+        encoder = owner.encoder
+        stats = owner.stats
+        skipping = False  # inside an over-long line, dropping bytes up to its newline
+        while True:
+            if conn.end == len(conn.buf):
+                conn.make_room(len(conn.buf))
+            n = self._recv(conn)
+            if not n:
+                break
+            conn.end += n
+            if skipping:
+                nl = conn.buf.find(b"\n", conn.start, conn.end)
+                if nl < 0:
+                    conn.start = conn.end = 0
+                    continue
+                conn.start = nl + 1
+                skipping = False
+            if conn.end > conn.start:
+                view = conn.mv[conn.start : conn.end]
+                try:
+                    conn.start += encoder.add_lines(view)
+                finally:
+                    view.release()
+            if conn.end - conn.start > MAX_LINE_BYTES:
+                stats.incr("datapoints_dropped", reason="line_too_long")
+                log.warning("line over %d bytes from %s dropped", MAX_LINE_BYTES, conn.peer)
+                conn.start = conn.end = 0
+                skipping = True
+            if conn.start == conn.end:
+                conn.start = conn.end = 0
+            if encoder.ready_bodies:
+                owner.flow.kick()
+        if conn.end > conn.start and not skipping:
+            if conn.drain_until:
+                # Cut by our shutdown, not ended by the sender: the line may be incomplete.
+                stats.incr("datapoints_dropped", reason="truncated_line")
+            else:
+                view = conn.mv[conn.start : conn.end]
+                try:
+                    encoder.add_lines(view, final=True)
+                finally:
+                    view.release()
+        conn.start = conn.end = 0
+        if encoder.ready_bodies:
+            owner.flow.kick()
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting; open connections go on."""
+        self.server.close()
+        if self.endpoint.kind == "unix":
+            try:
+                os.unlink(self.endpoint.path)
+            except OSError:
+                pass
+
+
+class _UdpListener:
+    """Plaintext lines over UDP: one datagram is a complete chunk of lines."""
+
+    def __init__(self, owner: Receivers, endpoint: Endpoint, listener: socket.socket) -> None:
+        self.owner = owner
+        self.endpoint = endpoint
+        self.protocol = "line"
+        self.server = DatagramServer(listener, self._handle)
+        self.address = listener.getsockname()
+        self.dropped_in_episode = 0
+
+    def _handle(self, data: bytes, address: Any) -> None:
+        owner = self.owner
+        if not owner.flow.gate.is_set():
+            owner.stats.incr("datapoints_dropped", reason="udp_backpressure")
+            if not self.dropped_in_episode:
+                log.warning("%s: buffer full; dropping UDP datagrams", self.endpoint.text)
+            self.dropped_in_episode += 1
+            return
+        if self.dropped_in_episode:
+            log.warning("%s: %d UDP datagrams dropped", self.endpoint.text, self.dropped_in_episode)
+            self.dropped_in_episode = 0
+        try:
+            owner.encoder.add_lines(data, final=True)
+        except Exception:
+            log.exception("unexpected error decoding a datagram from %s", _peer(address))
+        if owner.encoder.ready_bodies:
+            owner.flow.kick()
+
+    def drain(self) -> None:
+        """Read the datagrams already queued on the socket, without blocking."""
+        sock = self.server.socket
+        if sock is None:
+            return
+        sock.settimeout(0.0)
+        for _ in range(100_000):
+            try:
+                data, address = sock.recvfrom(UDP_MAX_DATAGRAM)
+            except (BlockingIOError, TimeoutError, OSError):
+                break
+            self._handle(data, address)
+
+    def close(self) -> None:
+        self.server.stop_accepting()
+        self.drain()
+        self.server.close()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bind(endpoint: Endpoint) -> socket.socket:
+    """Create and bind the listening socket of an endpoint; `StartupError` on failure."""
+    try:
+        if endpoint.kind == "unix":
+            return _bind_unix(endpoint)
+        host = endpoint.host or ("::" if endpoint.kind == "tcp6" else "0.0.0.0")
+        if endpoint.kind == "udp":
+            sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+            try:
+                sock.bind((host, endpoint.port))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        sock = socket.socket(_family(host), socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, endpoint.port))
+            sock.listen(endpoint.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {endpoint.text!r}: {exc.strerror or exc}") from None
+
+
+def _bind_unix(endpoint: Endpoint) -> socket.socket:
+    path = endpoint.path
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartupError(f"cannot listen on {endpoint.text!r}: {path} exists, not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale socket of a process that is gone
+        else:
+            raise StartupError(f"cannot listen on {endpoint.text!r}: another process listens")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if endpoint.mode is not None:
+            os.chmod(path, endpoint.mode)
+        sock.listen(endpoint.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """A server context from the endpoint's certKey / privateKey files."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(endpoint.cert_key, endpoint.private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot listen on {endpoint.text!r}: certificate {endpoint.cert_key!r} / key "
+            f"{endpoint.private_key!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    return ctx
+
+
+class Receivers:
+    """Every listener of the process; `start` binds them all or raises `StartupError`."""
+
+    def __init__(
+        self,
+        config: Config,
+        encoder: Any,
+        flow: Flow,
+        stats: Stats,
+        *,
+        sockets: dict[str, socket.socket] | None = None,
+    ) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.flow = flow
+        self.stats = stats
+        self.open_connections = 0
+        self.drain_seconds = 2.0
+        self._sockets = sockets or {}  # pre-bound by a supervisor (--workers), by endpoint text
+        self.listeners: list[_StreamListener | _UdpListener] = []
+
+    def start(self) -> None:
+        try:
+            for endpoint, protocol in self.config.listeners():
+                sock = self._sockets.get(endpoint.text) or bind(endpoint)
+                if endpoint.kind == "udp":
+                    listener: _StreamListener | _UdpListener = _UdpListener(self, endpoint, sock)
+                else:
+                    ctx = tls_context(endpoint) if endpoint.kind == "ssl" else None
+                    listener = _StreamListener(self, endpoint, protocol, sock, ctx)
+                self.listeners.append(listener)
+                listener.server.start()
+                log.info(
+                    "listening on %s (%s%s)",
+                    endpoint.describe(),
+                    protocol,
+                    ", TLS" if endpoint.kind == "ssl" else "",
+                )
+        except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            self.listeners = []
+            raise
+
+    def addresses(self) -> list[tuple[str, str, Any]]:
+        """(kind, protocol, bound address) of every listener: ports chosen by the kernel too."""
+        return [(ln.endpoint.kind, ln.protocol, ln.address) for ln in self.listeners]
+
+    def stop(self, deadline: float = 2.0) -> None:
+        """Stop accepting, read what open connections already hold, close them."""
+        self.drain_seconds = max(0.0, deadline)
+        streams = [ln for ln in self.listeners if isinstance(ln, _StreamListener)]
+        for listener in self.listeners:
+            listener.close()
+        greenlets = [g for ln in streams for g in list(ln.pool)]
+        for g in greenlets:
+            g.kill(_Drain, block=False)
+        if greenlets:
+            gevent.joinall(greenlets, timeout=self.drain_seconds + 0.5)
+        for ln in streams:
+            ln.pool.kill(block=True, timeout=1.0)
+        self.listeners = []

@@ -1,0 +1,302 @@
+"""Builds and wires everything; runs until SIGTERM/SIGINT, then drains.
+
+Order at start: encoder, stats, client (Blueflood or stdout), token provider, spool,
+forwarder, receivers (bound here: a busy port fails the start), admin endpoint. At stop:
+receivers stop accepting and read what their connections already hold, then the forwarder
+delivers everything (partial body included) within ``--drain-timeout``; what is left goes to
+the spool when there is one. A second signal exits at once.
+
+Must be imported after gevent monkey-patching (`cli.main` does it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from . import __version__
+from .admin import AdminServer, self_metric_lines
+from .auth import TokenProvider
+from .blueflood import BluefloodClient, StdoutClient
+from .codec import DROP_REASONS, IMPLEMENTATION, Encoder
+from .config import Config
+from .endpoints import parse_endpoint
+from .forwarder import Forwarder
+from .receiver import Receivers, StartupError
+from .spool import Spool
+from .stats import Stats
+
+__all__ = ["Service", "StartupError"]
+
+log = logging.getLogger("fastforward")
+
+RECEIVER_DRAIN_SECONDS = 2.0  # reading what connections already hold, out of --drain-timeout
+
+
+class Service:
+    """One fastforward process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.encoder = Encoder(**config.encoder_options())
+        self.token_provider: TokenProvider | None = None
+        self.client: Any
+        if config.dry_run:
+            self.client = StdoutClient(self.stats)
+        else:
+            if config.user:
+                self.token_provider = TokenProvider(
+                    config.auth_url,
+                    config.user,
+                    key=config.key or None,
+                    password=config.password or None,
+                    stats=self.stats,
+                    timeout=config.request_timeout,
+                )
+            self.client = BluefloodClient(
+                config.blueflood,
+                config.tenant,
+                self.stats,
+                timeout=config.request_timeout,
+                gzip=config.gzip,
+                token_provider=self.token_provider,
+                pool_size=config.concurrency,
+            )
+        self.spool: Spool | None = None
+        if config.spool_dir:
+            try:
+                self.spool = Spool(
+                    config.spool_dir,
+                    config.spool_max_bytes,
+                    self.stats,
+                    max_past_ms=int(config.max_past * 1000),
+                )
+            except OSError as exc:
+                raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc}") from None
+        self.forwarder = Forwarder(config, self.encoder, self.stats, self.client, spool=self.spool)
+        self.receivers = Receivers(config, self.encoder, self.forwarder, self.stats)
+        self.admin: AdminServer | None = None
+        if config.admin_endpoint:
+            ep = parse_endpoint(config.admin_endpoint)
+            host = ep.host or ("::" if ep.kind == "tcp6" else "0.0.0.0")
+            self.admin = AdminServer(host, ep.port, self.stats, self.forwarder.healthy)
+        self.stats.add_collector(self._collect_codec)
+        self.stopping = Event()
+        self._signals = 0
+        self._greenlets: list[gevent.Greenlet] = []
+        self._last: dict[str, float] = {}
+        self._pidfile_written = False
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def _collect_codec(self, stats: Stats) -> None:
+        counts = self.encoder.counters()
+        accepted = counts.get("accepted", 0)
+        dropped = 0
+        stats.set("datapoints_accepted", accepted)
+        for reason in DROP_REASONS:
+            n = counts.get(reason, 0)
+            if reason != "bad_frame":  # frames, not datapoints: counted in frames_received
+                dropped += n
+            if n:
+                stats.set("datapoints_dropped", n, reason=reason)
+        stats.set("datapoints_received", accepted + dropped)
+        stats.set("lines_received", counts.get("lines", 0))
+
+    # -- start --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind everything and start the greenlets; `StartupError` when something is unusable."""
+        self._write_pidfile()
+        self.receivers.start()
+        if self.admin is not None:
+            try:
+                self.admin.start()
+            except OSError as exc:
+                self.receivers.stop(0)
+                raise StartupError(
+                    f"cannot listen on --admin-endpoint {self.config.admin_endpoint!r}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        self.forwarder.start()
+        self._greenlets.append(gevent.spawn(self._report_loop))
+        if self.config.self_metrics_prefix:
+            self._greenlets.append(gevent.spawn(self._self_metrics_loop))
+        self._banner()
+
+    def _banner(self) -> None:
+        c = self.config
+        log.info(
+            "fastforward %s starting (codec: %s, pid %d)", __version__, IMPLEMENTATION, os.getpid()
+        )
+        for kind, protocol, address in self.receivers.addresses():
+            log.info("  listening: %s %s %s", kind, protocol, address)
+        if c.dry_run:
+            log.info("  dry run: bodies are written to stdout, nothing is POSTed")
+        else:
+            auth = f"identity user {c.user!r} at {c.auth_url}" if c.user else "no auth"
+            log.info("  Blueflood: %s tenant %s (%s)", c.blueflood, c.tenant, auth)
+        log.info(
+            "  interval %gs, body limit %d bytes / %d datapoints, %d in flight, buffer cap %d "
+            "bytes, spool %s",
+            c.interval,
+            c.body_bytes,
+            c.max_body_datapoints,
+            c.concurrency,
+            c.max_buffer_bytes,
+            c.spool_dir or "off",
+        )
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pidfile
+        if not path:
+            return
+        try:
+            with open(path, encoding="ascii") as fh:
+                old = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            old = 0
+        if old and old != os.getpid():
+            try:
+                os.kill(old, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise StartupError(f"--pidfile {path}: process {old} is running") from None
+            else:
+                raise StartupError(f"--pidfile {path}: process {old} is running") from None
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise StartupError(f"--pidfile {path}: {exc.strerror or exc}") from None
+        self._pidfile_written = True
+
+    def _remove_pidfile(self) -> None:
+        if not self._pidfile_written:
+            return
+        try:
+            with open(self.config.pidfile, encoding="ascii") as fh:
+                mine = fh.read().strip() == str(os.getpid())
+            if mine:
+                os.unlink(self.config.pidfile)
+        except OSError:
+            pass
+
+    # -- periodic work ------------------------------------------------------------------------
+
+    def _report_loop(self) -> None:
+        period = max(self.config.interval, 1.0)
+        while True:
+            gevent.sleep(period)
+            try:
+                self.report()
+            except Exception:
+                log.exception("periodic report failed")
+
+    def report(self) -> None:
+        """One INFO line with the essential counters; every new loss at WARNING."""
+        s = self.stats
+        now = {
+            "received": s.get("datapoints_received"),
+            "sent": s.get("datapoints_sent"),
+            "dropped": s.get("datapoints_dropped"),
+            "rejected": s.get("datapoints_rejected"),
+            "buffered": s.get("buffered_datapoints"),
+        }
+        changed = any(self._last.get(k) != v for k, v in now.items())
+        if changed:
+            log.info(
+                "datapoints: received %d, sent %d, dropped %d, rejected by Blueflood %d, "
+                "buffered %d; connections open %d",
+                *(int(v) for v in now.values()),
+                int(s.get("connections_open")),
+            )
+        for name in ("datapoints_dropped", "datapoints_rejected"):
+            for sample, labels, value in s.samples():
+                if sample != name:
+                    continue
+                key = f"{name}{labels}"
+                before = self._last.get(key, 0)
+                if value > before:
+                    reason = ",".join(f"{k}={v}" for k, v in labels) or "unspecified"
+                    log.warning(
+                        "%s %s: %d (+%d since last report)",
+                        name.replace("_", " "),
+                        reason,
+                        value,
+                        value - before,
+                    )
+                self._last[key] = value
+        self._last.update(now)
+
+    def _self_metrics_loop(self) -> None:
+        prefix = self.config.self_metrics_prefix
+        while True:
+            gevent.sleep(self.config.interval)
+            try:
+                self.encoder.add_lines(self_metric_lines(self.stats, prefix, time.time()), True)
+            except Exception:
+                log.exception("self metrics failed")
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals > 1:
+            log.error("%s again: exiting now without draining", name)
+            logging.shutdown()
+            os._exit(1)
+        log.info(
+            "%s: stopping; draining buffered data (deadline %gs)", name, self.config.drain_timeout
+        )
+        self.stopping.set()
+
+    def stop(self) -> int:
+        """Drain and stop everything; return the datapoints lost (neither sent nor spooled)."""
+        deadline = time.monotonic() + self.config.drain_timeout
+        self.receivers.stop(min(RECEIVER_DRAIN_SECONDS, self.config.drain_timeout))
+        for g in self._greenlets:
+            g.kill(block=False)
+        lost = self.forwarder.stop(max(0.0, deadline - time.monotonic()))
+        if self.admin is not None:
+            self.admin.stop()
+        for closable in (self.client, self.token_provider, self.spool):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:
+                    log.exception("error while closing %r", closable)
+        self.report()
+        self._remove_pidfile()
+        return lost
+
+    def run(self) -> int:
+        """Start, serve until a signal, drain; the process exit code."""
+        handlers = [
+            gevent.signal_handler(sig, self._on_signal, sig)
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        ]
+        try:
+            try:
+                self.start()
+            except BaseException:
+                self._remove_pidfile()
+                raise
+            self.stopping.wait()
+            lost = self.stop()
+            log.info("fastforward stopped%s", f"; {lost} datapoints lost" if lost else "")
+            return 0
+        finally:
+            for h in handlers:
+                h.cancel()
+            sys.stdout.flush()
