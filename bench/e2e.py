@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -42,7 +43,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLK = os.sysconf("SC_CLK_TCK")
-VENV_BIN = os.path.dirname(sys.executable)
+REPO_FASTFORWARD = os.path.join(os.path.dirname(HERE), ".venv", "bin", "fastforward")
 
 
 # ---------------------------------------------------------------------- forwarders
@@ -127,7 +128,9 @@ PRESETS: dict[str, Forwarder] = {
 DEFAULT_VARS = {
     "CARBON_VENV": "/work/peers/carbon-venv",
     "CCR_WORKERS": "1",
-    "FASTFORWARD": os.path.join(VENV_BIN, "fastforward"),
+    "FASTFORWARD": REPO_FASTFORWARD
+    if os.path.exists(REPO_FASTFORWARD)
+    else (shutil.which("fastforward") or "fastforward"),
     "PYTHON": sys.executable,
 }
 
