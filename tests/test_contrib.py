@@ -1,0 +1,390 @@
+"""The operator-facing files: Docker entrypoint and image, systemd unit, Prometheus alerts.
+
+The entrypoint runs for real under bash with a fake `fastforward` on PATH that reports its argv,
+environment and pid. The unit goes through `systemd-analyze verify` when it is installed and a
+pure-Python reading of its settings always. The alert rules go through `promtool` when present
+(or $PROMTOOL), and every metric they name must be one fastforward exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fastforward import config, stats
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "docker" / "docker-entrypoint.sh"
+DOCKERFILE = ROOT / "Dockerfile"
+UNIT = ROOT / "contrib" / "fastforward.service"
+ALERTS = ROOT / "contrib" / "prometheus-alerts.yml"
+BASH = shutil.which("bash")
+
+# What the fake reports: argv one per line, then the variables fastforward reads itself.
+FAKE_FASTFORWARD = """#!/bin/sh
+printf '%s\\n' "$$" > "$FAKE_OUT.pid"
+for a in "$@"; do printf '%s\\n' "$a"; done > "$FAKE_OUT.argv"
+env | grep -E '^(FASTFORWARD_KEY|KEYSTONE_KEY|LOG_DIR|LOG_ROTATE_LENGTH|MAX_LOG_ROTATED_FILES)=' \\
+  > "$FAKE_OUT.env" || true
+"""
+
+ORIGINAL_VARS = (
+    "TENANT_ID",
+    "LIMIT",
+    "ENDPOINT",
+    "BLUEFLOOD_URL",
+    "METRIC_PREFIX",
+    "DEFAULT_TTL",
+    "METRICS_SEND_INTERVAL",
+    "KEYSTONE_USER",
+    "KEYSTONE_KEY",
+    "AUTH_URL",
+    "LOG_DIR",
+    "TWISTED_LOG_LEVEL",
+    "LOG_ROTATE_LENGTH",
+    "MAX_LOG_ROTATED_FILES",
+)
+
+
+class Ran:
+    def __init__(self, proc: subprocess.CompletedProcess[str], out: Path, pid: int) -> None:
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.shell_pid = pid
+        self.argv = _lines(out.with_suffix(".argv"))
+        self.env = dict(line.split("=", 1) for line in _lines(out.with_suffix(".env")))
+        pid_lines = _lines(out.with_suffix(".pid"))
+        self.fake_pid = int(pid_lines[0]) if pid_lines else None
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def run_entrypoint(tmp_path: Path):
+    if BASH is None:
+        pytest.skip("bash is not installed")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    fake = fakebin / "fastforward"
+    fake.write_text(FAKE_FASTFORWARD)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+
+    def run(env: dict[str, str] | None = None, *args: str) -> Ran:
+        base = {k: v for k, v in os.environ.items() if k not in ORIGINAL_VARS}
+        base = {k: v for k, v in base.items() if not k.startswith("FASTFORWARD_")}
+        base.update(PATH=f"{fakebin}{os.pathsep}{base.get('PATH', '/usr/bin:/bin')}")
+        base["FAKE_OUT"] = str(out)
+        base.update(env or {})
+        proc = subprocess.Popen(
+            [BASH, str(ENTRYPOINT), *args],
+            env=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stdout, stderr = proc.communicate(timeout=30)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        return Ran(done, out, proc.pid)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# docker entrypoint
+
+
+def test_entrypoint_defaults_match_the_original_image(run_entrypoint) -> None:
+    ran = run_entrypoint()
+    assert ran.returncode == 0, ran.stderr
+    assert ran.argv == [
+        "-e", "tcp:2004",
+        "-b", "localhost:19000",
+        "--tenant", "123",
+        "--ttl", "86400",
+        "--limit", "1000000",
+        "-i", "30.0",
+        "--auth_url", "https://identity.api.rackspacecloud.com/v2.0/tokens",
+    ]  # fmt: skip
+    assert ran.env == {}
+
+
+def test_entrypoint_passes_every_original_variable(run_entrypoint, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    ran = run_entrypoint(
+        {
+            "TENANT_ID": "836986",
+            "LIMIT": "500000",
+            "ENDPOINT": "tcp:port=2004:interface=0.0.0.0",
+            "BLUEFLOOD_URL": "http://blueflood.internal:19000",
+            "METRIC_PREFIX": "dc1.graphite",
+            "DEFAULT_TTL": "172800",
+            "METRICS_SEND_INTERVAL": "10",
+            "KEYSTONE_USER": "metrics-bot",
+            "KEYSTONE_KEY": "s3cr3t-api-key",
+            "AUTH_URL": "https://identity.example/v2.0/tokens",
+            "LOG_DIR": str(logs),
+            "TWISTED_LOG_LEVEL": "WARN",
+            "LOG_ROTATE_LENGTH": "1000",
+            "MAX_LOG_ROTATED_FILES": "3",
+        }
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.argv == [
+        "-e", "tcp:port=2004:interface=0.0.0.0",
+        "-b", "http://blueflood.internal:19000",
+        "--tenant", "836986",
+        "--ttl", "172800",
+        "--limit", "500000",
+        "-i", "10",
+        "--auth_url", "https://identity.example/v2.0/tokens",
+        "-p", "dc1.graphite",
+        "-u", "metrics-bot",
+        "--log_level", "warn",
+    ]  # fmt: skip
+    # The API key reaches fastforward through its environment, never through argv.
+    assert "s3cr3t-api-key" not in ran.argv
+    assert ran.env["FASTFORWARD_KEY"] == "s3cr3t-api-key"
+    assert "KEYSTONE_KEY" not in ran.env
+    # Log settings are read by fastforward itself; the directory is created if missing.
+    assert ran.env["LOG_DIR"] == str(logs)
+    assert ran.env["LOG_ROTATE_LENGTH"] == "1000"
+    assert ran.env["MAX_LOG_ROTATED_FILES"] == "3"
+    assert logs.is_dir()
+
+
+def test_entrypoint_accepts_several_endpoints(run_entrypoint) -> None:
+    ran = run_entrypoint({"ENDPOINT": "tcp:2004, tcp6:2004 unix:/run/ff.sock"})
+    assert ran.returncode == 0, ran.stderr
+    endpoints = [ran.argv[i + 1] for i, a in enumerate(ran.argv) if a == "-e"]
+    assert endpoints == ["tcp:2004", "tcp6:2004", "unix:/run/ff.sock"]
+
+
+def test_entrypoint_empty_prefix_and_user_are_left_out(run_entrypoint) -> None:
+    ran = run_entrypoint({"METRIC_PREFIX": "", "KEYSTONE_USER": "", "KEYSTONE_KEY": ""})
+    assert ran.returncode == 0, ran.stderr
+    assert "-p" not in ran.argv and "-u" not in ran.argv
+    assert "FASTFORWARD_KEY" not in ran.env
+
+
+def test_entrypoint_appends_docker_run_options(run_entrypoint) -> None:
+    ran = run_entrypoint({}, "--gzip", "--tenant", "override")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.argv[-3:] == ["--gzip", "--tenant", "override"]  # last one wins in argparse
+
+
+def test_entrypoint_runs_a_command_instead(run_entrypoint) -> None:
+    ran = run_entrypoint({}, "fastforward", "--version")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.argv == ["--version"]
+
+
+def test_entrypoint_execs_so_signals_reach_fastforward(run_entrypoint) -> None:
+    ran = run_entrypoint()
+    assert ran.returncode == 0, ran.stderr
+    # exec replaces the shell: fastforward has the pid `docker run` started (PID 1 there).
+    assert ran.fake_pid == ran.shell_pid
+
+
+def test_entrypoint_unwritable_log_dir_falls_back_to_stderr(run_entrypoint, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ran = run_entrypoint({"LOG_DIR": str(blocker / "logs")})
+    assert ran.returncode == 0, ran.stderr
+    assert "not writable" in ran.stderr and "stderr" in ran.stderr
+    assert "LOG_DIR" not in ran.env
+
+
+def test_entrypoint_is_executable_and_plain_bash() -> None:
+    assert os.access(ENTRYPOINT, os.X_OK)
+    assert ENTRYPOINT.read_text().startswith("#!/bin/bash\n")
+    if BASH:
+        subprocess.run([BASH, "-n", str(ENTRYPOINT)], check=True, timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile (no Docker engine here: read it)
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_runs_like_the_original_image() -> None:
+    instr = _dockerfile_instructions()
+    assert instr[0] == ("FROM", "python:3.12-slim")
+    assert ("EXPOSE", "2004") in instr
+    entry = [json.loads(rest) for word, rest in instr if word == "ENTRYPOINT"]
+    assert entry == [["/usr/local/bin/docker-entrypoint.sh"]]  # exec form: no /bin/sh -c
+    copies = [rest for word, rest in instr if word == "COPY"]
+    assert any(
+        "docker/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh" in c for c in copies
+    )
+    users = [rest for word, rest in instr if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    run = " ".join(rest for word, rest in instr if word == "RUN")
+    assert "--find-links /context/dist" in run and "FASTFORWARD_VERSION" in run
+    assert "codec: cython" in run  # the image refuses to build around the slow codec
+
+
+def test_dockerignore_keeps_the_context_to_wheels_and_entrypoint() -> None:
+    lines = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln and ln[0] != "#"]
+    assert lines == ["*", "!dist/*.whl", "!docker/docker-entrypoint.sh"]
+
+
+# ---------------------------------------------------------------------------------------------
+# systemd unit
+
+
+def _read_unit(text: str) -> dict[str, list[tuple[str, str]]]:
+    """systemd's unit syntax: [Section], Key=Value, # and ; comments, repeated keys kept."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for n, raw in enumerate(text.replace("\\\n", " ").splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        key, eq, value = line.partition("=")
+        assert current is not None and eq, f"line {n}: not Key=Value inside a section: {raw!r}"
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key.strip()), f"line {n}: bad key {key!r}"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def _seconds(value: str) -> float:
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "ms": 0.001}
+    total = 0.0
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value):
+        total += float(num) * units[unit]
+    return total
+
+
+def test_unit_settings_are_sound() -> None:
+    unit = _read_unit(UNIT.read_text())
+    assert set(unit) == {"Unit", "Service", "Install"}
+    svc: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for key, value in unit["Service"]:
+        if key == "Environment":
+            name, _, val = value.partition("=")
+            env[name] = val
+        else:
+            svc[key] = value
+    assert svc["ExecStart"].startswith("/") and svc["ExecStart"].endswith("/fastforward")
+    assert svc["Restart"] == "on-failure"
+    assert svc["KillSignal"] == "SIGTERM"
+    assert svc.get("DynamicUser") == "yes" or svc.get("User") not in (None, "", "root")
+    assert int(svc["LimitNOFILE"]) >= 2 * config.Config().max_connections
+    # The drain must finish before systemd's SIGKILL.
+    drain = float(env.get("FASTFORWARD_DRAIN_TIMEOUT", config.Config().drain_timeout))
+    assert _seconds(svc["TimeoutStopSec"]) > drain + 5
+    # The spool lives in the unit's StateDirectory, which systemd creates and keeps.
+    assert env["FASTFORWARD_SPOOL_DIR"] == "%S/" + svc["StateDirectory"]
+    # Every variable it sets is one fastforward reads.
+    known = {opt.env_var for opt in config.OPTIONS if opt.env}
+    assert set(env) <= known, set(env) - known
+    assert dict(unit["Install"])["WantedBy"] == "multi-user.target"
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def _unit_with_fake_binary(tmp_path: Path) -> Path:
+    # verify checks that ExecStart exists; point it at a stand-in, change nothing else.
+    fake = tmp_path / "fastforward"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    unit = tmp_path / "fastforward.service"
+    text = UNIT.read_text()
+    unit.write_text(text.replace("ExecStart=/opt/fastforward/bin/fastforward", f"ExecStart={fake}"))
+    return unit
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    unit = _unit_with_fake_binary(tmp_path)
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    # Unknown keys and unparsable values are only warnings (exit 0): any output is a failure.
+    assert proc.returncode == 0 and proc.stderr.strip() == "" and proc.stdout.strip() == "", (
+        proc.stdout + proc.stderr
+    )
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_is_hardened(tmp_path: Path) -> None:
+    unit = _unit_with_fake_binary(tmp_path)
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=yes", "--threshold=25", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
+        pytest.skip("systemd-analyze too old for security --offline")
+    # Exit status is non-zero when the exposure score is above 2.5 (of 10).
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert re.search(r"Overall exposure level for \S+: [0-2]\.\d", proc.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus alerts
+
+
+def _exported_metric_names() -> set[str]:
+    names = set()
+    for name, (kind, _help) in stats.METRICS.items():
+        names.add(f"fastforward_{name}_total" if kind == "counter" else f"fastforward_{name}")
+    return names
+
+
+def test_alerts_name_only_metrics_fastforward_exports() -> None:
+    text = ALERTS.read_text()
+    used = set(re.findall(r"\bfastforward_[a-z_]+\b", text))
+    for required in (
+        "fastforward_datapoints_dropped_total",
+        "fastforward_datapoints_rejected_total",
+        "fastforward_backpressure_active",
+    ):
+        assert required in used
+    # Metric names in the expressions, not the alert names (which are CamelCase).
+    assert used <= _exported_metric_names(), used - _exported_metric_names()
+
+
+def test_alerts_pass_promtool() -> None:
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (set PROMTOOL to its path)")
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_alerts_yaml_structure() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    doc = yaml.safe_load(ALERTS.read_text())
+    rules = [rule for group in doc["groups"] for rule in group["rules"]]
+    assert rules and all({"alert", "expr", "labels", "annotations"} <= set(r) for r in rules)
+    assert {r["labels"]["severity"] for r in rules} <= {"warning", "critical"}
