@@ -1,0 +1,231 @@
+"""The option table, precedence (CLI > env > INI > defaults), the original's INI and flags."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fastforward.config import OPTIONS, Config, ConfigError, UsageError, load
+
+ORIGINAL_EXAMPLE_CONF = """\
+[blueflood_carbon_forwarder]
+
+endpoint=tcp:2004
+interval=30
+blueflood=http://localhost:19000
+tenant=
+metric_prefix=
+ttl=86400
+user=
+key=
+auth_url=https://identity.api.rackspacecloud.com/v2.0/tokens
+limit=0
+overwrite_collection_timestamp=False
+"""
+
+
+def ini(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "ff.conf"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_defaults_match_the_original() -> None:
+    c = load(["-t", "t1"], environ={}).config
+    assert c.endpoint == ["tcp:2004"]
+    assert c.interval == 30.0
+    assert c.blueflood == "http://localhost:19000"
+    assert c.ttl == 86400
+    assert c.auth_url == "https://identity.api.rackspacecloud.com/v2.0/tokens"
+    assert c.limit == 0 and c.body_bytes == 1_000_000
+    assert c.protocol == "MetricPickleReceiver"
+    assert c.overwrite_collection_timestamp is False
+
+
+def test_config_fields_match_the_table() -> None:
+    table = {o.name for o in OPTIONS if o.field}
+    assert table == set(Config.__dataclass_fields__)
+
+
+def test_original_short_and_long_switches() -> None:
+    argv = [
+        "-e", "tcp:2005", "-i", "5", "-b", "http://bf:19000", "-t", "tenant", "-p", "pre",
+        "--ttl", "100", "-u", "me", "-k", "secret", "--auth_url", "http://id/v2.0/tokens",
+        "--limit", "1024", "--protocol", "MetricLineReceiver", "--overwrite_collection_timestamp",
+    ]  # fmt: skip
+    c = load(argv, environ={}).config
+    assert c.endpoint == ["tcp:2005"]
+    assert (c.interval, c.blueflood, c.tenant, c.metric_prefix) == (
+        5.0,
+        "http://bf:19000",
+        "tenant",
+        "pre",
+    )
+    assert (c.ttl, c.user, c.key, c.auth_url) == (100, "me", "secret", "http://id/v2.0/tokens")
+    assert (c.limit, c.protocol, c.overwrite_collection_timestamp) == (
+        1024,
+        "MetricLineReceiver",
+        True,
+    )
+    assert c.line_protocol
+
+
+def test_hyphenated_spellings() -> None:
+    c = load(
+        ["-t", "t", "--metric-prefix", "x", "--auth-url", "http://a/", "--max-frame-bytes", "2048",
+         "--line-endpoint", "udp:2003", "--line-endpoint", "tcp:2003",
+         "--overwrite-collection-timestamp=false"],
+        environ={},
+    ).config  # fmt: skip
+    assert c.metric_prefix == "x" and c.auth_url == "http://a/" and c.max_frame_bytes == 2048
+    assert c.line_endpoint == ["udp:2003", "tcp:2003"]
+    assert c.overwrite_collection_timestamp is False
+
+
+def test_original_example_conf_is_read(tmp_path: Path) -> None:
+    path = ini(tmp_path, ORIGINAL_EXAMPLE_CONF.replace("tenant=", "tenant=abc"))
+    c = load(["-c", path], environ={}).config
+    assert c.tenant == "abc" and c.endpoint == ["tcp:2004"] and c.interval == 30.0
+    assert c.overwrite_collection_timestamp is False
+
+
+def test_precedence_cli_over_env_over_ini_over_default(tmp_path: Path) -> None:
+    path = ini(
+        tmp_path,
+        """
+        [blueflood_carbon_forwarder]
+        tenant = from_ini
+        ttl = 111
+        interval = 7
+        metric-prefix = ini_prefix
+        """,
+    )
+    env = {"FASTFORWARD_TTL": "222", "FASTFORWARD_INTERVAL": "8"}
+    c = load(["-c", path, "-i", "9"], environ=env).config
+    assert c.interval == 9.0  # command line beats env and INI
+    assert c.ttl == 222  # env beats INI
+    assert c.tenant == "from_ini" and c.metric_prefix == "ini_prefix"  # INI beats defaults
+    assert c.limit == 0  # default
+
+
+def test_command_line_beats_config_file_unlike_the_original(tmp_path: Path) -> None:
+    # The twistd plugin let the file override the command line; we document the change.
+    path = ini(tmp_path, "[blueflood_carbon_forwarder]\ntenant=file\n")
+    assert load(["-c", path, "-t", "cli"], environ={}).config.tenant == "cli"
+
+
+def test_every_option_has_an_env_var() -> None:
+    env = {"FASTFORWARD_TENANT": "e", "FASTFORWARD_ENDPOINT": "tcp:1,udp:2",
+           "FASTFORWARD_GZIP": "yes", "FASTFORWARD_DRY_RUN": "0"}  # fmt: skip
+    c = load([], environ=env).config
+    assert c.tenant == "e" and c.endpoint == ["tcp:1", "udp:2"] and c.gzip is True
+    assert all(o.env_var.startswith("FASTFORWARD_") for o in OPTIONS if o.env)
+
+
+def test_config_file_from_env_and_twisted_log_level(tmp_path: Path) -> None:
+    path = ini(tmp_path, "[blueflood_carbon_forwarder]\ntenant=f\n")
+    c = load([], environ={"FASTFORWARD_CONFIG": path, "TWISTED_LOG_LEVEL": "WARN"}).config
+    assert c.tenant == "f" and c.log_level == "warn"
+
+
+def test_dry_run_needs_no_tenant() -> None:
+    assert load(["--dry-run"], environ={}).config.blueflood == "-"
+    assert load(["-b", "-"], environ={}).config.dry_run
+
+
+def test_scheme_less_blueflood_url_of_the_docker_image() -> None:
+    assert load(["-t", "t", "-b", "localhost:19000"], environ={}).config.blueflood == (
+        "http://localhost:19000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "--tenant is required"),
+        (["-t", "a/b"], "'a/b'"),
+        (["-t", "a.b"], "'a.b'"),
+        (["-t", "t", "--ttl", "0"], "--ttl 0"),
+        (["-t", "t", "--ttl", "2147483647"], "--ttl 2147483647"),
+        (["-t", "t", "--limit", "2000000"], "--limit 2000000"),
+        (["-t", "t", "--limit", "-1"], "--limit -1"),
+        (["-t", "t", "-i", "abc"], "'abc' is not a number"),
+        (["-t", "t", "--ttl", "1.5"], "'1.5' is not an integer"),
+        (["-t", "t", "--protocol", "Foo"], "--protocol 'Foo'"),
+        (["-t", "t", "-e", "http:80"], "'http:80'"),
+        (["-t", "t", "-u", "me"], "--user 'me': needs --key"),
+        (["-t", "t", "--gzip=maybe"], "'maybe' is not a boolean"),
+        (["-t", "t", "--workers", "0"], "--workers '0'"),
+        (["-t", "t", "--log-level", "loud"], "--log-level 'loud'"),
+        (["-t", "t", "-b", "ftp://x"], "--blueflood 'ftp://x'"),
+        (["-t", "t", "--max-connections", "0"], "--max_connections 0"),
+    ],
+)
+def test_bad_values_name_option_and_value(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(argv, environ={})
+    assert needle in str(info.value)
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="FASTFORWARD_TTL.*'x'"):
+        load(["-t", "t"], environ={"FASTFORWARD_TTL": "x"})
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no \\[blueflood_carbon_forwarder\\] section"):
+        load(["-c", ini(tmp_path, "[other]\na=1\n")], environ={})
+    with pytest.raises(ConfigError, match="missing.conf"):
+        load(["-c", str(tmp_path / "missing.conf")], environ={})
+    loaded = load(
+        ["-c", ini(tmp_path, "[blueflood_carbon_forwarder]\ntenant=t\nbogus=1\n")], environ={}
+    )
+    assert any("bogus" in w for w in loaded.warnings)
+
+
+def test_unknown_switch_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--no-such-thing"):
+        load(["--no-such-thing"], environ={})
+
+
+def test_twistd_options_are_accepted() -> None:
+    loaded = load(
+        ["-n", "--pidfile", "/tmp/x.pid", "-l", "-", "--logger", "my.observer", "--syslog",
+         "--umask", "022", "-r", "epoll", "-t", "t"],
+        environ={},
+    )  # fmt: skip
+    c = loaded.config
+    assert c.pidfile == "/tmp/x.pid" and c.logfile == "-"
+    text = "\n".join(loaded.warnings)
+    for name in ("--logger 'my.observer'", "--syslog", "--umask", "--reactor"):
+        assert name in text
+
+
+def test_twistd_command_layout() -> None:
+    # twistd -u / -p before the tap name mean uid / profile: ignored with a warning there,
+    # while after it they are our --user / --metric_prefix.
+    loaded = load(
+        ["twistd", "-n", "-l", "log.txt", "-u", "0", "--pidfile", "/tmp/p", "blueflood-forward",
+         "-t", "t", "-u", "me", "-k", "key", "-p", "pre"],
+        environ={},
+    )  # fmt: skip
+    c = loaded.config
+    assert (c.logfile, c.pidfile, c.user, c.key, c.metric_prefix) == (
+        "log.txt", "/tmp/p", "me", "key", "pre"
+    )  # fmt: skip
+    assert any("-u" in w for w in loaded.warnings)
+
+
+def test_key_is_not_in_repr() -> None:
+    c = load(["-t", "t", "-u", "me", "-k", "s3cret"], environ={}).config
+    assert "s3cret" not in repr(c)
+    assert c.redacted()["key"] == "***"
+
+
+def test_encoder_options() -> None:
+    c = load(["-t", "t", "-p", "pre", "--limit", "1024", "--max-past", "60"], environ={}).config
+    opts = c.encoder_options()
+    assert opts["prefix"] == "pre" and opts["max_body_bytes"] == 1024
+    assert opts["max_past_ms"] == 60_000
