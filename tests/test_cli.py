@@ -1,0 +1,86 @@
+"""The command line as a user meets it: --help, --version, errors, `send` argument parsing."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import pytest
+
+from fastforward import cli, send
+from fastforward.config import OPTIONS
+
+
+def test_help_is_a_man_page(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in OPTIONS:
+        for flag in opt.flags:
+            assert flag in out, flag
+        if opt.env:
+            assert opt.env_var in out, opt.env_var
+    for heading in ("DESCRIPTION", "LISTENING", "BLUEFLOOD", "AUTHENTICATION", "LIMITS",
+                    "RELIABILITY", "LOGGING", "COMPATIBILITY", "PRECEDENCE", "EXAMPLES",
+                    "EXIT STATUS"):  # fmt: skip
+        assert heading in out
+    for env in ("LOG_DIR", "LOG_ROTATE_LENGTH", "MAX_LOG_ROTATED_FILES", "TWISTED_LOG_LEVEL"):
+        assert env in out
+    assert "default: tcp:2004" in out
+    assert "config file override the command line" in out
+    assert "fastforward send" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fastforward ")
+    assert "(codec: cython)" in out or "(codec: python)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["-t", "t", "--ttl", "0"], "--ttl 0"),
+        (["-e", "nonsense:1", "-t", "t"], "'nonsense:1'"),
+        ([], "--tenant is required"),
+    ],
+)
+def test_bad_options_exit_2_with_one_clear_line(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err.splitlines()[0]
+    assert "Traceback" not in err
+
+
+def test_send_positional_parsing() -> None:
+    pts = send.parse_positional(["a.b", "1", "c.d", "2.5", "1700000000", "e", "-3"], now=100)
+    assert pts == [("a.b", (100, 1)), ("c.d", (1700000000, 2.5)), ("e", (100, -3))]
+    with pytest.raises(ValueError, match="VALUE is missing"):
+        send.parse_positional(["a.b"], now=1)
+    with pytest.raises(ValueError, match="not a number"):
+        send.parse_positional(["a.b", "x"], now=1)
+
+
+def test_send_frames_are_carbon_pickle() -> None:
+    pts = [(f"m{i}", (1, i)) for i in range(1200)]
+    data = send.pickle_frames(pts)
+    frames = []
+    while data:
+        (n,) = struct.unpack("!L", data[:4])
+        frames.append(pickle.loads(data[4 : 4 + n]))
+        data = data[4 + n :]
+    assert [len(f) for f in frames] == [500, 500, 200]
+    assert frames[0][0] == ("m0", (1, 0))
+
+
+def test_send_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["send", "a.b", "notanumber"]) == 2
+    assert "not a number" in capsys.readouterr().err
+
+
+def test_send_connection_refused(unused_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["send", "-e", f"tcp:{unused_port}", "a.b", "1"]) == 3
+    assert "cannot send" in capsys.readouterr().err
