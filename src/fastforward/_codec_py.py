@@ -100,7 +100,7 @@ _u64 = struct.Struct("<Q").unpack_from
 _f64 = struct.Struct(">d").unpack_from
 
 _DIGITS_RE = re.compile(rb"[0-9]+")
-_TEXT_INT_RE = re.compile(rb"[+-]?([0-9]+)")
+_TEXT_INT_RE = re.compile(rb"[+-]?(0|[1-9][0-9]*)")
 _STR_INT_RE = re.compile(rb"[+-]?[0-9]+")
 _STR_FLOAT_RE = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _STR_NAN_RE = re.compile(rb"[+-]?nan", re.IGNORECASE)
@@ -171,8 +171,9 @@ def _unescape_string(s: bytes) -> bytes:
 
 
 def _text_int(arg: bytes, opname: str, offset: int) -> int:
-    # DECISION: text INT/LONG arguments are plain decimal, `[+-]?[0-9]+` (leading zeros read as
-    # decimal); no spaces, underscores or 0x prefixes, which pickle's int() would take.
+    # DECISION: text INT/LONG arguments are plain decimal, `[+-]?(0|[1-9][0-9]*)`: no spaces,
+    # underscores, 0x prefixes, nor leading zeros (C pickle reads "010" as octal 8, Python 2
+    # as 10: no sender writes them, so refuse rather than guess).
     m = _TEXT_INT_RE.fullmatch(arg)
     if m is None:
         raise FrameError(f"bad {opname} argument", offset)
