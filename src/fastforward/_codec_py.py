@@ -610,7 +610,9 @@ def _number_from_text(s: bytes) -> int | float | str:
     if _STR_INT_RE.fullmatch(s):
         digits = s.lstrip(b"+-").lstrip(b"0")
         if len(digits) <= 19:
-            v = int(s[:1] + digits if s[:1] in (b"+", b"-") else digits or b"0")
+            v = int(digits or b"0")
+            if s[:1] == b"-":
+                v = -v
             if _INT64_MIN <= v <= _INT64_MAX:
                 return v
             return float(v)
