@@ -104,9 +104,9 @@ def _build_command(tmp: Path) -> list[str]:
     if find_spec("build") is not None:
         return [sys.executable, "-m", "build"]
     venv = tmp / "build-tool"
-    _run([sys.executable, "-m", "venv", "--without-pip", venv])
+    _run([sys.executable, "-m", "venv", venv])  # with pip: build installs build deps with it
     py = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "build"])
+    _run([py, "-m", "pip", "install", "-q", "build"])
     return [str(py), "-m", "build"]
 
 
