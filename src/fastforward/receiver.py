@@ -127,6 +127,7 @@ class _StreamListener:
         self.cap = owner.config.max_connections
         self.pool = Pool(self.cap)
         self.refused_in_episode = 0
+        self.listen_socket = listener
         self.server = StreamServer(listener, self._handle, spawn=self._spawn)
         self.address = listener.getsockname()
         self.label = "tls" if endpoint.kind == "ssl" else protocol
@@ -165,6 +166,8 @@ class _StreamListener:
         stats.incr("connections_accepted", protocol=self.protocol)
         owner.open_connections += 1
         stats.set("connections_open", owner.open_connections)
+        me = gevent.getcurrent()
+        owner.running.add(me)
         idle = owner.config.idle_timeout or None
         try:
             sock.settimeout(idle)
@@ -176,15 +179,15 @@ class _StreamListener:
                         "%s: TLS handshake with %s failed: %s", self.endpoint.text, peer, exc
                     )
                     return
-            size = INITIAL_BUFFER
-            conn = _Conn(sock, peer, size)
+            conn = _Conn(sock, peer, INITIAL_BUFFER)
+            conn.drain_until = owner.drain_until
             serve = self._serve_pickle if self.protocol == "pickle" else self._serve_lines
             while True:
                 try:
                     serve(conn)
                     break
                 except _Drain:
-                    conn.drain_until = time.monotonic() + owner.drain_seconds
+                    conn.drain_until = owner.drain_until
         except TimeoutError:
             stats.incr("connections_timed_out", protocol=self.protocol)
             log.info("closing %s: idle for %s seconds", peer, owner.config.idle_timeout)
@@ -193,6 +196,7 @@ class _StreamListener:
         except OSError as exc:
             log.info("connection from %s ended: %s", peer, exc)
         finally:
+            owner.running.discard(me)
             owner.open_connections -= 1
             stats.set("connections_open", owner.open_connections)
             try:
@@ -351,7 +355,21 @@ class _StreamListener:
     # -- stopping -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop accepting; open connections go on."""
+        """Stop accepting; open connections go on.
+
+        Connections still in the kernel's accept queue are accepted first: their senders
+        already had their bytes acknowledged, so they are drained like the open ones.
+        """
+        self.server.stop_accepting()
+        listener = self.listen_socket
+        if listener.fileno() >= 0:
+            listener.settimeout(0.0)
+            for _ in range(100_000):
+                try:
+                    sock, address = listener.accept()
+                except (BlockingIOError, TimeoutError, OSError):
+                    break
+                self.pool.spawn(self._handle, sock, address)
         self.server.close()
         if self.endpoint.kind == "unix":
             try:
@@ -367,6 +385,7 @@ class _UdpListener:
         self.owner = owner
         self.endpoint = endpoint
         self.protocol = "line"
+        self.listen_socket = listener
         self.server = DatagramServer(listener, self._handle)
         self.address = listener.getsockname()
         self.dropped_in_episode = 0
@@ -391,8 +410,8 @@ class _UdpListener:
 
     def drain(self) -> None:
         """Read the datagrams already queued on the socket, without blocking."""
-        sock = self.server.socket
-        if sock is None:
+        sock = self.listen_socket
+        if sock.fileno() < 0:
             return
         sock.settimeout(0.0)
         for _ in range(100_000):
@@ -500,6 +519,8 @@ class Receivers:
         self.stats = stats
         self.open_connections = 0
         self.drain_seconds = 2.0
+        self.drain_until = 0.0  # set at stop: connections accepted after it start draining
+        self.running: set[Any] = set()  # connection greenlets that have begun running
         self._sockets = sockets or {}  # pre-bound by a supervisor (--workers), by endpoint text
         self.listeners: list[_StreamListener | _UdpListener] = []
 
@@ -533,14 +554,18 @@ class Receivers:
     def stop(self, deadline: float = 2.0) -> None:
         """Stop accepting, read what open connections already hold, close them."""
         self.drain_seconds = max(0.0, deadline)
+        self.drain_until = time.monotonic() + self.drain_seconds
         streams = [ln for ln in self.listeners if isinstance(ln, _StreamListener)]
+        # Only greenlets already running get _Drain thrown in: one killed before it starts
+        # would never run, and its socket's data would be lost. The others see drain_until.
+        running = list(self.running)
         for listener in self.listeners:
             listener.close()
-        greenlets = [g for ln in streams for g in list(ln.pool)]
-        for g in greenlets:
+        for g in running:
             g.kill(_Drain, block=False)
-        if greenlets:
-            gevent.joinall(greenlets, timeout=self.drain_seconds + 0.5)
+        everyone = [g for ln in streams for g in list(ln.pool)]
+        if everyone:
+            gevent.joinall(everyone, timeout=self.drain_seconds + 0.5)
         for ln in streams:
             ln.pool.kill(block=True, timeout=1.0)
         self.listeners = []

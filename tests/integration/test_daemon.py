@@ -1,0 +1,341 @@
+"""End to end: the real `fastforward` process between real sockets and the fake Blueflood."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def base_args(bf: FakeBlueflood, port: int, *extra: str) -> list[str]:
+    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT, "-i", "0.2",
+            *extra]  # fmt: skip
+
+
+# ---- the original's integration scenarios ---------------------------------------------------
+
+
+def test_noauth(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    ff = run_ff(*base_args(fake_blueflood, port))
+    ts = int(time.time())
+    send_tcp(port, frame([("foo.bar.baz", (ts, 10.0))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    req = fake_blueflood.ingests()[0]
+    assert req.path == "/v2.0/tenant/ingest"
+    assert req.headers["Content-Type"] == "application/json"
+    metrics = json.loads(req.body)
+    assert metrics == [
+        {"collectionTime": ts * 1000, "ttlInSeconds": 86400, "metricValue": 10.0,
+         "metricName": "foo.bar.baz"}
+    ]  # fmt: skip
+    assert ff.terminate() == 0
+
+
+def test_auth_sends_the_token_header(fake_identity: FakeIdentity, run_ff) -> None:  # noqa: ANN001
+    with FakeBlueflood(identity=fake_identity) as bf:
+        port = free_port()
+        ff = run_ff(
+            *base_args(bf, port, "-u", "alice", "-k", "k3y", "--auth_url", fake_identity.tokens_url)
+        )
+        send_tcp(port, frame([("foo.bar.baz", (int(time.time()), 10.0))]))
+        bf.wait_for(lambda: bf.stored == 1)
+        token = bf.ingests()[0].headers["X-Auth-Token"]
+        assert fake_identity.is_valid(token)
+        assert fake_identity.issued == 1
+        assert "k3y" not in ff.stderr  # never log the key
+        assert ff.terminate() == 0
+
+
+def test_splitting_payload_under_limit(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    limit = 1024
+    port = free_port()
+    ff = run_ff(*base_args(fake_blueflood, port, "--limit", str(limit)))
+    ts = int(time.time())
+    one = len(json.dumps({"collectionTime": ts * 1000, "ttlInSeconds": 86400,
+                          "metricValue": 10.0, "metricName": "foo.bar.baz.000"}))  # fmt: skip
+    count = limit // one + 5
+    send_tcp(port, frame([(f"foo.bar.baz.{i:03d}", (ts, 10.0)) for i in range(count)]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == count)
+    bodies = [r.body for r in fake_blueflood.ingests()]
+    assert len(bodies) > 1
+    assert all(len(b) <= limit for b in bodies)
+    assert fake_blueflood.duplicates == 0
+    assert ff.terminate() == 0
+
+
+# ---- listeners ------------------------------------------------------------------------------
+
+
+def test_plaintext_over_tcp_and_udp(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    pickle_port, tcp_port, udp_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    ff = run_ff(
+        *base_args(fake_blueflood, pickle_port),
+        "--line-endpoint", f"tcp:port={tcp_port}:interface=127.0.0.1",
+        "--line-endpoint", f"udp:port={udp_port}:interface=127.0.0.1",
+    )  # fmt: skip
+    ts = int(time.time())
+    # carbon-relay sends CRLF-terminated lines; the last line has no newline at all.
+    send_tcp(tcp_port, f"line.tcp.a 1 {ts}\r\nline.tcp.b 2.5 {ts}\nline.tcp.c 3 {ts}".encode())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.sendto(f"line.udp.a 4 {ts}\nline.udp.b 5 {ts}".encode(), ("127.0.0.1", udp_port))
+    send_tcp(pickle_port, frame([("pickle.a", (ts, 6))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 6)
+    assert fake_blueflood.points(TENANT, "line.udp.b") == {ts * 1000: 5}
+    assert fake_blueflood.points(TENANT, "line.tcp.b") == {ts * 1000: 2.5}
+    assert ff.terminate() == 0
+
+
+def test_line_protocol_on_the_main_endpoint(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    ff = run_ff(*base_args(fake_blueflood, port, "--protocol", "MetricLineReceiver"))
+    send_tcp(port, f"a.b 1 {int(time.time())}\n".encode())
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    assert ff.terminate() == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+def test_tls_ingest(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    key, cert = _self_signed(tmp_path)
+    port = free_port()
+    ff = run_ff(
+        "-e", f"ssl:port={port}:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+        "-b", fake_blueflood.url, "-t", TENANT, "-i", "0.2",
+    )  # fmt: skip
+    ctx = ssl.create_default_context(cafile=cert)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(frame([("tls.metric", (int(time.time()), 42))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    # A plaintext client on the TLS port is logged and closed; the listener keeps working.
+    send_tcp(port, frame([("not.tls", (int(time.time()), 1))]))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(frame([("tls.metric2", (int(time.time()), 43))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 2)
+    assert ff.terminate() == 0
+    assert "TLS handshake" in ff.stderr
+
+
+def test_config_file(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    port = free_port()
+    conf = tmp_path / "ff.conf"
+    conf.write_text(
+        "[blueflood_carbon_forwarder]\n"
+        f"endpoint=tcp:port={port}:interface=127.0.0.1\n"
+        "interval=0.2\n"
+        f"blueflood={fake_blueflood.url}\n"
+        f"tenant={TENANT}\n"
+        "metric_prefix=pre\n"
+        "ttl=3600\n"
+        "user=\nkey=\nlimit=0\noverwrite_collection_timestamp=False\n"
+    )
+    ff = run_ff("-c", str(conf))
+    send_tcp(port, frame([("m", (int(time.time()), 1))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    assert json.loads(fake_blueflood.ingests()[0].body)[0]["metricName"] == "pre.m"
+    assert json.loads(fake_blueflood.ingests()[0].body)[0]["ttlInSeconds"] == 3600
+    assert ff.terminate() == 0
+
+
+# ---- robustness -----------------------------------------------------------------------------
+
+
+def test_sigterm_drains_everything(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    # A long interval: nothing is flushed before SIGTERM unless a body fills up.
+    ff = run_ff(*base_args(fake_blueflood, port)[:-2], "-i", "600")
+    ts = int(time.time())
+    total = 0
+    socks = []
+    for c in range(4):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        data = b"".join(
+            frame([(f"drain.{c}.{f}.{i}", (ts, i)) for i in range(500)]) for f in range(6)
+        )
+        s.sendall(data)  # connections stay open: the forwarder must read what they hold
+        total += 6 * 500
+        socks.append(s)
+    assert ff.terminate() == 0
+    for s in socks:
+        s.close()
+    assert fake_blueflood.stored == total
+    assert fake_blueflood.duplicates == 0
+
+
+def test_bad_input_on_one_connection_loses_nothing_on_another(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    port = free_port()
+    ff = run_ff(*base_args(fake_blueflood, port, "--max-frame-bytes", "100000"))
+    ts = int(time.time())
+    evil = frame([("x", (ts, 1))])[:4] + b"\x80\x02cposix\nsystem\nq\x00."  # forbidden GLOBAL
+    bad = socket.create_connection(("127.0.0.1", port), timeout=10)
+    good = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+    def bad_sender() -> None:
+        for i in range(20):
+            payload = evil[4:]
+            bad.sendall(len(payload).to_bytes(4, "big") + payload)
+            bad.sendall(frame([("after.bad", (ts, i))]))  # the connection keeps going
+            bad.sendall(b"\x00\x00\x00\x05garba")  # a truncated pickle
+            gevent.sleep(0)
+
+    def good_sender() -> None:
+        for f in range(10):
+            good.sendall(frame([(f"good.{f}.{i}", (ts, i)) for i in range(500)]))
+            gevent.sleep(0)
+
+    gevent.joinall([gevent.spawn(bad_sender), gevent.spawn(good_sender)], raise_error=True)
+    # An oversize frame closes only its own connection.
+    big = socket.create_connection(("127.0.0.1", port), timeout=10)
+    big.sendall((200_000).to_bytes(4, "big") + b"x" * 1000)
+    assert big.recv(1) == b""  # closed by the forwarder
+    big.close()
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 5000 + 1)
+    assert fake_blueflood.points(TENANT, "after.bad") == {ts * 1000: 19}
+    bad.close()
+    good.close()
+    assert ff.terminate() == 0
+    assert "bad pickle frame" in ff.stderr
+    assert "forbidden opcode" in ff.stderr
+    assert "over --max-frame-bytes" in ff.stderr
+    assert "Traceback" not in ff.stderr
+
+
+def test_dry_run_writes_bodies_to_stdout(run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    ff = run_ff("--dry-run", "-i", "0.2", "-e", f"tcp:port={port}:interface=127.0.0.1")
+    ts = int(time.time())
+    send_tcp(port, frame([("dry.run", (ts, 1.5))]))
+    wait_until(lambda: "dry.run" in ff.stdout, what="a body on stdout")
+    assert ff.terminate() == 0
+    body = json.loads(ff.stdout.splitlines()[0])
+    assert body == [{"collectionTime": ts * 1000, "ttlInSeconds": 86400, "metricValue": 1.5,
+                     "metricName": "dry.run"}]  # fmt: skip
+
+
+def test_fastforward_send_to_a_running_forwarder(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    ff = run_ff(*base_args(fake_blueflood, port))
+    ts = int(time.time())
+    out = subprocess.run(
+        [sys.executable, "-m", "fastforward", "send", "-e", f"tcp:{port}",
+         "sent.a", "1", "sent.b", "2.5", str(ts)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert "sent 2 datapoints" in out.stdout
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 2)
+    assert fake_blueflood.points(TENANT, "sent.b") == {ts * 1000: 2.5}
+    assert ff.terminate() == 0
+
+
+def test_pidfile_written_and_removed(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    pidfile = tmp_path / "ff.pid"
+    ff = run_ff(*base_args(fake_blueflood, free_port()), "-n", "--pidfile", str(pidfile))
+    assert pidfile.read_text().strip() == str(ff.proc.pid)
+    assert ff.terminate() == 0
+    assert not pidfile.exists()
+
+
+def test_twistd_layout_and_logfile(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    log = tmp_path / "log.txt"
+    port = free_port()
+    ff = run_ff(
+        "-n", "-l", str(log), "--logger", "some.observer", "blueflood-forward",
+        *base_args(fake_blueflood, port), log=log,
+    )  # fmt: skip
+    send_tcp(port, frame([("m", (int(time.time()), 1))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    assert ff.terminate() == 0
+    text = log.read_text()
+    assert "--logger 'some.observer' is not supported" in text
+    assert "fastforward stopped" in text
+
+
+def test_log_dir_rotation(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    log_dir = tmp_path / "logs"
+    env = {"LOG_DIR": str(log_dir), "LOG_ROTATE_LENGTH": "300", "MAX_LOG_ROTATED_FILES": "2",
+           "TWISTED_LOG_LEVEL": "info"}  # fmt: skip
+    log = log_dir / "carbon_forwarder.log"
+    ff = run_ff(*base_args(fake_blueflood, free_port()), env=env, wait=False)
+    wait_until(lambda: (log_dir / "carbon_forwarder.log.1").exists(), what="a rotated log")
+    assert ff.terminate() == 0
+    assert log.exists()
+    assert not (log_dir / "carbon_forwarder.log.3").exists()
+    assert ff.stderr == ""
+
+
+def test_busy_port_is_a_startup_failure(run_ff) -> None:  # noqa: ANN001
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        ff = run_ff("--dry-run", "-e", f"tcp:port={port}:interface=127.0.0.1", wait=False)
+        assert ff.wait(30) == 3
+    lines = [ln for ln in ff.stderr.splitlines() if ln.startswith("fastforward:")]
+    assert lines and f"tcp:port={port}" in lines[0] and "in use" in lines[0]
+    assert "Traceback" not in ff.stderr
+
+
+def test_bad_option_exit_code(run_ff) -> None:  # noqa: ANN001
+    ff = run_ff("--ttl", "0", "-t", "t", wait=False)
+    assert ff.wait(30) == 2
+    assert ff.stderr.splitlines()[0] == "fastforward: --ttl 0: must be between 1 and 2147483646"
+
+
+def test_env_only_configuration(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    env = {"FASTFORWARD_ENDPOINT": f"tcp:port={port}:interface=127.0.0.1",
+           "FASTFORWARD_BLUEFLOOD": fake_blueflood.url, "FASTFORWARD_TENANT": TENANT,
+           "FASTFORWARD_INTERVAL": "0.2"}  # fmt: skip
+    ff = run_ff(env=env)
+    send_tcp(port, frame([("env.m", (int(time.time()), 1))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
+    assert ff.terminate() == 0
+    assert os.environ.get("FASTFORWARD_TENANT") is None
