@@ -14,7 +14,7 @@ from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memmove
 
-import codecs
+from collections import deque
 
 from fastforward.errors import FrameError, FrameTooLarge
 
@@ -50,6 +50,29 @@ DEF MAX_DEPTH = 64
 DEF MAX_TEXT_DIGITS = 100
 DEF MAX_LONG_BYTES = 64
 DEF MAX_REJECTS = 64
+DEF SAMPLE_BYTES = 256
+_I64_MIN = -(2 ** 63)
+_I64_MAX = 2 ** 63 - 1
+
+# FrameError reasons: the exact strings of the twin (_codec_py)
+R_TOO_LARGE = "frame longer than max_frame_bytes"
+R_TRUNCATED = "truncated frame"
+R_AFTER_STOP = "data after STOP"
+R_STOP_STACK = "stack not exactly one value at STOP"
+R_PROTO = "pickle protocol over 5"
+R_MEMO_INDEX = "memo index over values created"
+R_MEMO_UNSET = "GET of unset memo slot"
+R_DIGITS = "text integer longer than 100 digits"
+R_LONG_BYTES = "binary long longer than 64 bytes"
+R_DEPTH = "nesting deeper than 64"
+R_MARKS = "MARK depth over 64"
+R_ITEMS = "more than max_items_per_frame items in a list"
+R_DATAPOINTS = "more than max_items_per_frame datapoints"
+R_UNDERFLOW = "stack underflow"
+R_NO_MARK = "MARK missing"
+R_NOT_LIST = "APPEND to a non-list"
+R_SEALED = "APPEND to a list already inside a container"
+R_TOP = "top level not a list or tuple"
 
 cdef enum:
     K_NONE = 0
@@ -90,7 +113,8 @@ ctypedef struct Val:
     int kind
     int aux          # string bytes live in the aux buffer, not the frame
     int depth
-    int name_state   # 0 unknown, 1 valid name, 2 invalid name
+    int name_state   # 0 unknown, else NAME_OK / NAME_ESCAPE / NAME_BAD
+    int sealed       # a list already inside a container: no more appends
     int64_t i
     double d
     Py_ssize_t off   # string offset, tuple first child, list head cons
@@ -122,6 +146,263 @@ cdef inline bint _is_space(uint8_t c) noexcept nogil:
     return c == 32 or (9 <= c <= 13)
 
 
+# -- numbers -------------------------------------------------------------------------------
+
+cdef extern from "Python.h":
+    double PyOS_string_to_double_raw "PyOS_string_to_double"(
+        const char *s, char **endptr, void *overflow_exception) except? -1.0
+
+
+cdef inline bint _lower_is(const uint8_t *p, Py_ssize_t n, const char *word,
+                           Py_ssize_t wn) noexcept:
+    cdef Py_ssize_t j
+    if n != wn:
+        return False
+    for j in range(n):
+        if (p[j] | 0x20) != <uint8_t>word[j]:
+            return False
+    return True
+
+
+cdef double _to_double(const uint8_t *p, Py_ssize_t n) except? -1.0:
+    """Correctly rounded decimal text to double (CPython's own dtoa; overflow gives inf)."""
+    cdef char buf[64]
+    cdef bytes text
+    if n < 63:
+        memcpy(buf, p, n)
+        buf[n] = 0
+        return PyOS_string_to_double_raw(buf, NULL, NULL)
+    text = PyBytes_FromStringAndSize(<const char *>p, n)
+    return PyOS_string_to_double_raw(PyBytes_AS_STRING(text), NULL, NULL)
+
+
+cdef int _parse_text(const uint8_t *p, Py_ssize_t n, int64_t *iv, double *dv,
+                     bint float_arg) except -1:
+    """A string value or timestamp (ASCII whitespace stripped): N_INT, N_FLOAT (finite),
+    N_NAN, N_INF or N_BAD. With float_arg (the FLOAT opcode) nan/inf are N_FLOAT values."""
+    cdef Py_ssize_t s = 0, e = n, j, sign_end, nd, intd, fracd, z
+    cdef uint64_t acc = 0
+    cdef bint neg = False
+    cdef double d
+    while s < e and _is_space(p[s]):
+        s += 1
+    while e > s and _is_space(p[e - 1]):
+        e -= 1
+    if s == e:
+        return N_BAD
+    j = s
+    if p[j] == 43 or p[j] == 45:
+        neg = p[j] == 45
+        j += 1
+    sign_end = j
+    while j < e and 48 <= p[j] <= 57:
+        j += 1
+    intd = j - sign_end
+    if j == e and intd > 0 and not float_arg:
+        z = sign_end
+        while z < e - 1 and p[z] == 48:  # leading zeros are not significant
+            z += 1
+        if e - z <= 19:
+            for j in range(z, e):
+                acc = acc * 10 + (p[j] - 48)
+            if neg and acc <= 0x8000000000000000:
+                iv[0] = <int64_t>(0 - acc)
+                return N_INT
+            if not neg and acc <= 0x7FFFFFFFFFFFFFFF:
+                iv[0] = <int64_t>acc
+                return N_INT
+            d = <double>acc  # correctly rounded, like float(int)
+            dv[0] = -d if neg else d
+            return N_FLOAT
+        d = _to_double(p + s, e - s)
+        if isinf(d):
+            return N_BAD  # an integer too large for a float
+        dv[0] = d
+        return N_FLOAT
+    fracd = 0
+    if j < e and p[j] == 46:  # '.'
+        j += 1
+        nd = j
+        while j < e and 48 <= p[j] <= 57:
+            j += 1
+        fracd = j - nd
+    if intd == 0 and fracd == 0:
+        if _lower_is(p + sign_end, e - sign_end, "nan", 3):
+            if float_arg:
+                dv[0] = -_NAN_VALUE if neg else _NAN_VALUE
+                return N_FLOAT
+            return N_NAN
+        if (_lower_is(p + sign_end, e - sign_end, "inf", 3)
+                or _lower_is(p + sign_end, e - sign_end, "infinity", 8)):
+            if float_arg:
+                dv[0] = -_INF_VALUE if neg else _INF_VALUE
+                return N_FLOAT
+            return N_INF
+        return N_BAD
+    if j < e and (p[j] | 0x20) == 101:  # 'e'
+        j += 1
+        if j < e and (p[j] == 43 or p[j] == 45):
+            j += 1
+        nd = j
+        while j < e and 48 <= p[j] <= 57:
+            j += 1
+        if j == nd:
+            return N_BAD
+    if j != e:
+        return N_BAD
+    d = _to_double(p + s, e - s)
+    dv[0] = d
+    if isinf(d) and not float_arg:
+        return N_INF
+    return N_FLOAT
+
+
+cdef double _NAN_VALUE = float("nan")
+cdef double _INF_VALUE = float("inf")
+
+
+# -- names ---------------------------------------------------------------------------------
+
+cdef enum:
+    NAME_OK = 1
+    NAME_ESCAPE = 2
+    NAME_BAD = 3
+
+
+cdef int _check_utf8(const uint8_t *p, Py_ssize_t n, bint surrogates) noexcept:
+    """NAME_OK, NAME_ESCAPE (valid, has bytes JSON must escape) or NAME_BAD (invalid UTF-8;
+    surrogates are invalid unless allowed, as "surrogatepass" decoding allows them)."""
+    cdef Py_ssize_t j = 0
+    cdef uint8_t c, c1
+    cdef int res = NAME_OK
+    while j < n:
+        c = p[j]
+        if 0x20 <= c < 0x80:
+            if c == 34 or c == 92:
+                res = NAME_ESCAPE
+            j += 1
+            continue
+        if c < 0x20:
+            res = NAME_ESCAPE
+            j += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            if j + 1 >= n or (p[j + 1] & 0xC0) != 0x80:
+                return NAME_BAD
+            j += 2
+        elif 0xE0 <= c <= 0xEF:
+            if j + 2 >= n:
+                return NAME_BAD
+            c1 = p[j + 1]
+            if (c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80:
+                return NAME_BAD
+            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0 and not surrogates):
+                return NAME_BAD  # overlong, or a surrogate
+            j += 3
+        elif 0xF0 <= c <= 0xF4:
+            if j + 3 >= n:
+                return NAME_BAD
+            c1 = p[j + 1]
+            if ((c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80
+                    or (p[j + 3] & 0xC0) != 0x80):
+                return NAME_BAD
+            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
+                return NAME_BAD
+            j += 4
+        else:
+            return NAME_BAD
+    return res
+
+
+cdef int _check_name(const uint8_t *p, Py_ssize_t n) noexcept:
+    """A metric name: non-empty strict UTF-8 without ASCII whitespace."""
+    cdef Py_ssize_t j
+    cdef uint8_t c
+    if n == 0:
+        return NAME_BAD
+    for j in range(n):
+        c = p[j]
+        if c == 32 or (9 <= c <= 13):
+            return NAME_BAD
+    return _check_utf8(p, n, False)
+
+
+cdef char *_HEX = b"0123456789abcdef"
+
+
+cdef inline char *_escape(char *w, const uint8_t *p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t j
+    cdef uint8_t c
+    for j in range(n):
+        c = p[j]
+        if c == 34 or c == 92:
+            w[0] = 92
+            w[1] = c
+            w += 2
+        elif c < 0x20:
+            memcpy(w, b"\\u00", 4)
+            w[4] = _HEX[c >> 4]
+            w[5] = _HEX[c & 15]
+            w += 6
+        else:
+            w[0] = c
+            w += 1
+    return w
+
+
+cdef bytes _escape_bytes(bytes raw):
+    cdef Py_ssize_t n = len(raw)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 6 * n + 1)
+    cdef char *w = _escape(PyBytes_AS_STRING(out), <const uint8_t *>PyBytes_AS_STRING(raw), n)
+    return out[:w - PyBytes_AS_STRING(out)]
+
+
+# STRING (protocol 0) escapes, as the twin reads them: \\ \' \" \a \b \f \n \r \t \v, \xHH
+# (exactly two hex digits), \ooo (1-3 octal digits, & 0xFF); other pairs kept as they are.
+_SIMPLE_ESC = {0x5C: 0x5C, 0x27: 0x27, 0x22: 0x22, 0x61: 0x07, 0x62: 0x08, 0x66: 0x0C,
+               0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09, 0x76: 0x0B}
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _unescape_string(bytes s):
+    cdef Py_ssize_t i = 0, j, k, n = len(s)
+    cdef int c, v
+    if b"\\" not in s:
+        return s
+    out = bytearray()
+    while i < n:
+        j = s.find(b"\\", i)
+        if j < 0:
+            out += s[i:]
+            break
+        out += s[i:j]
+        if j + 1 >= n:
+            raise ValueError("trailing backslash")
+        c = s[j + 1]
+        i = j + 2
+        if c in _SIMPLE_ESC:
+            out.append(_SIMPLE_ESC[c])
+        elif c == 0x78:
+            h = s[i:i + 2]
+            if len(h) != 2 or h[0] not in _HEXDIGITS or h[1] not in _HEXDIGITS:
+                raise ValueError("bad \\x escape")
+            out.append(int(h, 16))
+            i += 2
+        elif 0x30 <= c <= 0x37:
+            v = c - 0x30
+            k = 0
+            while k < 2 and i < n and 0x30 <= s[i] <= 0x37:
+                v = v * 8 + s[i] - 0x30
+                i += 1
+                k += 1
+            out.append(v & 0xFF)
+        else:
+            out.append(0x5C)
+            out.append(c)
+    return bytes(out)
+
+
+
 cdef class _Decoder:
     """Pickle opcode walker into C structs (one per Encoder, reused across frames)."""
 
@@ -142,6 +423,7 @@ cdef class _Decoder:
     cdef list big
     cdef const uint8_t *buf
     cdef Py_ssize_t max_items
+    cdef Py_ssize_t stop
 
     def __cinit__(self):
         self.big = []
@@ -166,6 +448,7 @@ cdef class _Decoder:
         v.aux = 0
         v.depth = 0
         v.name_state = 0
+        v.sealed = 0
         v.i = 0
         v.d = 0.0
         v.off = 0
@@ -184,47 +467,63 @@ cdef class _Decoder:
     cdef inline Py_ssize_t base(self) noexcept:
         return self.marks[self.nmarks - 1] if self.nmarks else 0
 
-    cdef int list_add(self, Py_ssize_t lst, Py_ssize_t item, Py_ssize_t off) except -1:
-        cdef Val *v
-        cdef Py_ssize_t c
-        cdef int dep
-        if self.ncons >= self.capcons:
-            _grow(<void **>&self.cons, &self.capcons, self.ncons + 1, sizeof(Cons))
-        c = self.ncons
-        self.ncons += 1
-        self.cons[c].val = item
-        self.cons[c].next = -1
-        dep = self.vals[item].depth + 1
+    cdef inline int seal_depth(self, Py_ssize_t first, Py_ssize_t last) noexcept:
+        """Depth of a container of stack[first:last]; lists among them become sealed."""
+        cdef int d = 1
+        cdef Py_ssize_t j
+        cdef Val *x
+        for j in range(first, last):
+            x = &self.vals[self.stack[j]]
+            if x.kind == K_LIST:
+                x.sealed = 1
+            if x.depth + 1 > d:
+                d = x.depth + 1
+        return d
+
+    cdef int list_extend(self, Py_ssize_t lst, Py_ssize_t first, Py_ssize_t off) except -1:
+        """Appends stack[first:] to list lst and pops them (APPEND, APPENDS, LIST)."""
+        cdef Py_ssize_t j, c, cnt = self.nstack - first
+        cdef int d = self.seal_depth(first, self.nstack)
+        cdef Val *v = &self.vals[lst]
+        if v.sealed:
+            self.fail(R_SEALED, off)
+        if d > MAX_DEPTH:
+            self.fail(R_DEPTH, off)
+        if v.n + cnt > self.max_items:
+            self.fail(R_ITEMS, off)
+        if self.ncons + cnt > self.capcons:
+            _grow(<void **>&self.cons, &self.capcons, self.ncons + cnt, sizeof(Cons))
         v = &self.vals[lst]
-        if v.last < 0:
-            v.off = c
-        else:
-            self.cons[v.last].next = c
-        v.last = c
-        v.n += 1
-        if v.n > self.max_items:
-            self.fail("more than %d items in a list" % self.max_items, off)
-        if dep > v.depth:
-            v.depth = dep
-            if dep > MAX_DEPTH:
-                self.fail("nesting deeper than %d" % MAX_DEPTH, off)
+        for j in range(first, self.nstack):
+            c = self.ncons
+            self.ncons += 1
+            self.cons[c].val = self.stack[j]
+            self.cons[c].next = -1
+            if v.last < 0:
+                v.off = c
+            else:
+                self.cons[v.last].next = c
+            v.last = c
+        v.n += cnt
+        if d > v.depth:
+            v.depth = d
+        self.nstack = first
         return 0
 
-    cdef Py_ssize_t make_tuple(self, Py_ssize_t first, Py_ssize_t off) except -1:
+    cdef Py_ssize_t make_tuple(self, Py_ssize_t first, Py_ssize_t off, bint check) except -1:
         """Tuple of stack[first:]; the items are popped."""
         cdef Py_ssize_t n = self.nstack - first
-        cdef Py_ssize_t t = self.new_val(K_TUPLE)
-        cdef Py_ssize_t j, it
-        cdef int dep = 1
+        cdef Py_ssize_t t, j
+        cdef int dep = self.seal_depth(first, self.nstack)
+        if dep > MAX_DEPTH:
+            self.fail(R_DEPTH, off)
+        if check and n > self.max_items:
+            self.fail(R_ITEMS, off)
+        t = self.new_val(K_TUPLE)
         if self.nkids + n > self.capkids:
             _grow(<void **>&self.kids, &self.capkids, self.nkids + n, sizeof(Py_ssize_t))
         for j in range(n):
-            it = self.stack[first + j]
-            self.kids[self.nkids + j] = it
-            if self.vals[it].depth + 1 > dep:
-                dep = self.vals[it].depth + 1
-        if dep > MAX_DEPTH:
-            self.fail("nesting deeper than %d" % MAX_DEPTH, off)
+            self.kids[self.nkids + j] = self.stack[first + j]
         self.vals[t].off = self.nkids
         self.vals[t].n = n
         self.vals[t].depth = dep
@@ -254,9 +553,9 @@ cdef class _Decoder:
     cdef int set_memo(self, Py_ssize_t idx, Py_ssize_t off) except -1:
         cdef Py_ssize_t j
         if self.nstack <= self.base():
-            self.fail("memo store from an empty stack", off)
+            self.fail(R_UNDERFLOW, off)
         if idx < 0 or idx > self.nvals:
-            self.fail("memo index %d out of range" % idx, off)
+            self.fail(R_MEMO_INDEX, off)
         if idx >= self.capmemo:
             j = self.capmemo
             _grow(<void **>&self.memo, &self.capmemo, idx + 1, sizeof(Py_ssize_t))
@@ -272,7 +571,7 @@ cdef class _Decoder:
 
     cdef int get_memo(self, Py_ssize_t idx, Py_ssize_t off) except -1:
         if idx < 0 or idx >= self.capmemo or self.memo[idx] < 0:
-            self.fail("memo index %d not set" % idx, off)
+            self.fail(R_MEMO_UNSET, off)
         self.push(self.memo[idx])
         return 0
 
@@ -292,57 +591,68 @@ cdef class _Decoder:
             self.big = []
         return 0
 
-    cdef Py_ssize_t text_int(self, Py_ssize_t s, Py_ssize_t e, bint is_long, Py_ssize_t off) except -1:
-        """INT / LONG / PUT / GET argument: [+-]digits, LONG with an optional trailing L."""
+    cdef Py_ssize_t text_int(self, Py_ssize_t s, Py_ssize_t e, str opname,
+                             Py_ssize_t off) except -1:
+        """INT / LONG argument: [+-]?[0-9]+ (LONG's trailing L already cut)."""
         cdef const uint8_t *b = self.buf
-        cdef Py_ssize_t p = s
+        cdef Py_ssize_t p = s, q
         cdef bint neg = False
         cdef uint64_t acc = 0
-        cdef Py_ssize_t nd
-        cdef Py_ssize_t v
-        if is_long and e > s and b[e - 1] == 76:  # 'L'
-            e -= 1
+        cdef Py_ssize_t nd, v
         if p < e and (b[p] == 43 or b[p] == 45):
             neg = b[p] == 45
             p += 1
         nd = e - p
         if nd <= 0:
-            self.fail("bad integer text", off)
+            self.fail("bad %s argument" % opname, off)
+        for q in range(p, e):
+            if not (48 <= b[q] <= 57):
+                self.fail("bad %s argument" % opname, off)
         if nd > MAX_TEXT_DIGITS:
-            self.fail("text integer longer than %d digits" % MAX_TEXT_DIGITS, off)
-        while p < e:
-            if not (48 <= b[p] <= 57):
-                self.fail("bad integer text", off)
-            if nd <= 18:
-                acc = acc * 10 + (b[p] - 48)
-            p += 1
+            self.fail(R_DIGITS, off)
         if nd <= 18:
+            for q in range(p, e):
+                acc = acc * 10 + (b[q] - 48)
             v = self.new_val(K_INT)
             self.vals[v].i = -<int64_t>acc if neg else <int64_t>acc
             return v
         return self.new_big(int(PyBytes_FromStringAndSize(<char *>b + s, e - s)))
 
+    cdef Py_ssize_t memo_text_index(self, Py_ssize_t s, Py_ssize_t e, bint put,
+                                    Py_ssize_t off) except -2:
+        """PUT / GET argument: ASCII digits only."""
+        cdef Py_ssize_t q
+        cdef Py_ssize_t acc = 0
+        if e <= s:
+            self.fail("bad PUT argument" if put else "bad GET argument", off)
+        for q in range(s, e):
+            if not (48 <= self.buf[q] <= 57):
+                self.fail("bad PUT argument" if put else "bad GET argument", off)
+        if e - s > 18:
+            self.fail(R_MEMO_INDEX if put else R_MEMO_UNSET, off)
+        for q in range(s, e):
+            acc = acc * 10 + (self.buf[q] - 48)
+        return acc
+
     cdef Py_ssize_t decode(self, const uint8_t *b, Py_ssize_t n) except -1:
-        """Walks one frame; returns the pool index of the result."""
+        """Walks one frame; returns the pool index of the result (self.stop: STOP's offset)."""
         cdef Py_ssize_t pos = 0, start, ln, idx, v, j, t, first
         cdef uint8_t op
         cdef const uint8_t *nl
         cdef uint64_t u
         cdef int64_t sv
         cdef double d
-        cdef int proto
-        cdef Val *pv
         self.reset()
         self.buf = b
         while True:
             if pos >= n:
-                self.fail("truncated frame (no STOP)", pos)
+                self.fail(R_TRUNCATED, pos)
             start = pos
             op = b[pos]
             pos += 1
             if op == 0x47:  # BINFLOAT
                 if pos + 8 > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 u = 0
                 for j in range(8):
                     u = (u << 8) | b[pos + j]
@@ -353,22 +663,22 @@ cdef class _Decoder:
                 self.push(v)
             elif op == 0x71:  # BINPUT
                 if pos + 1 > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 self.set_memo(b[pos], start)
                 pos += 1
             elif op == 0x72:  # LONG_BINPUT
                 if pos + 4 > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 u = b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16) | (<uint64_t>b[pos + 3] << 24)
                 self.set_memo(<Py_ssize_t>u, start)
                 pos += 4
             elif op == 0x94:  # MEMOIZE
                 self.set_memo(self.memo_count, start)
             elif op == 0x86 or op == 0x85 or op == 0x87:  # TUPLE2, TUPLE1, TUPLE3
-                ln = 2 if op == 0x86 else (1 if op == 0x85 else 3)
+                ln = op - 0x84
                 if self.nstack - self.base() < ln:
-                    self.fail("stack underflow", start)
-                t = self.make_tuple(self.nstack - ln, start)
+                    self.fail(R_UNDERFLOW, start)
+                t = self.make_tuple(self.nstack - ln, start, False)
                 self.push(t)
             elif op == 0x58 or op == 0x8C or op == 0x8D or op == 0x55 or op == 0x54 \
                     or op == 0x43 or op == 0x42 or op == 0x8E:
@@ -376,54 +686,59 @@ cdef class _Decoder:
                 # SHORT_BINBYTES, BINBYTES, BINBYTES8
                 if op == 0x8C or op == 0x55 or op == 0x43:
                     if pos + 1 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     u = b[pos]
                     pos += 1
                 elif op == 0x8D or op == 0x8E:
                     if pos + 8 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     u = 0
                     for j in range(7, -1, -1):
                         u = (u << 8) | b[pos + j]
                     pos += 8
                 else:
                     if pos + 4 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     u = (b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
                          | (<uint64_t>b[pos + 3] << 24))
                     pos += 4
                     if op == 0x54 and u >= 0x80000000:
-                        self.fail("negative BINSTRING length", start)
+                        self.fail("bad BINSTRING argument", start)
                 if u > <uint64_t>(n - pos):
-                    self.fail("truncated frame", start)
-                v = self.new_val(K_STR if (op == 0x58 or op == 0x8C or op == 0x8D) else K_BYTES)
+                    self.fail(R_TRUNCATED, start)
+                if op == 0x58 or op == 0x8C or op == 0x8D:
+                    if _check_utf8(b + pos, <Py_ssize_t>u, True) == NAME_BAD:
+                        self.fail("bad %s argument" % (
+                            "BINUNICODE" if op == 0x58 else
+                            "SHORT_BINUNICODE" if op == 0x8C else "BINUNICODE8"), start)
+                    v = self.new_val(K_STR)
+                else:
+                    v = self.new_val(K_BYTES)
                 self.vals[v].off = pos
                 self.vals[v].n = <Py_ssize_t>u
                 pos += <Py_ssize_t>u
                 self.push(v)
             elif op == 0x28:  # MARK
                 if self.nmarks >= MAX_DEPTH:
-                    self.fail("MARK depth over %d" % MAX_DEPTH, start)
+                    self.fail(R_MARKS, start)
                 self.marks[self.nmarks] = self.nstack
                 self.nmarks += 1
             elif op == 0x65 or op == 0x61:  # APPENDS, APPEND
                 if op == 0x65:
                     if self.nmarks == 0:
-                        self.fail("APPENDS without MARK", start)
+                        self.fail(R_NO_MARK, start)
                     first = self.marks[self.nmarks - 1]
                     self.nmarks -= 1
                 else:
+                    if self.nstack - self.base() < 1:
+                        self.fail(R_UNDERFLOW, start)
                     first = self.nstack - 1
-                    if first - 1 < self.base():
-                        self.fail("stack underflow", start)
-                if first - 1 < self.base():
-                    self.fail("stack underflow", start)
+                if first <= self.base():
+                    self.fail(R_UNDERFLOW, start)
                 idx = self.stack[first - 1]
                 if self.vals[idx].kind != K_LIST:
-                    self.fail("append to a non-list", start)
-                for j in range(first, self.nstack):
-                    self.list_add(idx, self.stack[j], start)
-                self.nstack = first
+                    self.fail(R_NOT_LIST, start)
+                self.list_extend(idx, first, start)
             elif op == 0x5D:  # EMPTY_LIST
                 v = self.new_val(K_LIST)
                 self.vals[v].depth = 1
@@ -431,25 +746,30 @@ cdef class _Decoder:
                 self.push(v)
             elif op == 0x80:  # PROTO
                 if pos + 1 > n:
-                    self.fail("truncated frame", start)
-                proto = b[pos]
+                    self.fail(R_TRUNCATED, start)
+                if b[pos] > 5:
+                    self.fail(R_PROTO, start)
                 pos += 1
-                if proto > 5:
-                    self.fail("unsupported pickle protocol %d" % proto, start)
             elif op == 0x95:  # FRAME
                 if pos + 8 > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
+                u = 0
+                for j in range(7, -1, -1):
+                    u = (u << 8) | b[pos + j]
                 pos += 8
+                if u > <uint64_t>(n - pos):
+                    self.fail(R_TRUNCATED, start)
             elif op == 0x2E:  # STOP
                 if pos != n:
-                    self.fail("data after STOP", pos)
+                    self.fail(R_AFTER_STOP, start)
                 if self.nmarks != 0 or self.nstack != 1:
-                    self.fail("stack not exactly one value at STOP", start)
+                    self.fail(R_STOP_STACK, start)
+                self.stop = start
                 return self.stack[0]
             elif op == 0x4A or op == 0x4B or op == 0x4D:  # BININT, BININT1, BININT2
                 ln = 4 if op == 0x4A else (1 if op == 0x4B else 2)
                 if pos + ln > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 if op == 0x4A:
                     sv = <int64_t>(<int>(<uint32_t>(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
                                                      | (<uint32_t>b[pos + 3] << 24))))
@@ -464,21 +784,21 @@ cdef class _Decoder:
             elif op == 0x8A or op == 0x8B:  # LONG1, LONG4
                 if op == 0x8A:
                     if pos + 1 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     ln = b[pos]
                     pos += 1
                 else:
                     if pos + 4 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     ln = <int>(<uint32_t>(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
                                           | (<uint32_t>b[pos + 3] << 24)))
                     pos += 4
                     if ln < 0:
-                        self.fail("negative LONG4 length", start)
+                        self.fail("bad LONG4 argument", start)
                 if ln > MAX_LONG_BYTES:
-                    self.fail("LONG longer than %d bytes" % MAX_LONG_BYTES, start)
+                    self.fail(R_LONG_BYTES, start)
                 if pos + ln > n:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 if ln <= 8:
                     u = 0
                     for j in range(ln - 1, -1, -1):
@@ -492,37 +812,36 @@ cdef class _Decoder:
                         PyBytes_FromStringAndSize(<char *>b + pos, ln), "little", signed=True))
                 pos += ln
                 self.push(v)
-            elif op == 0x74:  # TUPLE
+            elif op == 0x74 or op == 0x6C:  # TUPLE, LIST
                 if self.nmarks == 0:
-                    self.fail("TUPLE without MARK", start)
+                    self.fail(R_NO_MARK, start)
                 first = self.marks[self.nmarks - 1]
                 self.nmarks -= 1
-                t = self.make_tuple(first, start)
+                if op == 0x74:
+                    t = self.make_tuple(first, start, True)
+                else:
+                    j = self.seal_depth(first, self.nstack)
+                    if j > MAX_DEPTH:
+                        self.fail(R_DEPTH, start)
+                    if self.nstack - first > self.max_items:
+                        self.fail(R_ITEMS, start)
+                    t = self.new_val(K_LIST)
+                    self.vals[t].depth = 1
+                    self.vals[t].off = -1
+                    self.list_extend(t, first, start)
                 self.push(t)
             elif op == 0x29:  # EMPTY_TUPLE
-                t = self.make_tuple(self.nstack, start)
+                t = self.make_tuple(self.nstack, start, False)
                 self.push(t)
-            elif op == 0x6C:  # LIST
-                if self.nmarks == 0:
-                    self.fail("LIST without MARK", start)
-                first = self.marks[self.nmarks - 1]
-                self.nmarks -= 1
-                v = self.new_val(K_LIST)
-                self.vals[v].depth = 1
-                self.vals[v].off = -1
-                for j in range(first, self.nstack):
-                    self.list_add(v, self.stack[j], start)
-                self.nstack = first
-                self.push(v)
             elif op == 0x68 or op == 0x6A:  # BINGET, LONG_BINGET
                 if op == 0x68:
                     if pos + 1 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     idx = b[pos]
                     pos += 1
                 else:
                     if pos + 4 > n:
-                        self.fail("truncated frame", start)
+                        self.fail(R_TRUNCATED, start)
                     idx = <Py_ssize_t>(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
                                        | (<uint64_t>b[pos + 3] << 24))
                     pos += 4
@@ -539,40 +858,39 @@ cdef class _Decoder:
                 elif self.nmarks:
                     self.nmarks -= 1
                 else:
-                    self.fail("stack underflow", start)
+                    self.fail(R_UNDERFLOW, start)
             elif op == 0x31:  # POP_MARK
                 if self.nmarks == 0:
-                    self.fail("POP_MARK without MARK", start)
+                    self.fail(R_NO_MARK, start)
                 self.nstack = self.marks[self.nmarks - 1]
                 self.nmarks -= 1
             elif op == 0x32:  # DUP
                 if self.nstack <= self.base():
-                    self.fail("stack underflow", start)
+                    self.fail(R_UNDERFLOW, start)
                 self.push(self.stack[self.nstack - 1])
             elif op == 0x49 or op == 0x4C or op == 0x46 or op == 0x70 or op == 0x67 \
                     or op == 0x53 or op == 0x56:
                 # text-line opcodes: INT, LONG, FLOAT, PUT, GET, STRING, UNICODE
                 nl = <const uint8_t *>memchr(b + pos, 10, n - pos)
                 if nl == NULL:
-                    self.fail("truncated frame", start)
+                    self.fail(R_TRUNCATED, start)
                 ln = nl - (b + pos)
                 if op == 0x49:
                     if ln == 2 and b[pos] == 48 and (b[pos + 1] == 48 or b[pos + 1] == 49):
                         v = self.new_val(K_BOOL)
                         self.vals[v].i = b[pos + 1] - 48
                     else:
-                        v = self.text_int(pos, pos + ln, False, start)
+                        v = self.text_int(pos, pos + ln, "INT", start)
                     self.push(v)
                 elif op == 0x4C:
-                    self.push(self.text_int(pos, pos + ln, True, start))
-                elif op == 0x70 or op == 0x67:
-                    v = self.text_int(pos, pos + ln, False, start)
-                    idx = self.vals[v].i if self.vals[v].kind == K_INT else -1
-                    self.nvals -= 1  # the index is not a value
-                    if op == 0x70:
-                        self.set_memo(idx, start)
-                    else:
-                        self.get_memo(idx, start)
+                    self.push(self.text_int(pos, pos + ln - (1 if ln and b[pos + ln - 1] == 76
+                                                             else 0), "LONG", start))
+                elif op == 0x70:
+                    idx = self.memo_text_index(pos, pos + ln, True, start)
+                    self.set_memo(idx, start)
+                elif op == 0x67:
+                    idx = self.memo_text_index(pos, pos + ln, False, start)
+                    self.get_memo(idx, start)
                 elif op == 0x46:
                     self.push(self.text_float(pos, ln, start))
                 else:
@@ -582,12 +900,16 @@ cdef class _Decoder:
                 self.bad_opcode(op, start)
 
     cdef Py_ssize_t text_float(self, Py_ssize_t s, Py_ssize_t ln, Py_ssize_t off) except -1:
+        """FLOAT argument: the contract's float grammar, or nan/inf/infinity (unstripped)."""
         cdef Py_ssize_t v
+        cdef int64_t iv = 0
         cdef double x = 0.0
-        try:
-            x = float(PyBytes_FromStringAndSize(<char *>self.buf + s, ln))
-        except ValueError:
-            self.fail("bad FLOAT text", off)
+        cdef int k
+        if ln == 0 or _is_space(self.buf[s]) or _is_space(self.buf[s + ln - 1]):
+            self.fail("bad FLOAT argument", off)
+        k = _parse_text(self.buf + s, ln, &iv, &x, True)
+        if k == N_BAD:
+            self.fail("bad FLOAT argument", off)
         v = self.new_val(K_FLOAT)
         self.vals[v].d = x
         return v
@@ -599,17 +921,17 @@ cdef class _Decoder:
         cdef Py_ssize_t v
         if op == 0x53:  # STRING: quoted, Python escapes
             if ln < 2 or raw[0] != raw[ln - 1] or raw[0] not in b"'\"":
-                self.fail("STRING argument not quoted", off)
+                self.fail("bad STRING argument", off)
             try:
-                data = codecs.escape_decode(raw[1:ln - 1])[0]
+                data = _unescape_string(raw[1:ln - 1])
             except ValueError:
-                self.fail("bad STRING escape", off)
+                self.fail("bad STRING argument", off)
             v = self.new_val(K_BYTES)
         else:  # UNICODE: raw-unicode-escape
             try:
                 data = raw.decode("raw-unicode-escape").encode("utf-8", "surrogatepass")
             except UnicodeError:
-                self.fail("bad UNICODE escape", off)
+                self.fail("bad UNICODE argument", off)
             v = self.new_val(K_STR)
         self.vals[v].off = self.aux_store(data)
         self.vals[v].n = len(data)
@@ -676,12 +998,11 @@ def safe_loads(frame, max_frame_bytes=1_048_576, max_items_per_frame=100_000):
     cdef Py_buffer view
     cdef _Decoder dec = _Decoder()
     cdef Py_ssize_t root
-    dec.max_items = max_items_per_frame
+    dec.max_items = min(max_items_per_frame, 1 << 62)
     PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
     try:
         if view.len > max_frame_bytes:
-            raise FrameTooLarge("frame of %d bytes over the %d byte limit"
-                                % (view.len, max_frame_bytes), 0)
+            raise FrameTooLarge(R_TOO_LARGE, 0)
         root = dec.decode(<const uint8_t *>view.buf, view.len)
         return dec.to_object(root, {})
     finally:
@@ -709,178 +1030,13 @@ def _float_repr_fast(double x):
     return None if n < 0 else out[:n].decode("ascii")
 
 
-# -- numbers -------------------------------------------------------------------------------
-
-cdef extern from "Python.h":
-    double PyOS_string_to_double_raw "PyOS_string_to_double"(
-        const char *s, char **endptr, void *overflow_exception) except? -1.0
-
-
-cdef inline bint _lower_is(const uint8_t *p, Py_ssize_t n, const char *word,
-                           Py_ssize_t wn) noexcept:
-    cdef Py_ssize_t j
-    if n != wn:
-        return False
-    for j in range(n):
-        if (p[j] | 0x20) != <uint8_t>word[j]:
-            return False
-    return True
-
-
-cdef int _parse_text(const uint8_t *p, Py_ssize_t n, int64_t *iv, double *dv,
-                     list big) except -1:
-    """A string value or timestamp: N_INT / N_FLOAT / N_BIG (appended to big) / N_NAN /
-    N_INF / N_BAD."""
-    cdef Py_ssize_t s = 0, e = n, j, nd, intd, fracd
-    cdef uint64_t acc = 0
-    cdef bint neg = False
-    cdef bytes text
-    while s < e and _is_space(p[s]):
-        s += 1
-    while e > s and _is_space(p[e - 1]):
-        e -= 1
-    if s == e:
-        return N_BAD
-    j = s
-    if p[j] == 43 or p[j] == 45:
-        neg = p[j] == 45
-        j += 1
-    nd = j
-    while j < e and 48 <= p[j] <= 57:
-        j += 1
-    intd = j - nd
-    if j == e and intd > 0:
-        if intd <= 18:
-            for nd in range(nd, e):
-                acc = acc * 10 + (p[nd] - 48)
-            iv[0] = -<int64_t>acc if neg else <int64_t>acc
-            return N_INT
-        try:
-            big.append(int(PyBytes_FromStringAndSize(<const char *>p + s, e - s)))
-        except ValueError:  # over the interpreter's int digit limit
-            return N_BAD
-        return N_BIG
-    fracd = 0
-    if j < e and p[j] == 46:  # '.'
-        j += 1
-        nd = j
-        while j < e and 48 <= p[j] <= 57:
-            j += 1
-        fracd = j - nd
-    if intd == 0 and fracd == 0:
-        if _lower_is(p + nd, e - nd, "nan", 3):
-            return N_NAN
-        if _lower_is(p + nd, e - nd, "inf", 3) or _lower_is(p + nd, e - nd, "infinity", 8):
-            return N_INF
-        return N_BAD
-    if j < e and (p[j] | 0x20) == 101:  # 'e'
-        j += 1
-        if j < e and (p[j] == 43 or p[j] == 45):
-            j += 1
-        nd = j
-        while j < e and 48 <= p[j] <= 57:
-            j += 1
-        if j == nd:
-            return N_BAD
-    if j != e:
-        return N_BAD
-    text = PyBytes_FromStringAndSize(<const char *>p + s, e - s)
-    dv[0] = PyOS_string_to_double_raw(PyBytes_AS_STRING(text), NULL, NULL)
-    if isinf(dv[0]):
-        return N_INF
-    return N_FLOAT
-
-
-# -- names ---------------------------------------------------------------------------------
-
-cdef enum:
-    NAME_OK = 1
-    NAME_ESCAPE = 2
-    NAME_BAD = 3
-
-
-cdef int _check_name(const uint8_t *p, Py_ssize_t n) noexcept:
-    """NAME_OK, NAME_ESCAPE (valid, has bytes JSON must escape) or NAME_BAD."""
-    cdef Py_ssize_t j = 0
-    cdef uint8_t c, c1
-    cdef int res = NAME_OK
-    if n == 0:
-        return NAME_BAD
-    while j < n:
-        c = p[j]
-        if 0x21 <= c < 0x80 and c != 34 and c != 92:
-            j += 1
-            continue
-        if c < 0x80:
-            if c == 32 or (9 <= c <= 13):
-                return NAME_BAD
-            res = NAME_ESCAPE
-            j += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            if j + 1 >= n or (p[j + 1] & 0xC0) != 0x80:
-                return NAME_BAD
-            j += 2
-        elif 0xE0 <= c <= 0xEF:
-            if j + 2 >= n:
-                return NAME_BAD
-            c1 = p[j + 1]
-            if (c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80:
-                return NAME_BAD
-            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
-                return NAME_BAD  # overlong, or a surrogate
-            j += 3
-        elif 0xF0 <= c <= 0xF4:
-            if j + 3 >= n:
-                return NAME_BAD
-            c1 = p[j + 1]
-            if ((c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80
-                    or (p[j + 3] & 0xC0) != 0x80):
-                return NAME_BAD
-            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
-                return NAME_BAD
-            j += 4
-        else:
-            return NAME_BAD
-    return res
-
-
-cdef char *_HEX = b"0123456789abcdef"
-
-
-cdef inline char *_escape(char *w, const uint8_t *p, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t j
-    cdef uint8_t c
-    for j in range(n):
-        c = p[j]
-        if c == 34 or c == 92:
-            w[0] = 92
-            w[1] = c
-            w += 2
-        elif c < 0x20:
-            memcpy(w, b"\\u00", 4)
-            w[4] = _HEX[c >> 4]
-            w[5] = _HEX[c & 15]
-            w += 6
-        else:
-            w[0] = c
-            w += 1
-    return w
-
-
-cdef bytes _escape_bytes(bytes raw):
-    cdef Py_ssize_t n = len(raw)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 6 * n + 1)
-    cdef char *w = _escape(PyBytes_AS_STRING(out), <const uint8_t *>PyBytes_AS_STRING(raw), n)
-    return out[:w - PyBytes_AS_STRING(out)]
-
-
 # -- the encoder -----------------------------------------------------------------------------
 
 cdef const char *_HEAD = b'{"collectionTime":'
 DEF HEAD_LEN = 18
 cdef const char *_NAMEKEY = b',"metricName":"'
 DEF NAMEKEY_LEN = 15
+DEF DP_OK = -1
 
 
 cdef class Encoder:
@@ -892,7 +1048,7 @@ cdef class Encoder:
     cdef bytes mid          # ',"ttlInSeconds":<ttl>,"metricValue":'
     cdef bint overwrite
     cdef Py_ssize_t max_body_bytes, max_body_dps, max_frame_bytes, max_items
-    cdef int64_t max_past, max_future
+    cdef object max_past_ms, max_future_ms
     cdef Py_ssize_t max_name, max_line
     cdef char *body
     cdef Py_ssize_t blen, bcap, bcount
@@ -900,8 +1056,7 @@ cdef class Encoder:
     cdef Py_ssize_t ready_bytes, ready_dps
     cdef int64_t drops[C_COUNT]
     cdef int64_t n_accepted, n_frames, n_lines
-    cdef list rejects
-    cdef list bigv, bigt  # rare path: the big int value / timestamp of this datapoint
+    cdef object rejects
     # per call
     cdef int64_t now, lo, hi
     cdef bint has_lo, has_hi
@@ -909,34 +1064,44 @@ cdef class Encoder:
     def __cinit__(self):
         self.dec = _Decoder()
         self.ready = []
-        self.rejects = []
-        self.bigv = []
-        self.bigt = []
+        self.rejects = deque(maxlen=MAX_REJECTS)
 
-    def __init__(self, *, str prefix="", int ttl=86400, bint overwrite_collection_time=False,
-                 Py_ssize_t max_body_bytes=1_000_000, Py_ssize_t max_body_datapoints=5_000,
-                 Py_ssize_t max_frame_bytes=1_048_576, Py_ssize_t max_items_per_frame=100_000,
-                 int64_t max_past_ms=259_200_000, int64_t max_future_ms=600_000,
-                 Py_ssize_t max_name_bytes=4096, Py_ssize_t max_line_bytes=65_536):
+    def __init__(self, *, prefix="", ttl=86400, overwrite_collection_time=False,
+                 max_body_bytes=1_000_000, max_body_datapoints=5_000,
+                 max_frame_bytes=1_048_576, max_items_per_frame=100_000,
+                 max_past_ms=259_200_000, max_future_ms=600_000,
+                 max_name_bytes=4096, max_line_bytes=65_536):
         cdef bytes raw
+        for label, value in (
+            ("max_body_bytes", max_body_bytes),
+            ("max_body_datapoints", max_body_datapoints),
+            ("max_frame_bytes", max_frame_bytes),
+            ("max_items_per_frame", max_items_per_frame),
+            ("max_name_bytes", max_name_bytes),
+            ("max_line_bytes", max_line_bytes),
+        ):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{label} must be a positive integer, not {value!r}")
+        if type(ttl) is not int:
+            raise ValueError(f"ttl must be an integer, not {ttl!r}")
         if prefix:
-            raw = prefix.encode("utf-8") + b"."
+            raw = (prefix + ".").encode("utf-8")
             self.pfx = _escape_bytes(raw)
             self.pfx_raw = len(raw)
         else:
             self.pfx = b""
             self.pfx_raw = 0
-        self.mid = (',"ttlInSeconds":%d,"metricValue":' % ttl).encode()
-        self.overwrite = overwrite_collection_time
-        self.max_body_bytes = max_body_bytes
-        self.max_body_dps = max(1, max_body_datapoints)
-        self.max_frame_bytes = max_frame_bytes
-        self.max_items = max_items_per_frame
-        self.dec.max_items = max_items_per_frame
-        self.max_past = max_past_ms
-        self.max_future = max_future_ms
-        self.max_name = max_name_bytes
-        self.max_line = max_line_bytes
+        self.mid = b',"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
+        self.overwrite = bool(overwrite_collection_time)
+        self.max_body_bytes = min(max_body_bytes, 1 << 62)
+        self.max_body_dps = min(max_body_datapoints, 1 << 62)
+        self.max_frame_bytes = min(max_frame_bytes, 1 << 62)
+        self.max_items = min(max_items_per_frame, 1 << 62)
+        self.dec.max_items = self.max_items
+        self.max_past_ms = max_past_ms
+        self.max_future_ms = max_future_ms
+        self.max_name = min(max_name_bytes, 1 << 62)
+        self.max_line = min(max_line_bytes, 1 << 62)
         _grow(<void **>&self.body, &self.bcap, 4096, 1)
         self.body[0] = 91  # '['
         self.blen = 1
@@ -954,16 +1119,13 @@ cdef class Encoder:
             self.now = <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
         else:
             self.now = now_ms
-        self.has_lo = self.max_past >= 0
-        self.has_hi = self.max_future >= 0
-        self.lo = self.now - self.max_past
-        self.hi = self.now + self.max_future
-        return 0
-
-    cdef int reject(self, str reason, object sample) except -1:
-        self.rejects.append((reason, bytes(sample[:256])))
-        if len(self.rejects) > MAX_REJECTS:
-            del self.rejects[0]
+        # a bound beyond int64 milliseconds is no bound at all for int64 times
+        self.has_lo = self.max_past_ms >= 0 and self.now - self.max_past_ms >= _I64_MIN
+        self.has_hi = self.max_future_ms >= 0 and self.now + self.max_future_ms <= _I64_MAX
+        if self.has_lo:
+            self.lo = self.now - self.max_past_ms
+        if self.has_hi:
+            self.hi = self.now + self.max_future_ms
         return 0
 
     # -- body assembly ----------------------------------------------------------------------
@@ -980,21 +1142,20 @@ cdef class Encoder:
         self.bcount = 0
         return 0
 
-    cdef int emit(self, const uint8_t *name, Py_ssize_t nlen, bint esc, const char *ts,
-                  Py_ssize_t tslen, const char *val, Py_ssize_t vlen) except -1:
+    cdef int emit(self, const uint8_t *name, Py_ssize_t nlen, bint esc, int64_t ms,
+                  const char *val, Py_ssize_t vlen) except -1:
         cdef Py_ssize_t start, dplen
         cdef Py_ssize_t plen = len(self.pfx)
         cdef Py_ssize_t mlen = len(self.mid)
         cdef char *w
         _grow(<void **>&self.body, &self.bcap,
-              self.blen + 1 + HEAD_LEN + tslen + mlen + vlen + NAMEKEY_LEN + plen
+              self.blen + 1 + HEAD_LEN + 21 + mlen + vlen + NAMEKEY_LEN + plen
               + (6 * nlen if esc else nlen) + 4, 1)
         start = self.blen + 1 if self.bcount else self.blen
         w = self.body + start
         memcpy(w, _HEAD, HEAD_LEN)
         w += HEAD_LEN
-        memcpy(w, ts, tslen)
-        w += tslen
+        w += ff_i64_to_dec(ms, w)
         memcpy(w, PyBytes_AS_STRING(self.mid), mlen)
         w += mlen
         memcpy(w, val, vlen)
@@ -1028,8 +1189,9 @@ cdef class Encoder:
 
     # -- one datapoint ----------------------------------------------------------------------
 
-    cdef int num_of(self, Py_ssize_t idx, int64_t *iv, double *dv, list big) except -1:
-        """Classifies pool value idx as a number (N_*); N_BIG appends the int to big."""
+    cdef int num_of(self, Py_ssize_t idx, int64_t *iv, double *dv) except -1:
+        """Classifies pool value idx as a number: N_INT, N_FLOAT (finite), N_NONE, N_NAN,
+        N_INF or N_BAD."""
         cdef Val *v = &self.dec.vals[idx]
         if v.kind == K_FLOAT:
             dv[0] = v.d
@@ -1044,36 +1206,28 @@ cdef class Encoder:
         if v.kind == K_NONE:
             return N_NONE
         if v.kind == K_BIG:
-            big.append(self.dec.big[v.i])
-            return N_BIG
+            try:
+                dv[0] = float(self.dec.big[v.i])
+            except OverflowError:
+                return N_BAD
+            return N_FLOAT
         if v.kind == K_STR or v.kind == K_BYTES:
-            return _parse_text(self.dec.sptr(v), v.n, iv, dv, big)
+            return _parse_text(self.dec.sptr(v), v.n, iv, dv, False)
         return N_BAD
 
     cdef int datapoint(self, const uint8_t *name, Py_ssize_t nlen, int nstate,
-                       int vk, int64_t vi, double vd, int tk, int64_t ti, double td) except -1:
-        """Checks and emits one datapoint; vk/tk are the N_* kinds of value and timestamp."""
+                       int vk, int64_t vi, double vd, int tk, int64_t ti, double td) except -2:
+        """Checks and emits one datapoint; returns DP_OK or the C_* drop reason."""
         cdef char vbuf[40]
-        cdef char tbuf[24]
-        cdef Py_ssize_t vlen, tlen
+        cdef Py_ssize_t vlen
         cdef int64_t ms
         cdef double x
         cdef char *s
-        cdef bytes tsbig = None
         if nstate == NAME_BAD:
-            self.drops[C_NAME] += 1
-            self.reject("invalid_name", PyBytes_FromStringAndSize(<const char *>name, nlen))
-            return 0
-        # value
+            return C_NAME
         if vk == N_INT:
             vlen = ff_i64_to_dec(vi, vbuf)
-        elif vk == N_FLOAT or vk == N_BIG:
-            if vk == N_BIG:
-                try:
-                    vd = float(self.bigv[0])
-                except OverflowError:
-                    self.drops[C_BAD_VALUE] += 1
-                    return 0
+        elif vk == N_FLOAT:
             vlen = ff_double_repr(vd, vbuf)
             if vlen < 0:
                 s = PyOS_double_to_string(vd, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
@@ -1081,10 +1235,8 @@ cdef class Encoder:
                 memcpy(vbuf, s, vlen)
                 PyMem_Free_raw(s)
         else:
-            self.drops[C_NONE if vk == N_NONE else C_NAN if vk == N_NAN
-                       else C_INF if vk == N_INF else C_BAD_VALUE] += 1
-            return 0
-        # timestamp
+            return (C_NONE if vk == N_NONE else C_NAN if vk == N_NAN
+                    else C_INF if vk == N_INF else C_BAD_VALUE)
         if self.overwrite:
             ms = self.now
         elif tk == N_INT:
@@ -1093,100 +1245,33 @@ cdef class Encoder:
             elif -9223372036854775 <= ti <= 9223372036854775:
                 ms = ti * 1000
             else:
-                return self.big_ts(ti, name, nlen, nstate, vbuf, vlen)
+                return C_BAD_TS  # beyond int64 milliseconds
         elif tk == N_FLOAT:
             if td == -1.0:
                 ms = self.now
             else:
                 x = td * 1000.0
-                if -9.2e18 < x < 9.2e18:
-                    ms = <int64_t>x
-                elif isinf(x):
-                    self.drops[C_BAD_TS] += 1
-                    return 0
-                else:
-                    return self.big_ts(int(x), name, nlen, nstate, vbuf, vlen)
-        elif tk == N_BIG:
-            return self.big_ts(self.bigt[0] * 1000, name, nlen, nstate, vbuf, vlen)
+                if not (-9223372036854775808.0 <= x < 9223372036854775808.0):
+                    return C_BAD_TS  # inf, or beyond int64 milliseconds
+                ms = <int64_t>x  # truncation toward zero, as int()
         else:
-            self.drops[C_BAD_TS] += 1
-            return 0
-        if (self.has_lo and ms < self.lo) or (self.has_hi and ms > self.hi):
-            self.drops[C_WINDOW] += 1
-            return 0
-        tlen = ff_i64_to_dec(ms, tbuf)
-        self.emit(name, nlen, nstate == NAME_ESCAPE, tbuf, tlen, vbuf, vlen)
-        return 0
-
-    cdef int big_ts(self, object ms, const uint8_t *name, Py_ssize_t nlen, int nstate,
-                    char *vbuf, Py_ssize_t vlen) except -1:
-        """Rare path: a collection time beyond int64 milliseconds."""
-        cdef bytes t
-        if isinstance(ms, int) and ms == -1000:
-            ms = self.now
-        if (self.has_lo and ms < self.lo) or (self.has_hi and ms > self.hi):
-            self.drops[C_WINDOW] += 1
-            return 0
-        t = str(ms).encode()
-        self.emit(name, nlen, nstate == NAME_ESCAPE, PyBytes_AS_STRING(t), len(t), vbuf, vlen)
-        return 0
+            return C_BAD_TS
+        if not self.overwrite and ((self.has_lo and ms < self.lo)
+                                   or (self.has_hi and ms > self.hi)):
+            return C_WINDOW
+        self.emit(name, nlen, nstate == NAME_ESCAPE, ms, vbuf, vlen)
+        return DP_OK
 
     cdef int name_state(self, Py_ssize_t idx) noexcept:
         cdef Val *v = &self.dec.vals[idx]
         if v.name_state == 0:
-            if v.n + self.pfx_raw > self.max_name:
+            if v.kind != K_STR and v.kind != K_BYTES:
+                v.name_state = NAME_BAD
+            elif v.n + self.pfx_raw > self.max_name:
                 v.name_state = NAME_BAD
             else:
                 v.name_state = _check_name(self.dec.sptr(v), v.n)
         return v.name_state
-
-    cdef int item(self, Py_ssize_t idx) except -1:
-        cdef _Decoder dec = self.dec
-        cdef Val *it = &dec.vals[idx]
-        cdef Val *nv
-        cdef Val *dp
-        cdef Py_ssize_t j, nidx, didx, cnt
-        cdef int ns, vk, tk
-        cdef int64_t vi = 0, ti = 0
-        cdef double vd = 0.0, td = 0.0
-        cdef Py_ssize_t kid[2]
-        cdef Py_ssize_t c
-        if it.kind != K_TUPLE and it.kind != K_LIST or it.n < 2:
-            return self.bad_item()
-        nidx = self.child(it, 0)
-        nv = &dec.vals[nidx]
-        if nv.kind != K_STR and nv.kind != K_BYTES:
-            return self.bad_item()
-        # every datapoint must be a pair, else the whole item is skipped
-        cnt = it.n
-        for j in range(1, cnt):
-            dp = &dec.vals[self.child(it, j)]
-            if (dp.kind != K_TUPLE and dp.kind != K_LIST) or dp.n != 2:
-                return self.bad_item()
-        ns = self.name_state(nidx)
-        nv = &dec.vals[nidx]
-        for j in range(1, cnt):
-            didx = self.child(&dec.vals[idx], j)
-            dp = &dec.vals[didx]
-            if dp.kind == K_TUPLE:
-                kid[0] = dec.kids[dp.off]
-                kid[1] = dec.kids[dp.off + 1]
-            else:
-                c = dp.off
-                kid[0] = dec.cons[c].val
-                kid[1] = dec.cons[dec.cons[c].next].val
-            if self.bigv or self.bigt:
-                self.bigv.clear()
-                self.bigt.clear()
-            if ns == NAME_BAD:
-                vk = N_INT
-                tk = N_INT
-            else:
-                vk = self.num_of(kid[1], &vi, &vd, self.bigv)
-                tk = N_INT if self.overwrite else self.num_of(kid[0], &ti, &td, self.bigt)
-            nv = &dec.vals[nidx]
-            self.datapoint(dec.sptr(nv), nv.n, ns, vk, vi, vd, tk, ti, td)
-        return 0
 
     cdef inline Py_ssize_t child(self, Val *v, Py_ssize_t j) noexcept:
         cdef Py_ssize_t c
@@ -1198,46 +1283,122 @@ cdef class Encoder:
             j -= 1
         return self.dec.cons[c].val
 
-    cdef int bad_item(self) except -1:
-        self.drops[C_ITEM] += 1
+    cdef bytes name_sample(self, Py_ssize_t nidx):
+        cdef Val *nv = &self.dec.vals[nidx]
+        if nv.kind != K_STR and nv.kind != K_BYTES:
+            return b""
+        return PyBytes_FromStringAndSize(<const char *>self.dec.sptr(nv),
+                                         min(nv.n, SAMPLE_BYTES))
+
+    cdef int item(self, Py_ssize_t idx) except -1:
+        cdef _Decoder dec = self.dec
+        cdef Val *it = &dec.vals[idx]
+        cdef Val *nv
+        cdef Val *dp
+        cdef Py_ssize_t j, nidx, cnt, c, k0, k1
+        cdef int ns, vk, tk, r
+        cdef int64_t vi = 0, ti = 0
+        cdef double vd = 0.0, td = 0.0
+        if (it.kind != K_TUPLE and it.kind != K_LIST) or it.n < 2:
+            self.drops[C_ITEM] += 1
+            self.rejects.append(("bad_item", b""))
+            return 0
+        nidx = self.child(it, 0)
+        cnt = it.n
+        # every datapoint must be a pair, else the whole item is skipped
+        if it.kind == K_TUPLE:
+            for j in range(1, cnt):
+                dp = &dec.vals[dec.kids[it.off + j]]
+                if (dp.kind != K_TUPLE and dp.kind != K_LIST) or dp.n != 2:
+                    break
+            else:
+                j = cnt
+        else:
+            c = dec.cons[it.off].next
+            j = 1
+            while c >= 0:
+                dp = &dec.vals[dec.cons[c].val]
+                if (dp.kind != K_TUPLE and dp.kind != K_LIST) or dp.n != 2:
+                    break
+                c = dec.cons[c].next
+                j += 1
+        if j != cnt:
+            self.drops[C_ITEM] += 1
+            self.rejects.append(("bad_item", self.name_sample(nidx)))
+            return 0
+        ns = self.name_state(nidx)
+        c = dec.cons[it.off].next if it.kind == K_LIST else -1
+        for j in range(1, cnt):
+            it = &dec.vals[idx]
+            if it.kind == K_TUPLE:
+                dp = &dec.vals[dec.kids[it.off + j]]
+            else:
+                dp = &dec.vals[dec.cons[c].val]
+                c = dec.cons[c].next
+            if dp.kind == K_TUPLE:
+                k0 = dec.kids[dp.off]
+                k1 = dec.kids[dp.off + 1]
+            else:
+                k0 = dec.cons[dp.off].val
+                k1 = dec.cons[dec.cons[dp.off].next].val
+            vk = tk = N_INT
+            if ns != NAME_BAD:
+                vk = self.num_of(k1, &vi, &vd)
+                if not self.overwrite and (vk == N_INT or vk == N_FLOAT):
+                    tk = self.num_of(k0, &ti, &td)
+            nv = &dec.vals[nidx]
+            r = self.datapoint(dec.sptr(nv), nv.n, ns, vk, vi, vd, tk, ti, td)
+            if r != DP_OK:
+                self.drops[r] += 1
+                self.rejects.append((DROP_REASONS[r], self.name_sample(nidx)))
         return 0
 
     # -- public API -------------------------------------------------------------------------
 
     def add_pickle(self, frame, now_ms=None):
         cdef Py_buffer view
-        cdef Py_ssize_t root, c, j
+        cdef Py_ssize_t root, c, j, total
         cdef int64_t before = self.n_accepted
         cdef Val *rv
+        cdef Val *it
+        cdef _Decoder dec = self.dec
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
             self.n_frames += 1
-            if view.len > self.max_frame_bytes:
-                self.drops[C_FRAME] += 1
-                self.reject("bad_frame", PyBytes_FromStringAndSize(<char *>view.buf,
-                                                                   min(view.len, 256)))
-                raise FrameTooLarge("frame of %d bytes over the %d byte limit"
-                                    % (view.len, self.max_frame_bytes), 0)
             try:
-                root = self.dec.decode(<const uint8_t *>view.buf, view.len)
-                rv = &self.dec.vals[root]
+                if view.len > self.max_frame_bytes:
+                    raise FrameTooLarge(R_TOO_LARGE, 0)
+                root = dec.decode(<const uint8_t *>view.buf, view.len)
+                rv = &dec.vals[root]
                 if rv.kind != K_LIST and rv.kind != K_TUPLE:
-                    self.dec.fail("top level is not a list or tuple", 0)
-            except FrameError:
+                    dec.fail(R_TOP, dec.stop)
+                # memo references can multiply datapoints: bound them before emitting any
+                total = 0
+                c = rv.off if rv.kind == K_LIST else -1
+                for j in range(rv.n):
+                    if rv.kind == K_TUPLE:
+                        it = &dec.vals[dec.kids[rv.off + j]]
+                    else:
+                        it = &dec.vals[dec.cons[c].val]
+                        c = dec.cons[c].next
+                    if (it.kind == K_TUPLE or it.kind == K_LIST) and it.n >= 2:
+                        total += it.n - 1
+                        if total > self.max_items:
+                            dec.fail(R_DATAPOINTS, dec.stop)
+            except FrameError as exc:
                 self.drops[C_FRAME] += 1
-                self.reject("bad_frame", PyBytes_FromStringAndSize(<char *>view.buf,
-                                                                   min(view.len, 256)))
+                self.rejects.append(("bad_frame", str(exc).encode()[:SAMPLE_BYTES]))
                 raise
             self.set_now(now_ms)
-            rv = &self.dec.vals[root]
+            rv = &dec.vals[root]
             if rv.kind == K_TUPLE:
                 for j in range(rv.n):
-                    self.item(self.dec.kids[self.dec.vals[root].off + j])
+                    self.item(dec.kids[dec.vals[root].off + j])
             else:
                 c = rv.off
                 while c >= 0:
-                    self.item(self.dec.cons[c].val)
-                    c = self.dec.cons[c].next
+                    self.item(dec.cons[c].val)
+                    c = dec.cons[c].next
         finally:
             PyBuffer_Release(&view)
         return self.n_accepted - before
@@ -1246,37 +1407,40 @@ cdef class Encoder:
         cdef Py_buffer view
         cdef const uint8_t *b
         cdef const uint8_t *nl
-        cdef Py_ssize_t n, pos = 0, end, ln, j, nf
+        cdef Py_ssize_t n, pos = 0, end, ln, j, nf, last_nl
         cdef Py_ssize_t fs[4]
         cdef Py_ssize_t fe[4]
-        cdef int ns, vk, tk
+        cdef int ns, vk, tk, r
         cdef int64_t vi = 0, ti = 0
         cdef double vd = 0.0, td = 0.0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             b = <const uint8_t *>view.buf
             n = view.len
+            last_nl = n
+            while last_nl > 0 and b[last_nl - 1] != 10:
+                last_nl -= 1
+            if not final:
+                n = last_nl
+            if n == 0:
+                return 0
             self.set_now(now_ms)
             while pos < n:
                 nl = <const uint8_t *>memchr(b + pos, 10, n - pos)
-                if nl == NULL:
-                    if not final:
-                        break
-                    end = n
-                else:
-                    end = nl - b
+                end = n if nl == NULL else nl - b
                 ln = end - pos
-                # fields
+                if ln and b[end - 1] == 13:
+                    ln -= 1
                 nf = 0
                 j = pos
                 while True:
-                    while j < end and _is_space(b[j]):
+                    while j < pos + ln and _is_space(b[j]):
                         j += 1
-                    if j >= end:
+                    if j >= pos + ln:
                         break
                     if nf < 4:
                         fs[nf] = j
-                    while j < end and not _is_space(b[j]):
+                    while j < pos + ln and not _is_space(b[j]):
                         j += 1
                     if nf < 4:
                         fe[nf] = j
@@ -1286,26 +1450,24 @@ cdef class Encoder:
                     continue
                 self.n_lines += 1
                 if nf != 3 or ln > self.max_line:
-                    self.drops[C_LINE] += 1
-                    self.reject("bad_line", PyBytes_FromStringAndSize(<char *>b + pos, ln))
-                    pos = end + 1
-                    continue
-                if fe[0] - fs[0] + self.pfx_raw > self.max_name:
-                    ns = NAME_BAD
+                    r = C_LINE
                 else:
-                    ns = _check_name(b + fs[0], fe[0] - fs[0])
-                if self.bigv or self.bigt:
-                    self.bigv.clear()
-                    self.bigt.clear()
-                if ns == NAME_BAD:
+                    if fe[0] - fs[0] + self.pfx_raw > self.max_name:
+                        ns = NAME_BAD
+                    else:
+                        ns = _check_name(b + fs[0], fe[0] - fs[0])
                     vk = tk = N_INT
-                else:
-                    vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, self.bigv)
-                    tk = N_INT if self.overwrite else _parse_text(b + fs[2], fe[2] - fs[2],
-                                                                  &ti, &td, self.bigt)
-                self.datapoint(b + fs[0], fe[0] - fs[0], ns, vk, vi, vd, tk, ti, td)
+                    if ns != NAME_BAD:
+                        vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
+                        if not self.overwrite and (vk == N_INT or vk == N_FLOAT):
+                            tk = _parse_text(b + fs[2], fe[2] - fs[2], &ti, &td, False)
+                    r = self.datapoint(b + fs[0], fe[0] - fs[0], ns, vk, vi, vd, tk, ti, td)
+                if r != DP_OK:
+                    self.drops[r] += 1
+                    self.rejects.append((DROP_REASONS[r], PyBytes_FromStringAndSize(
+                        <const char *>b + pos, min(ln, SAMPLE_BYTES))))
                 pos = end + 1
-            return min(pos, n)
+            return n
         finally:
             PyBuffer_Release(&view)
 
@@ -1338,6 +1500,6 @@ cdef class Encoder:
         return d
 
     def take_rejects(self):
-        out = self.rejects
-        self.rejects = []
+        out = list(self.rejects)
+        self.rejects.clear()
         return out
