@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import signal
+import socket
+import struct
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import gevent
 import pytest
 
 from fastforward import config, stats
@@ -209,6 +216,85 @@ def test_entrypoint_is_executable_and_plain_bash() -> None:
     assert ENTRYPOINT.read_text().startswith("#!/bin/bash\n")
     if BASH:
         subprocess.run([BASH, "-n", str(ENTRYPOINT)], check=True, timeout=30)
+
+
+def _real_fastforward() -> str | None:
+    here = Path(sys.executable).parent
+    return shutil.which("fastforward", path=str(here)) or shutil.which("fastforward")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+@pytest.mark.skipif(_real_fastforward() is None, reason="fastforward is not installed")
+def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
+    # The argv the entrypoint builds from the original variables is one fastforward accepts:
+    # a dry run forwards a frame with the prefix applied, and SIGTERM stops it cleanly.
+    ff = _real_fastforward()
+    assert ff is not None
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ORIGINAL_VARS}
+    env = {k: v for k, v in env.items() if not k.startswith("FASTFORWARD_")}
+    env.update(
+        PATH=f"{Path(ff).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
+        ENDPOINT=f"tcp:port={port}:interface=127.0.0.1",
+        BLUEFLOOD_URL="-",
+        METRIC_PREFIX="pfx",
+        METRICS_SEND_INTERVAL="0.2",
+        KEYSTONE_USER="someone",
+        KEYSTONE_KEY="not-used-in-a-dry-run",
+        TWISTED_LOG_LEVEL="INFO",
+    )
+    proc = subprocess.Popen(
+        [str(BASH), str(ENTRYPOINT)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sock = _connect_when_listening(proc, port)
+        ts = int(time.time())
+        frame = pickle.dumps([("entry.check", (ts, 7))], protocol=2)
+        with sock:
+            sock.sendall(struct.pack("!L", len(frame)) + frame)
+        assert proc.stdout is not None
+        with gevent.Timeout(20, AssertionError("no body on stdout within 20 s")):
+            line = proc.stdout.readline()
+            while line and not line.startswith("["):  # bodies are JSON arrays, one a line
+                line = proc.stdout.readline()
+        assert line, "stdout closed before the body came"
+        assert json.loads(line) == [
+            {
+                "collectionTime": ts * 1000,
+                "ttlInSeconds": 86400,
+                "metricValue": 7,
+                "metricName": "pfx.entry.check",
+            }
+        ]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect_when_listening(proc: subprocess.Popen[str], port: int) -> socket.socket:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, f"exited {proc.returncode}: {proc.communicate()[1][-3000:]}"
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            assert time.monotonic() < deadline, "never listened"
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------
