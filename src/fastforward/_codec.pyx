@@ -593,7 +593,7 @@ cdef class _Decoder:
 
     cdef Py_ssize_t text_int(self, Py_ssize_t s, Py_ssize_t e, str opname,
                              Py_ssize_t off) except -1:
-        """INT / LONG argument: [+-]?[0-9]+ (LONG's trailing L already cut)."""
+        """INT / LONG argument: [+-]?(0|[1-9][0-9]*) (LONG's trailing L already cut)."""
         cdef const uint8_t *b = self.buf
         cdef Py_ssize_t p = s, q
         cdef bint neg = False
@@ -608,6 +608,8 @@ cdef class _Decoder:
         for q in range(p, e):
             if not (48 <= b[q] <= 57):
                 self.fail("bad %s argument" % opname, off)
+        if nd > 1 and b[p] == 48:  # leading zeros: octal to C pickle, decimal to Python 2
+            self.fail("bad %s argument" % opname, off)
         if nd > MAX_TEXT_DIGITS:
             self.fail(R_DIGITS, off)
         if nd <= 18:
