@@ -1,9 +1,10 @@
 #!/bin/bash
 # Starts fastforward the way the blueflood-carbon-forwarder image started `twistd
 # blueflood-forward`, from the same environment variables and with the same defaults, so an
-# existing `docker run -e ...` line keeps working. Options given to `docker run IMAGE ...` are
-# appended (they win over the variables); a first argument that is not an option is run as a
-# command instead (`docker run IMAGE fastforward decode ...`, `docker run -it IMAGE bash`).
+# existing `docker run -e ...` line keeps working. Every FASTFORWARD_<OPTION> variable works too.
+# Options given to `docker run IMAGE ...` are appended (they win over the variables); a first
+# argument that is not an option is run as a command instead (`docker run IMAGE fastforward
+# decode ...`, `docker run -it IMAGE bash`).
 set -eo pipefail
 set -f  # no globbing: ENDPOINT is split on commas and spaces below, nothing else
 
@@ -11,24 +12,38 @@ if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ]; then
   exec "$@"
 fi
 
-: "${TENANT_ID=123}"
-: "${LIMIT=1000000}"
-: "${ENDPOINT=tcp:2004}"
-: "${BLUEFLOOD_URL=localhost:19000}"  # no scheme, as in the original; http:// is assumed
-: "${METRIC_PREFIX=}"
-: "${DEFAULT_TTL=86400}"
-: "${METRICS_SEND_INTERVAL=30.0}"   # the original image defined it but never passed it on
-: "${KEYSTONE_USER=}"
-: "${KEYSTONE_KEY=}"
-: "${AUTH_URL=https://identity.api.rackspacecloud.com/v2.0/tokens}"
-
 args=()
-# Several endpoints may be given, separated by commas or spaces.
-for endpoint in ${ENDPOINT//,/ }; do
-  args+=(-e "$endpoint")
-done
-args+=(-b "$BLUEFLOOD_URL" --tenant "$TENANT_ID" --ttl "$DEFAULT_TTL" --limit "$LIMIT")
-args+=(-i "$METRICS_SEND_INTERVAL" --auth_url "$AUTH_URL")
+
+# option FLAG VAR TWIN DEFAULT: pass FLAG with $VAR, or DEFAULT when VAR is unset, except when
+# only fastforward's own variable TWIN is set: on the command line the default would beat it.
+option() {
+  local flag=$1 var=$2 twin=$3 default=$4 value
+  if [ -n "${!var+set}" ]; then
+    value=${!var}
+  elif [ -n "${!twin+set}" ]; then
+    return 0
+  else
+    value=$default
+  fi
+  if [ "$flag" = -e ]; then
+    # Several endpoints may be given, separated by commas or spaces.
+    for endpoint in ${value//,/ }; do
+      args+=(-e "$endpoint")
+    done
+  else
+    args+=("$flag" "$value")
+  fi
+}
+
+option -e ENDPOINT FASTFORWARD_ENDPOINT "tcp:2004"
+# No scheme, as in the original image; fastforward assumes http://.
+option -b BLUEFLOOD_URL FASTFORWARD_BLUEFLOOD "localhost:19000"
+option --tenant TENANT_ID FASTFORWARD_TENANT "123"
+option --ttl DEFAULT_TTL FASTFORWARD_TTL "86400"
+option --limit LIMIT FASTFORWARD_LIMIT "1000000"
+# The original image defined METRICS_SEND_INTERVAL but never passed it on; it is honoured here.
+option -i METRICS_SEND_INTERVAL FASTFORWARD_INTERVAL "30.0"
+option --auth_url AUTH_URL FASTFORWARD_AUTH_URL "https://identity.api.rackspacecloud.com/v2.0/tokens"
 if [ -n "$METRIC_PREFIX" ]; then
   args+=(-p "$METRIC_PREFIX")
 fi
@@ -40,13 +55,10 @@ if [ -n "$KEYSTONE_KEY" ]; then
   export FASTFORWARD_KEY="$KEYSTONE_KEY"
 fi
 unset KEYSTONE_KEY
-if [ -n "$TWISTED_LOG_LEVEL" ]; then
-  args+=(--log_level "$(printf '%s' "$TWISTED_LOG_LEVEL" | tr '[:upper:]' '[:lower:]')")
-fi
 
-# LOG_DIR, LOG_ROTATE_LENGTH and MAX_LOG_ROTATED_FILES are read by fastforward itself: with
-# LOG_DIR set it writes LOG_DIR/carbon_forwarder.log, rotated by size; without it, stderr
-# (`docker logs`). The original defaulted to /var/log/, which a non-root user cannot write.
+# TWISTED_LOG_LEVEL, LOG_DIR, LOG_ROTATE_LENGTH and MAX_LOG_ROTATED_FILES are read by fastforward
+# itself: with LOG_DIR set it writes LOG_DIR/carbon_forwarder.log, rotated by size; without it,
+# stderr (`docker logs`). The original defaulted to /var/log/, which a non-root user cannot write.
 if [ -n "$LOG_DIR" ]; then
   if ! mkdir -p "$LOG_DIR" 2>/dev/null || [ ! -w "$LOG_DIR" ]; then
     echo "docker-entrypoint: LOG_DIR=$LOG_DIR is not writable by uid $(id -u); logging to stderr instead" >&2

@@ -37,7 +37,7 @@ BASH = shutil.which("bash")
 FAKE_FASTFORWARD = """#!/bin/sh
 printf '%s\\n' "$$" > "$FAKE_OUT.pid"
 for a in "$@"; do printf '%s\\n' "$a"; done > "$FAKE_OUT.argv"
-env | grep -E '^(FASTFORWARD_KEY|KEYSTONE_KEY|LOG_DIR|LOG_ROTATE_LENGTH|MAX_LOG_ROTATED_FILES)=' \\
+env | grep -E '^(FASTFORWARD_KEY|KEYSTONE_KEY|[A-Z_]*LOG_[A-Z_]*)=' \\
   > "$FAKE_OUT.env" || true
 """
 
@@ -156,7 +156,6 @@ def test_entrypoint_passes_every_original_variable(run_entrypoint, tmp_path: Pat
         "--auth_url", "https://identity.example/v2.0/tokens",
         "-p", "dc1.graphite",
         "-u", "metrics-bot",
-        "--log_level", "warn",
     ]  # fmt: skip
     # The API key reaches fastforward through its environment, never through argv.
     assert "s3cr3t-api-key" not in ran.argv
@@ -166,7 +165,19 @@ def test_entrypoint_passes_every_original_variable(run_entrypoint, tmp_path: Pat
     assert ran.env["LOG_DIR"] == str(logs)
     assert ran.env["LOG_ROTATE_LENGTH"] == "1000"
     assert ran.env["MAX_LOG_ROTATED_FILES"] == "3"
+    assert ran.env["TWISTED_LOG_LEVEL"] == "WARN"
     assert logs.is_dir()
+
+
+def test_entrypoint_leaves_fastforward_variables_alone(run_entrypoint) -> None:
+    # FASTFORWARD_TENANT alone must not be beaten by --tenant 123 (the original's default).
+    ran = run_entrypoint({"FASTFORWARD_TENANT": "999", "FASTFORWARD_ENDPOINT": "tcp:2005"})
+    assert ran.returncode == 0, ran.stderr
+    assert "--tenant" not in ran.argv and "-e" not in ran.argv
+    assert ran.argv[:2] == ["-b", "localhost:19000"]
+    # With both set, the original variable is the one passed (as on the original image).
+    ran = run_entrypoint({"FASTFORWARD_TENANT": "999", "TENANT_ID": "555"})
+    assert ran.argv[ran.argv.index("--tenant") + 1] == "555"
 
 
 def test_entrypoint_accepts_several_endpoints(run_entrypoint) -> None:
