@@ -38,8 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return send_main(args[1:])
     if args and args[0] == "decode":
-        from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
-
+        try:
+            from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
+        except ImportError:
+            return _fail("decode: not available in this build", EXIT_USAGE)
         return decode_main(args[1:])
 
     try:

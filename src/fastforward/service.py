@@ -104,9 +104,8 @@ class Service:
         stats.set("datapoints_accepted", accepted)
         for reason in DROP_REASONS:
             n = counts.get(reason, 0)
-            if reason != "bad_frame":  # frames, not datapoints: counted in frames_received
+            if n and reason != "bad_frame":  # frames, not datapoints: in frames_received
                 dropped += n
-            if n:
                 stats.set("datapoints_dropped", n, reason=reason)
         stats.set("datapoints_received", accepted + dropped)
         stats.set("lines_received", counts.get("lines", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -245,6 +246,7 @@ def test_bad_input_on_one_connection_loses_nothing_on_another(
     assert "bad pickle frame" in ff.stderr
     assert "forbidden opcode" in ff.stderr
     assert "over --max-frame-bytes" in ff.stderr
+    assert "datapoints dropped reason=oversize_frame: 1" in ff.stderr  # losses at WARNING
     assert "Traceback" not in ff.stderr
 
 
@@ -339,3 +341,47 @@ def test_env_only_configuration(fake_blueflood: FakeBlueflood, run_ff) -> None: 
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
     assert ff.terminate() == 0
     assert os.environ.get("FASTFORWARD_TENANT") is None
+
+
+def test_admin_endpoint_spool_and_self_metrics(
+    fake_blueflood: FakeBlueflood,
+    run_ff,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    import requests
+
+    port, admin = free_port(), free_port()
+    ff = run_ff(
+        *base_args(fake_blueflood, port),
+        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+        "--spool-dir", str(tmp_path / "spool"),
+        "--self-metrics-prefix", "ff.self",
+    )  # fmt: skip
+    send_tcp(port, frame([("m", (int(time.time()), 1))]))
+    fake_blueflood.wait_for(lambda: fake_blueflood.points(TENANT, "m"))
+    base = f"http://127.0.0.1:{admin}"
+    assert requests.get(f"{base}/health", timeout=5).status_code == 200
+    wait_until(
+        lambda: (
+            "fastforward_datapoints_sent_total 1.0"
+            in requests.get(f"{base}/metrics", timeout=5).text
+        ),
+        what="datapoints_sent in /metrics",
+    )
+    fake_blueflood.wait_for(
+        lambda: any(name.startswith("ff.self.") for _t, name in list(fake_blueflood.store)),
+    )
+    assert ff.terminate() == 0
+
+
+def test_second_signal_exits_at_once(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    port = free_port()
+    fake_blueflood.delay = 30.0  # a Blueflood that never answers in time
+    ff = run_ff(*base_args(fake_blueflood, port), "--drain-timeout", "60")
+    send_tcp(port, frame([("stuck", (int(time.time()), 1))]))
+    wait_until(lambda: fake_blueflood.in_flight > 0, what="a POST in flight")
+    ff.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "draining" in ff.stderr, what="the drain to begin")
+    ff.proc.send_signal(signal.SIGINT)
+    assert ff.wait(10) == 1
+    assert "exiting now without draining" in ff.stderr
