@@ -203,6 +203,13 @@ def test_twistd_options_are_accepted() -> None:
         assert name in text
 
 
+def test_other_twistd_options_warn_never_fail() -> None:
+    loaded = load(["-t", "t", "--rundir", "/", "--uid", "0", "--no_save", "-d", "/tmp"], environ={})
+    text = "\n".join(loaded.warnings)
+    for flag in ("--rundir", "--uid", "--no_save", "-d"):
+        assert f"option {flag} is not supported" in text
+
+
 def test_twistd_command_layout() -> None:
     # twistd -u / -p before the tap name mean uid / profile: ignored with a warning there,
     # while after it they are our --user / --metric_prefix.

@@ -469,6 +469,7 @@ _TWISTD_FLAG_OPTIONS = (
     "--help-reactors",
 )  # fmt: skip
 TAPNAME = "blueflood-forward"
+TWISTD_DEST = "twistd:"
 
 
 @dataclass(frozen=True)
@@ -628,6 +629,19 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kw.update(metavar=opt.metavar)
         p.add_argument(*opt.flags, **kw)
+    # Other twistd switches: accepted with a warning. Short forms that are ours (-u, -p, -b)
+    # mean ours here; before `blueflood-forward` they keep twistd's meaning (_split_twistd).
+    ours = {f for opt in OPTIONS for f in opt.flags}
+    for group, takes_value in ((_TWISTD_VALUE_OPTIONS, True), (_TWISTD_FLAG_OPTIONS, False)):
+        for flag in group:
+            if flag in ours:
+                continue
+            kw = {"dest": TWISTD_DEST + flag.lstrip("-"), "default": argparse.SUPPRESS}
+            if takes_value:
+                kw["metavar"] = "VALUE"
+            else:
+                kw.update(action="store_const", const=True)
+            p.add_argument(flag, **kw)
     return p
 
 
@@ -713,6 +727,11 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Loade
     cli: dict[str, Any] = {}
     for name, raw in given.items():
         if name in ("help", "version"):
+            continue
+        if name.startswith(TWISTD_DEST):
+            flag = name[len(TWISTD_DEST) :]
+            flag = f"-{flag}" if len(flag) == 1 else f"--{flag}"
+            warnings.append(f"twistd option {flag} is not supported by fastforward; ignored")
             continue
         cli[name] = _convert(BY_NAME[name], raw, "option --")
     loaded = Loaded(
