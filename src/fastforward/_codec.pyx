@@ -269,62 +269,83 @@ cdef enum:
     NAME_BAD = 3
 
 
-cdef int _check_utf8(const uint8_t *p, Py_ssize_t n, bint surrogates) noexcept:
-    """NAME_OK, NAME_ESCAPE (valid, has bytes JSON must escape) or NAME_BAD (invalid UTF-8;
-    surrogates are invalid unless allowed, as "surrogatepass" decoding allows them)."""
+cdef enum:
+    F_BAD = 1    # not UTF-8, even with surrogates allowed
+    F_SURR = 2   # contains an encoded surrogate (valid for "surrogatepass" only)
+    F_WS = 4     # contains ASCII whitespace
+    F_ESC = 8    # contains a byte JSON must escape
+
+
+DEF ONES = 0x0101010101010101
+DEF HIGHS = 0x8080808080808080
+
+
+cdef inline bint _plain8(uint64_t x) noexcept nogil:
+    """No byte of x is non-ASCII, below 0x21, '"' or '\\' (exact, SWAR)."""
+    cdef uint64_t q = x ^ (0x22 * <uint64_t>ONES)
+    cdef uint64_t b = x ^ (0x5C * <uint64_t>ONES)
+    cdef uint64_t t = (((x - 0x21 * <uint64_t>ONES) & ~x)
+                       | ((q - <uint64_t>ONES) & ~q)
+                       | ((b - <uint64_t>ONES) & ~b)
+                       | x)
+    return (t & <uint64_t>HIGHS) == 0
+
+
+cdef int _classify(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """F_* flags of a byte string (F_BAD stops the scan)."""
     cdef Py_ssize_t j = 0
     cdef uint8_t c, c1
-    cdef int res = NAME_OK
+    cdef uint64_t x
+    cdef int res = 0
     while j < n:
+        if j + 8 <= n:
+            memcpy(&x, p + j, 8)
+            if _plain8(x):
+                j += 8
+                continue
         c = p[j]
-        if 0x20 <= c < 0x80:
-            if c == 34 or c == 92:
-                res = NAME_ESCAPE
+        if c < 0x80:
+            if c == 32 or (9 <= c <= 13):
+                res |= F_WS
+            if c < 0x20 or c == 34 or c == 92:
+                res |= F_ESC
             j += 1
-            continue
-        if c < 0x20:
-            res = NAME_ESCAPE
-            j += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
+        elif 0xC2 <= c <= 0xDF:
             if j + 1 >= n or (p[j + 1] & 0xC0) != 0x80:
-                return NAME_BAD
+                return res | F_BAD
             j += 2
         elif 0xE0 <= c <= 0xEF:
             if j + 2 >= n:
-                return NAME_BAD
+                return res | F_BAD
             c1 = p[j + 1]
-            if (c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80:
-                return NAME_BAD
-            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0 and not surrogates):
-                return NAME_BAD  # overlong, or a surrogate
+            if (c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80 or (c == 0xE0 and c1 < 0xA0):
+                return res | F_BAD  # not a continuation, or overlong
+            if c == 0xED and c1 >= 0xA0:
+                res |= F_SURR
             j += 3
         elif 0xF0 <= c <= 0xF4:
             if j + 3 >= n:
-                return NAME_BAD
+                return res | F_BAD
             c1 = p[j + 1]
             if ((c1 & 0xC0) != 0x80 or (p[j + 2] & 0xC0) != 0x80
-                    or (p[j + 3] & 0xC0) != 0x80):
-                return NAME_BAD
-            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
-                return NAME_BAD
+                    or (p[j + 3] & 0xC0) != 0x80
+                    or (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90)):
+                return res | F_BAD
             j += 4
         else:
-            return NAME_BAD
+            return res | F_BAD
     return res
 
 
-cdef int _check_name(const uint8_t *p, Py_ssize_t n) noexcept:
-    """A metric name: non-empty strict UTF-8 without ASCII whitespace."""
-    cdef Py_ssize_t j
-    cdef uint8_t c
-    if n == 0:
+cdef inline int _name_state(const uint8_t *p, Py_ssize_t n, Py_ssize_t limit) noexcept:
+    """NAME_OK, NAME_ESCAPE or NAME_BAD for a metric name of n bytes (limit: max bytes)."""
+    cdef int f
+    if n == 0 or n > limit:
         return NAME_BAD
-    for j in range(n):
-        c = p[j]
-        if c == 32 or (9 <= c <= 13):
-            return NAME_BAD
-    return _check_utf8(p, n, False)
+    f = _classify(p, n)
+    if f & (F_BAD | F_SURR | F_WS):
+        return NAME_BAD
+    return NAME_ESCAPE if f & F_ESC else NAME_OK
 
 
 cdef char *_HEX = b"0123456789abcdef"
@@ -424,9 +445,11 @@ cdef class _Decoder:
     cdef const uint8_t *buf
     cdef Py_ssize_t max_items
     cdef Py_ssize_t stop
+    cdef Py_ssize_t name_limit  # max name bytes without the prefix
 
     def __cinit__(self):
         self.big = []
+        self.name_limit = 1 << 62
 
     def __dealloc__(self):
         PyMem_Free(self.vals)
@@ -709,11 +732,17 @@ cdef class _Decoder:
                 if u > <uint64_t>(n - pos):
                     self.fail(R_TRUNCATED, start)
                 if op == 0x58 or op == 0x8C or op == 0x8D:
-                    if _check_utf8(b + pos, <Py_ssize_t>u, True) == NAME_BAD:
+                    j = _classify(b + pos, <Py_ssize_t>u)
+                    if j & F_BAD:
                         self.fail("bad %s argument" % (
                             "BINUNICODE" if op == 0x58 else
                             "SHORT_BINUNICODE" if op == 0x8C else "BINUNICODE8"), start)
                     v = self.new_val(K_STR)
+                    # the name verdict comes for free with the validation
+                    if u == 0 or <Py_ssize_t>u > self.name_limit or j & (F_SURR | F_WS):
+                        self.vals[v].name_state = NAME_BAD
+                    else:
+                        self.vals[v].name_state = NAME_ESCAPE if j & F_ESC else NAME_OK
                 else:
                     v = self.new_val(K_BYTES)
                 self.vals[v].off = pos
@@ -1104,6 +1133,7 @@ cdef class Encoder:
         self.max_future_ms = max_future_ms
         self.max_name = min(max_name_bytes, 1 << 62)
         self.max_line = min(max_line_bytes, 1 << 62)
+        self.dec.name_limit = self.max_name - self.pfx_raw
         _grow(<void **>&self.body, &self.bcap, 4096, 1)
         self.body[0] = 91  # '['
         self.blen = 1
@@ -1269,10 +1299,8 @@ cdef class Encoder:
         if v.name_state == 0:
             if v.kind != K_STR and v.kind != K_BYTES:
                 v.name_state = NAME_BAD
-            elif v.n + self.pfx_raw > self.max_name:
-                v.name_state = NAME_BAD
             else:
-                v.name_state = _check_name(self.dec.sptr(v), v.n)
+                v.name_state = _name_state(self.dec.sptr(v), v.n, self.max_name - self.pfx_raw)
         return v.name_state
 
     cdef inline Py_ssize_t child(self, Val *v, Py_ssize_t j) noexcept:
@@ -1454,10 +1482,7 @@ cdef class Encoder:
                 if nf != 3 or ln > self.max_line:
                     r = C_LINE
                 else:
-                    if fe[0] - fs[0] + self.pfx_raw > self.max_name:
-                        ns = NAME_BAD
-                    else:
-                        ns = _check_name(b + fs[0], fe[0] - fs[0])
+                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.max_name - self.pfx_raw)
                     vk = tk = N_INT
                     if ns != NAME_BAD:
                         vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
