@@ -245,10 +245,11 @@ def stop(
     proc.wait(5)
 
 
-def sink_stats(port: int) -> dict[str, Any] | None:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+def sink_stats(port: int, unique: bool = False) -> dict[str, Any] | None:
+    """The sink's counters; ``unique`` makes it fold its kept batches into distinct pairs."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30.0)
     try:
-        c.request("GET", "/stats")
+        c.request("GET", "/stats?unique" if unique else "/stats")
         return json.loads(c.getresponse().read())
     except (OSError, ValueError, http.client.HTTPException):
         return None
@@ -301,6 +302,8 @@ def one_run(
         "connections": a.connections,
         "run_dir": run_dir,
     }
+    expected = int(rate * a.seconds) // a.per_frame * a.per_frame if sustained else a.n
+    res["n"] = expected
     sink = proc = lg = attach = None
     logs = []
     try:
@@ -311,6 +314,8 @@ def one_run(
             str(sink_port),
             "--max-seconds",
             str(a.timeout + a.seconds + 120),
+            "--expect",
+            str(expected),
             "--stats-file",
             os.path.join(run_dir, "sink.json"),
         ]
@@ -348,6 +353,7 @@ def one_run(
             attach = subprocess.Popen(acmd, stdout=logs[-1], stderr=subprocess.STDOUT)
         time.sleep(a.warmup)  # let it finish starting (imports, JIT-free warm caches)
         cpu0 = tree_cpu(proc.pid)
+        sink_cpu0 = tree_cpu(sink.pid)  # the sink shares the cores: show what it costs
 
         lg_cmd = [
             sys.executable,
@@ -370,8 +376,6 @@ def one_run(
         if sustained:
             lg_cmd += ["--rate", str(rate), "--seconds", str(a.seconds)]
         lg = subprocess.Popen(lg_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        expected = int(rate * a.seconds) // a.per_frame * a.per_frame if sustained else a.n
-        res["n"] = expected
         deadline = time.monotonic() + a.timeout + a.seconds * sustained + 30  # + pre-building
         done = st = None
         last, last_change, next_sample = -1, time.monotonic(), 0.0
@@ -382,6 +386,8 @@ def one_run(
                 rss_series.append((round(now - t_start, 1), round(tree_mem(proc.pid)[1], 1)))
                 next_sample = now + 1.0
             st = sink_stats(stats_port) or st
+            if st is not None and st["datapoints"] >= expected and a.track_unique:
+                st = sink_stats(stats_port, unique=True) or st
             if st is not None:
                 got = st.get("unique", st["datapoints"])
                 if got >= 0.99 * expected and "t99" not in res:
@@ -401,6 +407,7 @@ def one_run(
         if proc.poll() is None:
             res["cpu_s"] = round(tree_cpu(proc.pid) - cpu0, 3)
             res["rss_peak_mb"] = round(tree_mem(proc.pid)[0], 1)
+        res["sink_cpu_s"] = round(tree_cpu(sink.pid) - sink_cpu0, 3)
         out, err = lg.communicate(timeout=a.timeout + a.seconds + 30)
         lgr = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
         if lgr is None:
@@ -409,7 +416,7 @@ def one_run(
             res["loadgen_errors"] = lgr["errors"]
         res["ingest_rate"] = lgr["rate"]
         if done is not None and done["last_ts"]:
-            el = done["last_ts"] - lgr["start_ts"]
+            el = (done.get("complete_ts") or done["last_ts"]) - lgr["start_ts"]
             res["e2e_s"] = round(el, 4)
             res["e2e_rate"] = round(expected / el, 1) if el > 0 else None
             res["first_arrival_s"] = round(done["first_ts"] - lgr["start_ts"], 3)
@@ -421,7 +428,7 @@ def one_run(
             end = time.monotonic() + a.settle
             while time.monotonic() < end:
                 time.sleep(min(a.poll * 4, max(0.0, end - time.monotonic())))
-            st = sink_stats(stats_port) or st
+        st = sink_stats(stats_port, unique=a.track_unique and not sustained) or st
         if st is not None:
             got = st.get("unique", st["datapoints"])
             res["received"] = st["datapoints"]

@@ -42,10 +42,17 @@ _second = operator.itemgetter(1)
 
 
 class Stats:
-    """Counters of one sink; ``unique`` holds the distinct keys when tracking."""
+    """Counters of one sink.
 
-    def __init__(self, track_unique: bool, latency: bool) -> None:
+    With ``track_unique`` the raw batches are kept and folded into the set of distinct keys
+    only when asked (``resolve``), so key extraction never slows the receive path while a
+    forwarder is being timed.  ``complete_ts`` is the arrival time of the batch that made the
+    distinct count reach ``expect``.
+    """
+
+    def __init__(self, track_unique: bool, latency: bool, expect: int) -> None:
         self.track_unique = track_unique
+        self.expect = expect
         self.datapoints = 0
         self.requests = 0
         self.bytes = 0
@@ -53,13 +60,15 @@ class Stats:
         self.connections = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
+        self.complete_ts: float | None = None
         self.unique: set[Any] = set()
+        self.pending: list[tuple[float, str, Any]] = []
         self.latency: list[tuple[float, float, int]] | None = [] if latency else None
 
     def accepted(
-        self, count: int, nbytes: int, keys: Any = None, oldest: float | None = None
+        self, count: int, nbytes: int, raw: Any = None, kind: str = "", oldest: float | None = None
     ) -> None:
-        """Account one batch; ``keys`` is an iterable of its distinct-able keys."""
+        """Account one batch; ``raw`` (of ``kind``) is kept for ``resolve`` when tracking."""
         if not count:
             return
         now = time.time()
@@ -69,12 +78,30 @@ class Stats:
         if self.first_ts is None:
             self.first_ts = now
         self.last_ts = now
-        if keys is not None and self.track_unique:
-            self.unique.update(keys)
+        if raw is not None and self.track_unique:
+            self.pending.append((now, kind, raw))
         if self.latency is not None and oldest is not None:
             self.latency.append((now, oldest, count))
 
-    def as_dict(self) -> dict[str, Any]:
+    def resolve(self) -> None:
+        """Fold the kept batches into the distinct set."""
+        for now, kind, raw in self.pending:
+            if kind == "json":
+                keys = json_keys(bytes(raw))[1]
+                if keys is None:
+                    self.invalid += 1
+                    continue
+            elif kind == "pickle":
+                keys = zip(map(_first, raw), map(_first, map(_second, raw)), strict=True)
+            else:
+                toks = raw.split()
+                keys = zip(toks[0::3], map(float, toks[2::3]), strict=False)
+            self.unique.update(keys)
+            if self.complete_ts is None and self.expect and len(self.unique) >= self.expect:
+                self.complete_ts = now
+        self.pending.clear()
+
+    def as_dict(self, resolve: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "datapoints": self.datapoints,
             "requests": self.requests,
@@ -85,9 +112,11 @@ class Stats:
             "last_ts": self.last_ts,
             "now": time.time(),
         }
-        if self.track_unique:
+        if self.track_unique and resolve:
+            self.resolve()
             d["unique"] = len(self.unique)
             d["duplicates"] = self.datapoints - len(self.unique)
+            d["complete_ts"] = self.complete_ts
         return d
 
 
@@ -125,6 +154,9 @@ class Conn:
         self.kind = kind
         self.buf = bytearray()
         self.closed = False
+        self.body: bytearray | None = None  # a large HTTP body being read in place
+        self.got = 0
+        self.request: tuple[bytes, bytes, bool] = (b"", b"", True)
 
 
 class Sink:
@@ -132,7 +164,7 @@ class Sink:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
-        self.st = Stats(args.track_unique, args.latency)
+        self.st = Stats(args.track_unique, args.latency, args.expect)
         self.sel = selectors.DefaultSelector()
         self.running = True
 
@@ -171,6 +203,9 @@ class Sink:
             self.close(conn)
 
     def on_read(self, conn: Conn) -> None:
+        if conn.body is not None:
+            self.read_body(conn)
+            return
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -191,6 +226,23 @@ class Sink:
             self.feed_line(conn)
 
     # ------------------------------------------------------------------ http
+    def read_body(self, conn: Conn) -> None:
+        """Read the rest of a large body straight into its buffer (no re-copying)."""
+        assert conn.body is not None
+        try:
+            n = conn.sock.recv_into(memoryview(conn.body)[conn.got :])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if not n:
+            self.close(conn)
+            return
+        conn.got += n
+        if conn.got == len(conn.body):
+            body, conn.body = conn.body, None
+            self.request(conn, *conn.request[:2], body, conn.request[2])
+
     def feed_http(self, conn: Conn) -> None:
         buf = conn.buf
         while not conn.closed:
@@ -205,27 +257,31 @@ class Sink:
             if i >= 0:
                 j = head.find(b"\r\n", i + 2)
                 clen = int(head[i + 17 : j if j >= 0 else len(head)])
-            if len(buf) < he + 4 + clen:
-                return
-            body = bytes(buf[he + 4 : he + 4 + clen])
-            del buf[: he + 4 + clen]
             line = head.split(b"\r\n", 1)[0].split(b" ")
             keep = not (b"\r\nconnection: close" in head or line[-1] == b"http/1.0")
-            self.request(conn, line[0], line[1] if len(line) > 1 else b"", body, keep)
+            path = line[1] if len(line) > 1 else b""
+            if len(buf) < he + 4 + clen:
+                if clen > RECV_SIZE:
+                    conn.body = bytearray(clen)
+                    conn.got = len(buf) - he - 4
+                    conn.body[: conn.got] = buf[he + 4 :]
+                    conn.request = (line[0], path, keep)
+                    buf.clear()
+                return
+            body = buf[he + 4 : he + 4 + clen]
+            del buf[: he + 4 + clen]
+            self.request(conn, line[0], path, body, keep)
 
-    def request(self, conn: Conn, method: bytes, path: bytes, body: bytes, keep: bool) -> None:
+    def request(self, conn: Conn, method: bytes, path: bytes, body: bytearray, keep: bool) -> None:
         st = self.st
         if method == b"post" and b"/ingest" in path:
-            if st.track_unique or st.latency is not None:
-                n, keys, oldest, valid = json_keys(body)
-                if not valid:
-                    st.invalid += 1
-            else:
-                n, keys, oldest = body.count(NEEDLE), None, None
-            st.accepted(n, len(body), keys, oldest)
+            oldest = None
+            if st.latency is not None:
+                oldest = json_keys(bytes(body))[2]
+            st.accepted(body.count(NEEDLE), len(body), body, "json", oldest)
             self.send(conn, OK if keep else OK_CLOSE)
         elif method == b"get" and path.startswith(b"/stats"):
-            rb = json.dumps(st.as_dict()).encode()
+            rb = json.dumps(st.as_dict(resolve=b"unique" in path)).encode()
             hdr = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             self.send(
                 conn, hdr % len(rb) + (b"\r\n" if keep else b"Connection: close\r\n\r\n") + rb
@@ -247,13 +303,13 @@ class Sink:
             try:
                 # Trusted local peer (the relay under test), never exposed beyond 127.0.0.1.
                 items = pickle.loads(payload)
-                names = list(map(_first, items))
-                stamps = list(map(_first, map(_second, items)))
+                oldest = None
+                if self.st.latency is not None and items:
+                    oldest = float(min(map(_first, map(_second, items))))
             except Exception:
                 self.st.invalid += 1
                 continue
-            oldest = float(min(stamps)) if stamps else None
-            self.st.accepted(len(items), flen + 4, zip(names, stamps, strict=True), oldest)
+            self.st.accepted(len(items), flen + 4, items, "pickle", oldest)
         del buf[:pos]
 
     def feed_line(self, conn: Conn, final: bool = False) -> None:
@@ -261,17 +317,14 @@ class Sink:
         cut = len(buf) if final else buf.rfind(b"\n") + 1
         if cut <= 0:
             return
-        toks = bytes(buf[:cut]).split()
+        chunk = bytes(buf[:cut])
         del buf[:cut]
-        if len(toks) % 3:
-            self.st.invalid += 1
-            toks = toks[: len(toks) - len(toks) % 3]
-        stamps = toks[2::3]
+        count = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
         oldest = None
-        if self.st.latency is not None and stamps:
-            oldest = min(map(float, stamps))
-        keys = zip(toks[0::3], map(float, stamps), strict=True) if self.st.track_unique else None
-        self.st.accepted(len(stamps), cut, keys, oldest)
+        if self.st.latency is not None:
+            stamps = chunk.split()[2::3]
+            oldest = min(map(float, stamps)) if stamps else None
+        self.st.accepted(count, cut, chunk, "line", oldest)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -289,7 +342,7 @@ class Sink:
                 elif not key.data.closed:
                     self.on_read(key.data)
         if a.stats_file:
-            d = self.st.as_dict()
+            d = self.st.as_dict(resolve=True)
             if self.st.latency is not None:
                 d["latency"] = self.st.latency
             tmp = a.stats_file + ".tmp"
@@ -308,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--carbon", choices=["pickle", "line"], help="carbon TCP receiver mode")
     p.add_argument("--stats-port", type=int, default=0, help="HTTP /stats port (carbon modes)")
     p.add_argument("--track-unique", action="store_true", help="count distinct (name, time)")
+    p.add_argument("--expect", type=int, default=0, help="datapoints that complete the run")
     p.add_argument("--latency", action="store_true", help="record arrival per batch")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="safety bound")
     p.add_argument("--stats-file", default="", help="write the final stats JSON here at exit")
