@@ -11,7 +11,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memmove
 
 from collections import deque
@@ -423,7 +423,6 @@ def _unescape_string(bytes s):
     return bytes(out)
 
 
-
 cdef class _Decoder:
     """Pickle opcode walker into C structs (one per Encoder, reused across frames)."""
 
@@ -802,8 +801,9 @@ cdef class _Decoder:
                 if pos + ln > n:
                     self.fail(R_TRUNCATED, start)
                 if op == 0x4A:
-                    sv = <int64_t>(<int>(<uint32_t>(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
-                                                     | (<uint32_t>b[pos + 3] << 24))))
+                    u = (b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
+                         | (<uint64_t>b[pos + 3] << 24))
+                    sv = <int64_t>(<int>(<uint32_t>u))
                 elif op == 0x4B:
                     sv = b[pos]
                 else:

@@ -1,0 +1,114 @@
+"""Compiled codec: carbon pickle frames and plaintext lines to Blueflood JSON bodies.
+
+Same API, bytes out, counters and errors as the pure-Python twin ``fastforward._codec_py``
+(docs/architecture.md, "The codec contract"). Import it through ``fastforward.codec``.
+"""
+
+DROP_REASONS: tuple[str, ...]
+"""Drop counter names, in order: none, nan, inf, bad_value, bad_timestamp, out_of_window,
+invalid_name, bad_item, bad_line, bad_frame."""
+
+class Encoder:
+    """Accumulates datapoints into Blueflood ingest bodies (compact JSON arrays).
+
+    Each datapoint becomes
+    ``{"collectionTime":<ms>,"ttlInSeconds":<ttl>,"metricValue":<number>,"metricName":"<name>"}``
+    with ``prefix + "."`` in front of the name when a prefix is set. A body never holds more
+    than ``max_body_datapoints`` datapoints nor more than ``max_body_bytes`` bytes (unless one
+    datapoint alone is larger). Datapoints outside ``[now - max_past_ms, now + max_future_ms]``
+    are dropped (a negative bound disables that side).
+
+    :param prefix: metric name prefix (joined with ".").
+    :param ttl: ``ttlInSeconds`` written in every datapoint.
+    :param overwrite_collection_time: ignore the sender's timestamps and use now.
+    :param max_frame_bytes: longer pickle frames raise FrameTooLarge.
+    :param max_items_per_frame: items in any list or tuple, and datapoints in a frame.
+    :param max_name_bytes: UTF-8 bytes of the final name, prefix included.
+    :param max_line_bytes: longer plaintext lines count ``bad_line``.
+    :raises ValueError: a limit that is not a positive int, or a ttl that is not an int.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        ttl: int = 86400,
+        overwrite_collection_time: bool = False,
+        max_body_bytes: int = 1_000_000,
+        max_body_datapoints: int = 5_000,
+        max_frame_bytes: int = 1_048_576,
+        max_items_per_frame: int = 100_000,
+        max_past_ms: int = 259_200_000,
+        max_future_ms: int = 600_000,
+        max_name_bytes: int = 4096,
+        max_line_bytes: int = 65_536,
+    ) -> None: ...
+    def add_pickle(self, frame: bytes | bytearray | memoryview, now_ms: int | None = None) -> int:
+        """Decode one pickle frame (payload without its 4-byte length) and queue its datapoints.
+
+        The opcodes are walked in C; nothing is imported or called. The whole frame is
+        validated before any datapoint is emitted. Bad datapoints and items are counted and
+        skipped; the rest of the frame goes on.
+
+        :param now_ms: the clock in ms for timestamp -1, the window and overwrite (tests);
+            read once from the wall clock when None.
+        :returns: the number of datapoints accepted.
+        :raises FrameError: malformed, truncated, forbidden opcode or over a bound (counted
+            as ``bad_frame``, nothing emitted); ``.reason`` and ``.offset`` say why and where.
+        :raises FrameTooLarge: the frame is longer than ``max_frame_bytes``.
+        """
+
+    def add_lines(
+        self, data: bytes | bytearray | memoryview, final: bool = False, now_ms: int | None = None
+    ) -> int:
+        """Consume complete ``name value timestamp`` lines (``\\n`` or ``\\r\\n``).
+
+        Blank lines are skipped; a malformed line counts ``bad_line`` and the rest goes on.
+
+        :param final: consume a trailing partial line too (UDP datagram, end of stream).
+        :returns: bytes consumed; the caller keeps the rest for the next read.
+        """
+
+    def take(self, partial: bool = True) -> list[bytes]:
+        """Remove and return the waiting bodies; the open partial one too unless ``partial``
+        is False."""
+
+    @property
+    def ready_bodies(self) -> int:
+        """Complete (full) bodies waiting."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of all waiting bodies, the open partial one included."""
+
+    @property
+    def pending_datapoints(self) -> int:
+        """Datapoints in all waiting bodies, the open partial one included."""
+
+    def counters(self) -> dict[str, int]:
+        """Totals since creation: ``accepted``, ``frames``, ``lines`` and every DROP_REASONS
+        key."""
+
+    def take_rejects(self) -> list[tuple[str, bytes]]:
+        """Recent ``(reason, sample)`` pairs, oldest first, at most 64; clears them.
+
+        The sample (at most 256 bytes) is the metric name for a pickle datapoint, the line for
+        plaintext, and the error message for a bad frame.
+        """
+
+def safe_loads(
+    frame: bytes | bytearray | memoryview,
+    max_frame_bytes: int = 1_048_576,
+    max_items_per_frame: int = 100_000,
+) -> object:
+    """Decode a pickle frame into lists, tuples, str, bytes, int, float, bool and None without
+    executing anything (same opcode walker and bounds as ``Encoder.add_pickle``).
+
+    :raises FrameError: as ``Encoder.add_pickle``.
+    """
+
+def _float_repr(x: float) -> str:
+    """``repr(x)`` as the codec writes it (test hook)."""
+
+def _float_repr_fast(x: float) -> str | None:
+    """The C formatter alone: ``repr(x)``, or None where it defers to CPython (test hook)."""
