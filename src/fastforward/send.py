@@ -83,13 +83,18 @@ def plaintext(datapoints: Sequence[Datapoint]) -> bytes:
     return "".join(f"{name} {v} {ts}\n" for name, (ts, v) in datapoints).encode()
 
 
+def _target_host(ep: Endpoint) -> str:
+    # A listener's "all interfaces" is reached through the loopback.
+    return ep.host if ep.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+
+
 def _connect(ep: Endpoint, timeout: float) -> socket.socket:
     if ep.kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(ep.path)
         return sock
-    host = ep.host if ep.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = _target_host(ep)
     sock = socket.create_connection((host, ep.port), timeout=timeout)
     if ep.kind == "ssl":
         # A test tool: the forwarder's certificate is usually self-signed.
@@ -103,7 +108,7 @@ def _connect(ep: Endpoint, timeout: float) -> socket.socket:
 def send(ep: Endpoint, data: bytes, timeout: float = 10.0) -> None:
     """Send the bytes and close; for UDP, one datagram per line group under 8 KiB."""
     if ep.kind == "udp":
-        host = ep.host if ep.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        host = _target_host(ep)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             chunk = b""
@@ -178,5 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     if not args.quiet:
         kind = "plaintext" if line else f"pickle protocol {args.pickle_protocol}"
-        print(f"sent {len(datapoints)} datapoints to {ep.describe()} ({kind})")
+        where = ep.path if ep.kind == "unix" else f"{_target_host(ep)}:{ep.port}"
+        print(f"sent {len(datapoints)} datapoints to {ep.kind}:{where} ({kind})")
     return 0
