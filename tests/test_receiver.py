@@ -202,3 +202,21 @@ def test_busy_port_is_a_startup_error(make) -> None:  # noqa: ANN001
         port = busy.getsockname()[1]
         with pytest.raises(StartupError, match=f"tcp:port={port}.*in use"):
             make("-e", f"tcp:port={port}:interface=127.0.0.1")
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_tcp6_endpoint_with_escaped_colons(make) -> None:  # noqa: ANN001
+    r, ports = make("-e", r"tcp6:port=0:interface=\:\:1")
+    addr = ports["tcp6/pickle"]
+    with socket.create_connection(("::1", addr[1]), timeout=5) as s:
+        s.sendall(frame([("v6.metric", (int(time.time()), 1))]))
+    wait_until(lambda: r.encoder.pending_datapoints == 1)
