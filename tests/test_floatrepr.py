@@ -161,3 +161,24 @@ def test_integer_values_are_written_exactly(v):
     enc.add_lines(b"m %d 1\n" % v, now_ms=0)
     (body,) = enc.take()
     assert b'"metricValue":%d,' % v in body
+
+
+def _same(a: float, b: float) -> bool:
+    return struct.pack("<d", a) == struct.pack("<d", b)
+
+
+def test_decimal_strings_parse_like_float():
+    # String values (statsd, Dropwizard, plaintext lines) are read with the codec's own
+    # correctly rounded parser where it can; it must agree with float() bit for bit.
+    text_to_double = _codec._text_to_double
+    rng = random.Random(3)
+    cases = [b"0", b"-0.0", b".5", b"5.", b"1e19", b"1e-21", b"0.1", b"+1.5E+3", b"00.0001"]
+    for _ in range(50_000):
+        cases.append(repr(rng.random() * 100.0).encode())
+        cases.append(b"%.*f" % (rng.randint(0, 20), rng.random() * 10.0 ** rng.randint(-5, 12)))
+        cases.append(b"%de%d" % (rng.randint(0, 10**19), rng.randint(-40, 40)))
+        # exact ties between two doubles above 2**53 round to even
+        k = rng.randint(1, 10)
+        cases.append(b"%d" % ((rng.getrandbits(52) | 1 << 52) << k | 1 << (k - 1)))
+    bad = [c for c in cases if not _same(text_to_double(c), float(c))]
+    assert bad == []

@@ -23,6 +23,7 @@ cdef extern from "_floatrepr.h":
     int ff_i64_to_dec(int64_t v, char *out) nogil
     int ff_double_repr(double v, char *out) nogil
     void ff_floatrepr_init() nogil
+    int ff_decimal_to_double(const char *p, size_t n, double *out) nogil
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags,
@@ -168,6 +169,9 @@ cdef double _to_double(const uint8_t *p, Py_ssize_t n) except? -1.0:
     """Correctly rounded decimal text to double (CPython's own dtoa; overflow gives inf)."""
     cdef char buf[64]
     cdef bytes text
+    cdef double d
+    if ff_decimal_to_double(<const char *>p, n, &d):
+        return d
     if n < 63:
         memcpy(buf, p, n)
         buf[n] = 0
@@ -1052,6 +1056,12 @@ def _float_repr(double x):
         finally:
             PyMem_Free_raw(s)
     return out[:n].decode("ascii")
+
+
+def _text_to_double(bytes text):
+    """float(text) as the codec reads decimal strings (test hook; text must match the
+    contract's float grammar)."""
+    return _to_double(<const uint8_t *>PyBytes_AS_STRING(text), len(text))
 
 
 def _float_repr_fast(double x):

@@ -205,4 +205,103 @@ static int ff_double_repr(double v, char *out)
     return (int)(p - out);
 }
 
+/* Decimal text (already matched to [+-]?(digits[.digits]|.digits)([eE][+-]?digits)?) to the
+ * correctly rounded double, for up to 19 significant digits and a decimal exponent in
+ * [-21, 19]: m * 10^e is computed as an exact 128-bit quotient plus a sticky remainder, then
+ * rounded once to 53 bits (ties to even). Returns 0 where the caller must use CPython's strtod.
+ */
+static inline int ff_bitlen128(ff_u128 x)
+{
+    uint64_t hi = (uint64_t)(x >> 64);
+    if (hi)
+        return 128 - __builtin_clzll(hi);
+    uint64_t lo = (uint64_t)x;
+    return lo ? 64 - __builtin_clzll(lo) : 0;
+}
+
+static int ff_decimal_to_double(const char *p, size_t n, double *out)
+{
+    size_t i = 0;
+    int neg = 0, nd = 0, e10 = 0;
+    uint64_t m = 0;
+    if (!ff_pow10_ready || n == 0)
+        return 0;
+    if (p[0] == '+' || p[0] == '-') {
+        neg = p[0] == '-';
+        i++;
+    }
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+        if (m == 0 && p[i] == '0')
+            continue;
+        if (nd >= 19)
+            return 0;
+        m = m * 10 + (uint64_t)(p[i] - '0');
+        nd++;
+    }
+    if (i < n && p[i] == '.') {
+        for (i++; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+            e10--;
+            if (m == 0 && p[i] == '0')
+                continue;
+            if (nd >= 19)
+                return 0;
+            m = m * 10 + (uint64_t)(p[i] - '0');
+            nd++;
+        }
+    }
+    if (i < n && (p[i] | 0x20) == 'e') {
+        int eneg = 0, ex = 0;
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) {
+            eneg = p[i] == '-';
+            i++;
+        }
+        for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+            if (ex > 100000)
+                return 0;
+            ex = ex * 10 + (p[i] - '0');
+        }
+        e10 += eneg ? -ex : ex;
+    }
+    if (i != n)
+        return 0;
+    if (m == 0) {
+        *out = neg ? -0.0 : 0.0;
+        return 1;
+    }
+    if (e10 < -21 || e10 > 19)
+        return 0;
+    ff_u128 q, r = 0;
+    int s = 0;
+    if (e10 >= 0) {
+        q = (ff_u128)m * ff_pow10_128[e10];
+    } else {
+        ff_u128 P = ff_pow10_128[-e10];
+        s = 127 - (64 - __builtin_clzll(m));
+        ff_u128 N = (ff_u128)m << s;
+        q = N / P;
+        r = N - q * P;
+    }
+    int qb = ff_bitlen128(q);
+    uint64_t mant;
+    int drop = 0;
+    if (qb <= 53) {
+        mant = (uint64_t)q;
+    } else {
+        drop = qb - 53;
+        mant = (uint64_t)(q >> drop);
+        ff_u128 rest = q & (((ff_u128)1 << drop) - 1);
+        ff_u128 half = (ff_u128)1 << (drop - 1);
+        if (rest > half || (rest == half && (r != 0 || (mant & 1))))
+            mant++;
+    }
+    int x = drop - s; /* result = mant * 2^x, a normal double here */
+    uint64_t scale_bits = (uint64_t)(1023 + x) << 52;
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    double v = (double)mant * scale;
+    *out = neg ? -v : v;
+    return 1;
+}
+
 #endif
