@@ -8,13 +8,15 @@ Modes:
 * ``--carbon pickle``: a carbon pickle receiver (4-byte length + pickle), what carbon-relay sends.
 * ``--carbon line``: a plaintext receiver (``name value ts`` lines), what carbon-c-relay sends.
 
-``--track-unique`` keeps the distinct ``(metricName, collectionTime)`` pairs, so loss and
-duplication can be told apart (``unique``, ``duplicates`` in the stats).  ``--latency`` records
+``--track-unique`` keeps every batch and, on ``GET /stats?unique`` (and at exit), counts the
+distinct ``(metricName, collectionTime)`` pairs, so loss and duplication can be told apart
+without slowing the receive path (``unique``, ``duplicates``, and ``complete_ts``: the arrival of
+the batch that made the distinct count reach ``--expect``).  ``--latency`` records
 ``(arrival time, oldest timestamp, datapoints)`` per batch, written to ``--stats-file`` at exit.
 
 ``GET /stats`` on the HTTP port (``--stats-port`` in carbon modes) returns the counters as JSON:
-``datapoints``, ``unique``, ``duplicates``, ``requests``, ``bytes``, ``first_ts``, ``last_ts``
-(wall-clock arrival of the first/last datapoint), ``invalid``.
+``datapoints``, ``requests``, ``bytes``, ``first_ts``, ``last_ts`` (wall-clock arrival of the
+first/last datapoint), ``invalid``.
 
 One thread, one ``selectors`` loop; it exits on SIGTERM/SIGINT or after ``--max-seconds``.
 """
