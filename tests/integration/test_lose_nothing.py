@@ -1,0 +1,117 @@
+"""Blueflood fails for a window under steady load from several senders: nothing is lost.
+
+The issue asks for 20-second windows; they are scaled down to 4 seconds here (the suite runs
+twice in CI) while the buffer cap is made small enough that it still bites: every run checks
+that backpressure happened, that the process stayed within its memory budget, and that every
+datapoint was stored. Without failures nothing may arrive twice; with failures, only datapoints
+of bodies that saw a failure may (at-least-once, which Blueflood absorbs by upserting).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import TENANT, FakeBlueflood, free_port
+from .helpers import Outage, Sender, datapoint_counts, proc_status_kb, scrape, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OUTAGE_SECONDS = 4.0  # the issue's 20 s, scaled down for CI
+CAP = 1_048_576  # --max-buffer-bytes (its minimum): ~9,000 datapoints, about a second of load
+# The process may grow by the cap, plus per-connection read buffers (256 KiB each), plus the
+# allocator's slack; a forwarder that buffered the whole outage in memory would need ~4 MB of
+# JSON and, with Python objects around it, far more than this.
+RSS_GROWTH_LIMIT_KB = 24 * 1024
+SENDERS = 4
+
+
+def _run_outage(bf: FakeBlueflood, run_ff, mode: str) -> dict:  # noqa: ANN001
+    outage = Outage(bf)
+    port, admin = free_port(), free_port()
+    ff = run_ff(
+        "-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+        "-i", "0.2", "--concurrency", "2", "--max-buffer-bytes", str(CAP),
+        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+    )  # fmt: skip
+    base_kb = proc_status_kb(ff.proc.pid, "VmRSS")
+    ts = int(time.time())
+    senders = [Sender(port, f"lose.{mode}.s{k}", ts).start() for k in range(SENDERS)]
+    time.sleep(1.0)  # monkey-patched: the senders and the fake run meanwhile
+    if mode == "refused":
+        outage.refuse()
+    else:
+        outage.mode = mode
+    time.sleep(OUTAGE_SECONDS)
+    if mode == "refused":
+        outage.resume()
+    else:
+        outage.mode = None
+    time.sleep(1.0)
+    for s in senders:
+        s.stop()
+    expected = set().union(*(s.expected for s in senders))
+    wait_for(lambda: bf.stored >= len(expected), 40, f"{len(expected)} datapoints stored")
+    stored = {(name, ct) for (_t, name), pts in bf.store.items() for ct in pts}
+    assert expected <= stored, f"{len(expected - stored)} datapoints never arrived"
+    # A body stored by the fake but not answered is still being retried: wait for the count.
+    wait_for(
+        lambda: scrape(admin)["fastforward_datapoints_sent_total"] >= len(expected), 20, "sent"
+    )
+    metrics = scrape(admin)
+    hwm_kb = proc_status_kb(ff.proc.pid, "VmHWM")
+    assert ff.terminate() == 0
+    return {
+        "expected": expected,
+        "outage": outage,
+        "metrics": metrics,
+        "growth_kb": hwm_kb - base_kb,
+        "hwm_kb": hwm_kb,
+        "stderr": ff.stderr,
+        "blocked": sum(s.blocked for s in senders),
+    }
+
+
+def _assert_common(result: dict, bf: FakeBlueflood) -> None:
+    m = result["metrics"]
+    assert result["growth_kb"] < RSS_GROWTH_LIMIT_KB, (result["growth_kb"], result["hwm_kb"])
+    # The cap bit: receivers were paused (and resumed) at least once.
+    assert m["fastforward_backpressure_seconds_total"] > 0, m.text
+    assert "backpressure:" in result["stderr"]
+    assert "Traceback" not in result["stderr"]
+    print(f"VmHWM {result['hwm_kb']} kB, growth {result['growth_kb']} kB")  # for the report
+
+
+@pytest.mark.parametrize("mode", ["503", "refused", "close"])
+def test_outage_window_loses_nothing_and_sends_nothing_twice(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    mode: str,
+) -> None:
+    result = _run_outage(fake_blueflood, run_ff, mode)
+    _assert_common(result, fake_blueflood)
+    # Nothing was stored by a failed POST, so nothing may arrive twice.
+    assert fake_blueflood.duplicates == 0
+    assert result["metrics"]["fastforward_retries_total"] > 0
+
+
+def test_slow_blueflood_loses_nothing(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    # 5-second answers for the window (under the 30 s request timeout): slow, not failing.
+    result = _run_outage(fake_blueflood, run_ff, "slow")
+    _assert_common(result, fake_blueflood)
+    assert fake_blueflood.duplicates == 0
+
+
+def test_stored_but_unanswered_bodies_are_the_only_duplicates(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    result = _run_outage(fake_blueflood, run_ff, "close_after_store")
+    _assert_common(result, fake_blueflood)
+    outage = result["outage"]
+    counts = datapoint_counts(outage.stored_bodies)
+    twice = {k for k, n in counts.items() if n > 1}
+    assert twice, "no body was stored and then retried"
+    suspects = set(datapoint_counts(outage.failed))
+    assert twice <= suspects, "a datapoint arrived twice without a failure"
