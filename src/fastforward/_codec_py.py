@@ -257,7 +257,32 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             push(_f64(data, pos)[0])
             pos += 8
             created += 1
-        elif 0x85 <= op <= 0x87:  # TUPLE1, TUPLE2, TUPLE3
+        elif op == 0x86:  # TUPLE2, the commonest container: unrolled
+            if len(stack) - floor < 2:
+                raise FrameError(R_UNDERFLOW, start)
+            b = stack.pop()
+            a = stack[-1]
+            d = 1
+            ta = type(a)
+            if ta is tuple or ta is list:
+                if ta is list:
+                    sealed.add(id(a))
+                d = depth[id(a)] + 1
+            tb = type(b)
+            if tb is tuple or tb is list:
+                if tb is list:
+                    sealed.add(id(b))
+                db = depth[id(b)] + 1
+                if db > d:
+                    d = db
+            if d > MAX_DEPTH:
+                raise FrameError(R_DEPTH, start)
+            t = (a, b)
+            depth[id(t)] = d
+            keep_add(t)
+            stack[-1] = t
+            created += 1
+        elif 0x85 <= op <= 0x87:  # TUPLE1, TUPLE3
             k = op - 0x84
             if len(stack) - floor < k:
                 raise FrameError(R_UNDERFLOW, start)
@@ -847,6 +872,17 @@ class Encoder:
         max_dp = self.max_items_per_frame
         total = 0
         datapoint = self._datapoint
+        names = self._names
+        overwrite = self.overwrite_collection_time
+        tmpl_float = self._tmpl_float
+        objs_add = objs.append
+        # Fast-path window as half-open float bounds that agree with the exact integer test
+        # in _datapoint for every float/int timestamp (anything unsure takes the slow path).
+        # With a bound disabled, +-9.2e18 keeps int(ms) inside int64.
+        lo = float(now_ms - self.max_past_ms) if self.max_past_ms >= 0 else -9.2e18
+        hi = float(now_ms + self.max_future_ms) if self.max_future_ms >= 0 else 9.2e18
+        lo = max(lo, -9.2e18)
+        hi = min(hi, 9.2e18)
         for item in top:
             ti = type(item)
             if (ti is not tuple and ti is not list) or len(item) < 2:
@@ -867,7 +903,22 @@ class Encoder:
                 drops["bad_item"] = drops.get("bad_item", 0) + 1
                 rejects.append(("bad_item", _name_bytes(name)))
                 continue
+            tail = names.get(name) if type(name) is str or type(name) is bytes else None
             for pair in item[1:] if len(item) > 2 else (item[1],):
+                # Fast path for the common case (known good name, finite float value, float or
+                # int timestamp inside the window); everything else goes to _datapoint.
+                if tail is not None and not overwrite:
+                    ts, v = pair
+                    if type(v) is float and v - v == 0.0:
+                        tt = type(ts)
+                        if tt is float and ts - ts == 0.0 and ts != -1.0:
+                            tm = ts * 1000.0
+                            if lo <= tm < hi:
+                                objs_add(tmpl_float % (int(tm), v, tail))
+                                continue
+                        elif tt is int and ts != -1 and lo <= ts * 1000 < hi:
+                            objs_add(tmpl_float % (ts * 1000, v, tail))
+                            continue
                 r = datapoint(name, pair[0], pair[1], now_ms, objs)
                 if r is not None:
                     drops[r] = drops.get(r, 0) + 1
@@ -965,6 +1016,18 @@ class Encoder:
         if not objs:
             return
         body = self._body
+        count = self._body_count
+        k = len(objs)
+        # Fast path: everything fits in the open body and does not fill it.
+        if count + k < self.max_body_datapoints:
+            size = sum(map(len, objs)) + k + (1 if count else 0)  # commas and "]"
+            if len(body) + size <= self.max_body_bytes:
+                if count:
+                    body.append(0x2C)
+                body += b",".join(objs)
+                self._body_count = count + k
+                self._counters["accepted"] += k
+                return
         count = self._body_count
         max_bytes = self.max_body_bytes
         max_count = self.max_body_datapoints
