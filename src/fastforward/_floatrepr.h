@@ -26,27 +26,51 @@ static const char ff_digit_pairs[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* Exactly 8 digits of x < 10^8: two independent 4-digit halves, pairs from a table. */
+static inline void ff_write8(uint32_t x, char *out)
+{
+    uint32_t a = x / 10000, b = x % 10000;
+    memcpy(out, ff_digit_pairs + 2 * (a / 100), 2);
+    memcpy(out + 2, ff_digit_pairs + 2 * (a % 100), 2);
+    memcpy(out + 4, ff_digit_pairs + 2 * (b / 100), 2);
+    memcpy(out + 6, ff_digit_pairs + 2 * (b % 100), 2);
+}
+
+/* The digits of x < 10^8 without leading zeros; returns the count (1..8). */
+static inline int ff_write_small(uint32_t x, char *out)
+{
+    int n = x < 10000 ? (x < 100 ? (x < 10 ? 1 : 2) : (x < 1000 ? 3 : 4))
+                      : (x < 1000000 ? (x < 100000 ? 5 : 6) : (x < 10000000 ? 7 : 8));
+    char *p = out + n;
+    while (x >= 100) {
+        p -= 2;
+        memcpy(p, ff_digit_pairs + 2 * (x % 100), 2);
+        x /= 100;
+    }
+    if (x >= 10) {
+        p -= 2;
+        memcpy(p, ff_digit_pairs + 2 * x, 2);
+    } else {
+        *--p = (char)('0' + x);
+    }
+    return n;
+}
+
 /* Writes the decimal digits of v at out; returns the number of bytes (1..20). */
 static inline int ff_u64_to_dec(uint64_t v, char *out)
 {
-    char tmp[24];
-    char *end = tmp + sizeof(tmp);
-    char *p = end;
-    while (v >= 100) {
-        unsigned r = (unsigned)(v % 100);
-        v /= 100;
-        p -= 2;
-        memcpy(p, ff_digit_pairs + 2 * r, 2);
+    if (v < 100000000)
+        return ff_write_small((uint32_t)v, out);
+    if (v < 10000000000000000ULL) {
+        int n = ff_write_small((uint32_t)(v / 100000000), out);
+        ff_write8((uint32_t)(v % 100000000), out + n);
+        return n + 8;
     }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, ff_digit_pairs + 2 * v, 2);
-    } else {
-        *--p = (char)('0' + v);
-    }
-    int n = (int)(end - p);
-    memcpy(out, p, (size_t)n);
-    return n;
+    uint64_t top = v / 10000000000000000ULL, rest = v % 10000000000000000ULL;
+    int n = ff_write_small((uint32_t)top, out);
+    ff_write8((uint32_t)(rest / 100000000), out + n);
+    ff_write8((uint32_t)(rest % 100000000), out + n + 8);
+    return n + 16;
 }
 
 static inline int ff_i64_to_dec(int64_t v, char *out)
@@ -152,8 +176,9 @@ static int ff_double_repr(double v, char *out)
     if (q >= 0 || q < -69)
         return -1;
     int irregular = (c == (1ULL << 52)) && bexp > 1;
+    /* k = floor(log10(2^q)) (or of 3/4 * 2^q); the width test below catches any slip */
     int k = irregular ? (int)floor(q * 0.30102999566398120 - 0.12493873660829995)
-                      : (int)floor(q * 0.30102999566398120);
+                      : (q * 78913) >> 18;
     if (k > 0 || -k > 21)
         return -1;
     ff_u128 P = ff_pow10_128[-k];
