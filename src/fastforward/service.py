@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -43,7 +44,8 @@ RECEIVER_DRAIN_SECONDS = 2.0  # reading what connections already hold, out of --
 class Service:
     """One fastforward process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, sockets: dict[str, socket.socket] | None = None) -> None:
+        """``sockets``: listeners a supervisor bound already (``--workers``), by endpoint text."""
         self.config = config
         self.stats = Stats()
         self.encoder = Encoder(**config.encoder_options())
@@ -82,7 +84,9 @@ class Service:
             except OSError as exc:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc}") from None
         self.forwarder = Forwarder(config, self.encoder, self.stats, self.client, spool=self.spool)
-        self.receivers = Receivers(config, self.encoder, self.forwarder, self.stats)
+        self.receivers = Receivers(
+            config, self.encoder, self.forwarder, self.stats, sockets=sockets
+        )
         self.admin: AdminServer | None = None
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)
@@ -90,6 +94,7 @@ class Service:
             self.admin = AdminServer(host, ep.port, self.stats, self.forwarder.healthy)
         self.stats.add_collector(self._collect_codec)
         self.stopping = Event()
+        self.started = Event()  # set once start() completed: every listener is serving
         self._signals = 0
         self._greenlets: list[gevent.Greenlet] = []
         self._last: dict[str, float] = {}
@@ -130,6 +135,7 @@ class Service:
         if self.config.self_metrics_prefix:
             self._greenlets.append(gevent.spawn(self._self_metrics_loop))
         self._banner()
+        self.started.set()
 
     def _banner(self) -> None:
         c = self.config
