@@ -1087,6 +1087,11 @@ cdef class Encoder:
     cdef bytes pfx          # escaped prefix plus "." (empty without a prefix)
     cdef Py_ssize_t pfx_raw  # UTF-8 length of prefix plus "."
     cdef bytes mid          # ',"ttlInSeconds":<ttl>,"metricValue":'
+    cdef bytes ntail        # ',"metricName":"' + escaped prefix and "."
+    # short constants padded to 64 bytes, copied with fixed-size (inlined) memcpy
+    cdef char mid_pad[64]
+    cdef char ntail_pad[64]
+    cdef Py_ssize_t mlen, ntlen
     cdef bint overwrite
     cdef Py_ssize_t max_body_bytes, max_body_dps, max_frame_bytes, max_items
     cdef object max_past_ms, max_future_ms
@@ -1133,6 +1138,11 @@ cdef class Encoder:
             self.pfx = b""
             self.pfx_raw = 0
         self.mid = b',"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
+        self.ntail = b',"metricName":"' + self.pfx
+        self.mlen = len(self.mid)
+        self.ntlen = len(self.ntail)
+        memcpy(self.mid_pad, PyBytes_AS_STRING(self.mid), min(self.mlen, 64))
+        memcpy(self.ntail_pad, PyBytes_AS_STRING(self.ntail), min(self.ntlen, 64))
         self.overwrite = bool(overwrite_collection_time)
         self.max_body_bytes = min(max_body_bytes, 1 << 62)
         self.max_body_dps = min(max_body_datapoints, 1 << 62)
@@ -1186,27 +1196,29 @@ cdef class Encoder:
 
     cdef int emit(self, const uint8_t *name, Py_ssize_t nlen, bint esc, int64_t ms,
                   const char *val, Py_ssize_t vlen) except -1:
+        """Appends one datapoint; val points to at least 32 readable bytes."""
         cdef Py_ssize_t start, dplen
-        cdef Py_ssize_t plen = len(self.pfx)
-        cdef Py_ssize_t mlen = len(self.mid)
         cdef char *w
         _grow(<void **>&self.body, &self.bcap,
-              self.blen + 1 + HEAD_LEN + 21 + mlen + vlen + NAMEKEY_LEN + plen
+              self.blen + 1 + HEAD_LEN + 21 + 64 + 32 + max(64, self.ntlen)
               + (6 * nlen if esc else nlen) + 4, 1)
         start = self.blen + 1 if self.bcount else self.blen
         w = self.body + start
         memcpy(w, _HEAD, HEAD_LEN)
         w += HEAD_LEN
         w += ff_i64_to_dec(ms, w)
-        memcpy(w, PyBytes_AS_STRING(self.mid), mlen)
-        w += mlen
-        memcpy(w, val, vlen)
+        if self.mlen <= 64:
+            memcpy(w, self.mid_pad, 64)
+        else:
+            memcpy(w, PyBytes_AS_STRING(self.mid), self.mlen)
+        w += self.mlen
+        memcpy(w, val, 32)
         w += vlen
-        memcpy(w, _NAMEKEY, NAMEKEY_LEN)
-        w += NAMEKEY_LEN
-        if plen:
-            memcpy(w, PyBytes_AS_STRING(self.pfx), plen)
-            w += plen
+        if self.ntlen <= 64:
+            memcpy(w, self.ntail_pad, 64)
+        else:
+            memcpy(w, PyBytes_AS_STRING(self.ntail), self.ntlen)
+        w += self.ntlen
         if esc:
             w = _escape(w, name, nlen)
         else:
