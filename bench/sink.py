@@ -60,6 +60,7 @@ class Stats:
         self.bytes = 0
         self.invalid = 0
         self.connections = 0
+        self.ingest_connections = 0  # connections that posted data (not /stats polls)
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.complete_ts: float | None = None
@@ -110,6 +111,7 @@ class Stats:
             "bytes": self.bytes,
             "invalid": self.invalid,
             "connections": self.connections,
+            "ingest_connections": self.ingest_connections,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "now": time.time(),
@@ -158,6 +160,7 @@ class Conn:
         self.closed = False
         self.body: bytearray | None = None  # a large HTTP body being read in place
         self.got = 0
+        self.ingested = False
         self.request: tuple[bytes, bytes, bool] = (b"", b"", True)
 
 
@@ -278,6 +281,9 @@ class Sink:
         st = self.st
         if method == b"post" and b"/ingest" in path:
             oldest = None
+            if not conn.ingested:
+                conn.ingested = True
+                st.ingest_connections += 1
             if st.latency is not None:
                 oldest = json_keys(bytes(body))[2]
             st.accepted(body.count(NEEDLE), len(body), body, "json", oldest)
