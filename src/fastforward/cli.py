@@ -4,6 +4,10 @@ Options are parsed and validated before gevent patches the standard library; the
 happens before anything imports requests, urllib3 or ssl (the service modules), so it is
 complete (gevent warns, and our test suite fails, when ssl was imported first).
 
+With ``--workers N`` (N > 1) this process becomes the supervisor (`supervisor.py`) and runs
+N copies of this command as workers; a worker is recognised by its private environment
+variable and runs the normal service on the sockets the supervisor bound.
+
 Exit codes: 0 clean stop, 1 unexpected error, 2 bad options or config, 3 startup failure.
 """
 
@@ -59,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastforward {__version__} (codec: {IMPLEMENTATION})")
         return EXIT_OK
     config = loaded.config
+    from . import supervisor  # noqa: PLC0415 - plain standard library until a worker runs
+
+    try:
+        spec = supervisor.worker_spec()  # set when a supervisor started us as one of its workers
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    workers = 1 if spec is not None else supervisor.resolve_workers(config.workers)
 
     from gevent import monkey  # noqa: PLC0415 - patching must precede the service imports
 
@@ -71,19 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(f"cannot open the log: {exc}", EXIT_STARTUP)
     log = logging.getLogger("fastforward")
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    if loaded.config_file:
-        log.info("config file: %s", os.path.abspath(loaded.config_file))
-    if config.workers != "1":
-        # The pre-forking supervisor (supervisor.py) plugs in here; until then, one process.
-        log.warning(
-            "--workers %s: not available in this build; running one process", config.workers
-        )
+    if spec is not None:
+        supervisor.tag_log_lines(int(spec["id"]))
+    else:  # the supervisor said it already
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        if loaded.config_file:
+            log.info("config file: %s", os.path.abspath(loaded.config_file))
 
     from .service import Service, StartupError  # noqa: PLC0415 - imports requests/ssl: after patch
 
     try:
+        if spec is not None:
+            return supervisor.run_worker(config, spec)
+        if workers > 1:
+            return supervisor.Supervisor(config, args, workers).run()
         service = Service(config)
         return service.run()
     except StartupError as exc:

@@ -1,0 +1,659 @@
+"""``--workers N``: one supervisor process and N worker processes sharing the listening sockets.
+
+Design, and why
+---------------
+- **Pre-bound shared sockets, not SO_REUSEPORT.** The supervisor binds every listener once
+  (TCP, TCP6, UNIX, UDP, and the TCP socket of a TLS listener; the TLS wrapping happens in the
+  worker) and hands the same sockets to every worker; the kernel gives each new connection (or
+  datagram) to whichever worker accepts (reads) first. This works for UNIX sockets and UDP as
+  well, a kernel-chosen port (``tcp:0``) is the same for everyone, and a worker that dies
+  leaves no orphaned accept queue behind: with SO_REUSEPORT each socket has its own queue and
+  the connections waiting in a dead worker's queue are reset. The supervisor keeps its copies
+  open, so a restarted worker gets the very same sockets and nothing is ever re-bound.
+- **Workers are fresh interpreters (fork + exec), not bare forks.** A worker is
+  ``python -m fastforward <the same arguments>`` with the sockets passed as inherited file
+  descriptors (``pass_fds``) and a private environment variable naming them. So every worker,
+  the first ones and every restart alike, starts exactly like a one-process fastforward: gevent
+  patches the standard library before anything imports requests/urllib3/ssl, and there is no
+  gevent hub, thread, lock or connection pool inherited from a parent. The supervisor itself
+  can then use gevent freely (its admin endpoint, child watchers) without making later forks
+  unsafe. The price is a fresh import per worker start (a fraction of a second) and no
+  copy-on-write sharing of the interpreter's memory (a few tens of MB per worker).
+- **A private control channel per worker** (a UNIX socketpair, newline-delimited JSON):
+  the worker sends its stats samples and its health every second (and once more after it
+  drained); the supervisor sends ``stop``. Stopping through the channel instead of re-sending
+  SIGTERM means a worker that also received the signal directly (``kill`` of the process
+  group, systemd's control-group stop, Ctrl-C in a terminal) sees one stop request, not two;
+  a second signal would make it exit at once without draining. End of file on the channel
+  (the supervisor died, even by SIGKILL) also makes the worker drain and exit: no orphans.
+- **Self-metrics** on the supervisor's ``/metrics`` are the workers' samples merged
+  (`merge_samples`): counters and per-worker gauges are summed; gauges describing a shared
+  resource (the spool directory: ``buffered_bytes{place="disk"}``, ``spool_files``) and the
+  0/1 ``backpressure_active`` take the maximum; ``uptime_seconds`` is the supervisor's. The
+  last counters of a worker that exited are kept, so sums never go backwards after a restart.
+  ``/health`` is 200 only while every worker runs, reports, and reports itself healthy.
+  With ``--self-metrics-prefix``, each worker forwards its own numbers under
+  ``<prefix>.worker<N>`` (the same names from several processes would overwrite each other).
+- **Restarts:** a worker that exits while the supervisor is not stopping is restarted after a
+  backoff that doubles on each death within ``STABLE_SECONDS`` of its start (0.5 s up to
+  30 s), so a crash loop does not spin; each death is logged with its exit status. A worker
+  that fails during the initial start (bad certificate, unusable spool directory...) stops
+  the whole start with its exit code instead.
+- **Stopping:** SIGTERM/SIGINT: the supervisor closes its copies of the listeners (so once the
+  workers have drained their accept queues, new connections are refused rather than queued
+  for nobody), asks every worker to stop, waits up to ``--drain-timeout`` plus
+  ``DRAIN_MARGIN`` seconds, then SIGKILLs the stragglers. Exit 0 when every worker drained
+  (exited 0). A second signal kills the workers and exits 1 at once; one that follows the
+  first within ``SIGNAL_DEBOUNCE`` is taken as the same request delivered twice (to the
+  supervisor and to its process group, as ``timeout`` or systemd do).
+- **Spool:** each worker opens its own `Spool` on the shared ``--spool-dir`` (file names carry
+  the pid, replay claims files with ``flock``), so whichever worker starts replays what any
+  earlier process left there.
+- The pidfile holds the supervisor's pid; workers' log lines carry ``[worker N]``.
+
+``--workers 1`` (the default) runs no supervisor at all; ``auto`` is the number of CPUs this
+process may run on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = [
+    "WORKER_ENV",
+    "MergedStats",
+    "Supervisor",
+    "merge_samples",
+    "resolve_workers",
+    "run_worker",
+    "worker_spec",
+]
+
+log = logging.getLogger("fastforward.supervisor")
+
+WORKER_ENV = "_FASTFORWARD_WORKER"  # private: set by the supervisor for its workers only
+REPORT_SECONDS = 1.0  # worker -> supervisor stats period
+STALE_SECONDS = 5.0  # a worker silent this long is unhealthy
+STABLE_SECONDS = 30.0  # a worker that lived this long resets the restart backoff
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+DRAIN_MARGIN = 10.0  # beyond --drain-timeout: receiver drain, spool writes, interpreter exit
+START_TIMEOUT = 60.0  # for the initial workers to report that they serve
+SIGNAL_DEBOUNCE = 1.0  # a repeat this soon is the same stop delivered twice
+
+# Gauges that describe something the workers share: the maximum, not the sum.
+MAX_GAUGES: frozenset[tuple[str, tuple[tuple[str, str], ...]]] = frozenset(
+    {
+        ("buffered_bytes", (("place", "disk"),)),
+        ("spool_files", ()),
+        ("backpressure_active", ()),
+    }
+)
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
+
+
+def resolve_workers(value: str) -> int:
+    """The number of worker processes for a validated ``--workers`` value."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))  # cores we may run on (cgroups, taskset)
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
+    return max(1, int(value))
+
+
+# ---- merging the workers' samples -------------------------------------------------------------
+
+
+def merge_samples(
+    snapshots: Iterable[Iterable[Sample]], retired: Mapping[tuple[str, Labels], float] | None = None
+) -> list[Sample]:
+    """Merge per-worker samples: sums, except `MAX_GAUGES` (maximum) and ``uptime_seconds``
+    (left out: the caller reports its own). ``retired`` holds counters of workers that exited
+    and is added in. The result is ordered like `Stats.samples`: registration order, then
+    labels. Unknown names are skipped."""
+    from .stats import METRICS  # noqa: PLC0415 - keeps this module importable before the patch
+
+    out: dict[tuple[str, Labels], float] = dict(retired or {})
+    for snapshot in snapshots:
+        for name, labels, value in snapshot:
+            if name not in METRICS or name == "uptime_seconds":
+                continue
+            key = (name, tuple(labels))
+            if key in MAX_GAUGES:
+                out[key] = max(out.get(key, value), value)
+            else:
+                out[key] = out.get(key, 0) + value
+    order = {name: i for i, name in enumerate(METRICS)}
+    return [
+        (name, labels, value)
+        for (name, labels), value in sorted(out.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
+
+
+def _decode_samples(raw: Any) -> list[Sample]:
+    samples: list[Sample] = []
+    for name, labels, value in raw:
+        samples.append((str(name), tuple((str(k), str(v)) for k, v in labels), float(value)))
+    return samples
+
+
+# ---- the worker side ----------------------------------------------------------------------------
+
+
+def worker_spec(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The spec the supervisor gave this process (removed from the environment), or None."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(WORKER_ENV, None)
+    if raw is None:
+        return None
+    spec = json.loads(raw)
+    if not isinstance(spec, dict) or not isinstance(spec.get("sockets"), dict):
+        raise ValueError(f"{WORKER_ENV}: not a worker spec")
+    return spec
+
+
+def tag_log_lines(worker_id: int) -> None:
+    """Put ``[worker N]`` into every line the root handlers write."""
+    from .logsetup import FORMAT  # noqa: PLC0415 - logsetup is imported after the patch
+
+    fmt = FORMAT.replace("[%(name)s]", f"[worker {worker_id}] [%(name)s]")
+    if fmt == FORMAT:
+        fmt = f"[worker {worker_id}] {FORMAT}"
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(fmt))
+
+
+def run_worker(config: Any, spec: dict[str, Any]) -> int:
+    """Run one worker: the normal `Service` on the inherited sockets. Called after the patch."""
+    import gevent  # noqa: PLC0415 - only after cli.main patched the standard library
+
+    from .service import Service  # noqa: PLC0415 - imports requests/ssl: after the patch
+
+    wid = int(spec["id"])
+    sockets = {text: socket.socket(fileno=int(fd)) for text, fd in spec["sockets"].items()}
+    channel = socket.socket(fileno=int(spec["channel"]))
+    prefix = config.self_metrics_prefix
+    config = replace(
+        config,
+        pidfile="",  # the supervisor's
+        admin_endpoint="",  # served by the supervisor, summed over the workers
+        self_metrics_prefix=f"{prefix.rstrip('.')}.worker{wid}" if prefix else "",
+    )
+    service = Service(config, sockets=sockets)
+    link = _WorkerLink(service, channel)
+    greenlets = [gevent.spawn(link.report_loop), gevent.spawn(link.listen)]
+    try:
+        return service.run()
+    finally:
+        link.report()  # the counters after the drain
+        gevent.killall(greenlets, block=False)
+        channel.close()
+
+
+class _WorkerLink:
+    """The worker's end of the control channel."""
+
+    def __init__(self, service: Any, channel: socket.socket) -> None:
+        self.service = service
+        self.channel = channel
+        self.broken = False
+
+    def report(self) -> None:
+        if self.broken:
+            return
+        svc = self.service
+        try:
+            health = list(svc.forwarder.healthy())
+        except Exception as exc:
+            health = [False, f"health check failed: {exc}"]
+        message = {
+            "started": svc.started.is_set(),
+            "health": health,
+            "samples": [[n, [list(p) for p in ls], v] for n, ls, v in svc.stats.samples()],
+        }
+        try:
+            self.channel.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        except OSError:
+            self.broken = True  # the supervisor is gone: listen() sees EOF and stops us
+
+    def report_loop(self) -> None:
+        import gevent  # noqa: PLC0415
+
+        self.service.started.wait()
+        while not self.broken:
+            self.report()
+            gevent.sleep(REPORT_SECONDS)
+
+    def listen(self) -> None:
+        reader = self.channel.makefile("rb")
+        try:
+            for line in reader:
+                if line.strip() == b"stop":
+                    log.info("supervisor asks to stop; draining (deadline %gs)", self._deadline)
+                    self.service.stopping.set()
+        except OSError:
+            pass
+        finally:
+            reader.close()
+        if not self.service.stopping.is_set():
+            log.warning("supervisor gone; stopping")
+            self.service.stopping.set()
+
+    @property
+    def _deadline(self) -> float:
+        return float(self.service.config.drain_timeout)
+
+
+# ---- the supervisor side ------------------------------------------------------------------------
+
+
+def _status_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+@dataclass
+class _Slot:
+    """One worker position: its current process and what it last reported."""
+
+    id: int
+    proc: Any = None
+    channel: socket.socket | None = None
+    started_at: float = 0.0
+    started: bool = False
+    health: tuple[bool, str] = (False, "starting")
+    samples: list[Sample] = field(default_factory=list)
+    reported_at: float = 0.0
+    quick_deaths: int = 0
+    restarts: int = 0
+    exit_code: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.exit_code is None
+
+
+class MergedStats:
+    """What `admin.StatsCollector` reads: the workers' samples merged, plus our uptime."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._sup = supervisor
+        self.started = time.monotonic()
+
+    def samples(self) -> Iterator[Sample]:
+        merged = merge_samples((s.samples for s in self._sup.slots if s.alive), self._sup.retired)
+        uptime = ("uptime_seconds", (), round(time.monotonic() - self.started, 3))
+        yield from merged
+        yield uptime
+
+    def get(self, name: str, **labels: str) -> float:
+        want = tuple(sorted(labels.items()))
+        return sum(v for n, ls, v in self.samples() if n == name and (not labels or ls == want))
+
+
+class Supervisor:
+    """Binds the listeners, runs ``count`` workers, restarts them, stops them. After the patch."""
+
+    def __init__(self, config: Any, argv: Sequence[str], count: int) -> None:
+        import gevent.event  # noqa: PLC0415 - only after cli.main patched the standard library
+
+        self.config = config
+        self.argv = list(argv)
+        self.slots = [_Slot(i + 1) for i in range(count)]
+        self.retired: dict[tuple[str, Labels], float] = {}
+        self.sockets: dict[str, socket.socket] = {}
+        self.stopping = gevent.event.Event()
+        self.changed = gevent.event.Event()  # a worker started or exited
+        self.admin: Any = None
+        self._signals = 0
+        self._first_signal = 0.0
+        self._pidfile_written = False
+        self._initial = True
+
+    # -- start ------------------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        from .receiver import bind, tls_context  # noqa: PLC0415 - imports ssl: after the patch
+
+        for endpoint, _protocol in self.config.listeners():
+            if endpoint.text in self.sockets:
+                continue
+            if endpoint.kind == "ssl":
+                tls_context(endpoint)  # a bad certificate fails here, once, with exit code 3
+            self.sockets[endpoint.text] = bind(endpoint)
+
+    def _start_admin(self) -> None:
+        if not self.config.admin_endpoint:
+            return
+        from .admin import AdminServer  # noqa: PLC0415
+        from .endpoints import parse_endpoint  # noqa: PLC0415
+        from .receiver import StartupError  # noqa: PLC0415
+
+        ep = parse_endpoint(self.config.admin_endpoint)
+        host = ep.host or ("::" if ep.kind == "tcp6" else "0.0.0.0")
+        self.admin = AdminServer(host, ep.port, MergedStats(self), self.health)  # type: ignore[arg-type]
+        try:
+            self.admin.start()
+        except OSError as exc:
+            self.admin = None
+            raise StartupError(
+                f"cannot listen on --admin-endpoint {self.config.admin_endpoint!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
+
+    def _spawn(self, slot: _Slot) -> None:
+        import gevent  # noqa: PLC0415
+        from gevent import subprocess  # noqa: PLC0415
+
+        mine, theirs = socket.socketpair()
+        fds = {text: sock.fileno() for text, sock in self.sockets.items()}
+        spec = {"id": slot.id, "channel": theirs.fileno(), "sockets": fds}
+        env = dict(os.environ)
+        env[WORKER_ENV] = json.dumps(spec)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fastforward", *self.argv],
+                env=env,
+                pass_fds=[theirs.fileno(), *fds.values()],
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        slot.proc = proc
+        slot.channel = mine
+        slot.started_at = time.monotonic()
+        slot.started = False
+        slot.health = (False, "starting")
+        slot.samples = []
+        slot.reported_at = 0.0
+        slot.exit_code = None
+        log.info("worker %d started (pid %d)", slot.id, proc.pid)
+        gevent.spawn(self._read, slot, proc, mine)
+        gevent.spawn(self._watch, slot, proc)
+
+    def _read(self, slot: _Slot, proc: Any, channel: socket.socket) -> None:
+        reader = channel.makefile("rb")
+        try:
+            for line in reader:
+                if slot.proc is not proc:
+                    break
+                try:
+                    message = json.loads(line)
+                    samples = _decode_samples(message["samples"])
+                    ok, reason = message["health"]
+                    started = bool(message["started"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("worker %d: unreadable report (%s); ignored", slot.id, exc)
+                    continue
+                slot.samples = samples
+                slot.health = (bool(ok), str(reason))
+                slot.reported_at = time.monotonic()
+                if started and not slot.started:
+                    slot.started = True
+                    self.changed.set()
+        except OSError:
+            pass
+        finally:
+            reader.close()
+
+    def _watch(self, slot: _Slot, proc: Any) -> None:
+        import gevent  # noqa: PLC0415
+
+        code = proc.wait()
+        gevent.sleep(0.05)  # let the reader take the final report that preceded the exit
+        slot.exit_code = code
+        for name, labels, value in slot.samples:  # keep its counters in the sums
+            if _kind(name) == "counter":
+                key = (name, labels)
+                self.retired[key] = self.retired.get(key, 0) + value
+        slot.samples = []
+        if slot.channel is not None:
+            slot.channel.close()
+            slot.channel = None
+        self.changed.set()
+        if self.stopping.is_set():
+            level = logging.INFO if code == 0 else logging.WARNING
+            log.log(level, "worker %d (pid %d) stopped: %s", slot.id, proc.pid, _status_text(code))
+            return
+        if self._initial:
+            log.error(
+                "worker %d (pid %d) failed to start: %s", slot.id, proc.pid, _status_text(code)
+            )
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < STABLE_SECONDS else 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.quick_deaths - 1))
+        log.error(
+            "worker %d (pid %d) died after %.1fs: %s; restarting in %.1fs",
+            slot.id,
+            proc.pid,
+            lived,
+            _status_text(code),
+            delay,
+        )
+        if self.stopping.wait(delay):
+            return
+        slot.restarts += 1
+        try:
+            self._spawn(slot)
+        except OSError as exc:
+            log.error("worker %d: cannot start a process: %s; retrying", slot.id, exc)
+            slot.started_at = time.monotonic()
+            gevent.spawn(self._watch, slot, _Failed())
+
+    # -- health -----------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if self.stopping.is_set():
+            return False, "stopping"
+        problems = []
+        now = time.monotonic()
+        for slot in self.slots:
+            if not slot.alive or not slot.started:
+                problems.append(f"worker {slot.id}: not running")
+            elif now - slot.reported_at > STALE_SECONDS:
+                problems.append(f"worker {slot.id}: silent for {now - slot.reported_at:.0f}s")
+            elif not slot.health[0]:
+                problems.append(f"worker {slot.id}: {slot.health[1]}")
+        return (False, "; ".join(problems)) if problems else (True, "ok")
+
+    # -- signals, pidfile -------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self._signals and now - self._first_signal < SIGNAL_DEBOUNCE:
+            # One stop delivered twice (to us and to our process group, as `timeout` and
+            # systemd do), not an impatient operator.
+            log.info("%s again within %gs: same stop request", name, SIGNAL_DEBOUNCE)
+            return
+        self._signals += 1
+        if self._signals > 1:
+            log.error("%s again: killing the workers, exiting now without draining", name)
+            for slot in self.slots:
+                if slot.alive:
+                    _kill(slot.proc, signal.SIGKILL)
+            logging.shutdown()
+            os._exit(1)
+        self._first_signal = now
+        log.info("%s: stopping the workers (deadline %gs)", name, self.config.drain_timeout)
+        self.stopping.set()
+
+    def _write_pidfile(self) -> None:
+        from .receiver import StartupError  # noqa: PLC0415
+
+        path = self.config.pidfile
+        if not path:
+            return
+        try:
+            with open(path, encoding="ascii") as fh:
+                old = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            old = 0
+        if old and old != os.getpid():
+            try:
+                os.kill(old, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise StartupError(f"--pidfile {path}: process {old} is running") from None
+            else:
+                raise StartupError(f"--pidfile {path}: process {old} is running") from None
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise StartupError(f"--pidfile {path}: {exc.strerror or exc}") from None
+        self._pidfile_written = True
+
+    def _remove_pidfile(self) -> None:
+        if not self._pidfile_written:
+            return
+        try:
+            with open(self.config.pidfile, encoding="ascii") as fh:
+                mine = fh.read().strip() == str(os.getpid())
+            if mine:
+                os.unlink(self.config.pidfile)
+        except OSError:
+            pass
+
+    # -- run --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the workers, supervise until a signal, stop them; the process exit code."""
+        import gevent  # noqa: PLC0415
+
+        from . import __version__  # noqa: PLC0415
+
+        handlers = [
+            gevent.signal_handler(sig, self._on_signal, sig)
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        ]
+        try:
+            self._write_pidfile()
+            try:
+                self._bind()
+                self._start_admin()
+                log.info(
+                    "fastforward %s supervisor (pid %d): starting %d workers",
+                    __version__,
+                    os.getpid(),
+                    len(self.slots),
+                )
+                for slot in self.slots:
+                    self._spawn(slot)
+                code = self._wait_started()
+                if code is not None:
+                    self._stop_all()
+                    return code
+                self._initial = False
+                log.info("all %d workers started", len(self.slots))
+                self.stopping.wait()
+                return self._stop_all()
+            finally:
+                self._close()
+        finally:
+            for h in handlers:
+                h.cancel()
+
+    def _wait_started(self) -> int | None:
+        """None once every worker serves; an exit code when one failed or a signal came."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            failed = [s for s in self.slots if s.exit_code is not None]
+            if failed:
+                code = failed[0].exit_code or 1
+                return code if code > 0 else 1
+            if all(s.started for s in self.slots):
+                return None
+            if self.stopping.is_set():
+                return 0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("workers did not start within %gs", START_TIMEOUT)
+                return 1
+            self.changed.clear()
+            self.changed.wait(min(left, 0.5))
+
+    def _stop_all(self) -> int:
+        self.stopping.set()
+        for sock in self.sockets.values():  # the workers' copies stay open until they drained
+            sock.close()
+        for slot in self.slots:
+            if not slot.alive:
+                continue
+            try:
+                assert slot.channel is not None
+                slot.channel.sendall(b"stop\n")
+            except (OSError, AssertionError):
+                _kill(slot.proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.drain_timeout + DRAIN_MARGIN
+        while any(s.alive for s in self.slots):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.changed.clear()
+            self.changed.wait(min(left, 0.5))
+        clean = True
+        for slot in self.slots:
+            if slot.alive:
+                log.error("worker %d (pid %d) did not stop in time: killed", slot.id, slot.proc.pid)
+                _kill(slot.proc, signal.SIGKILL)
+                slot.proc.wait()
+                clean = False
+            elif slot.exit_code != 0:
+                clean = False
+        log.info("fastforward supervisor stopped%s", "" if clean else " (not every worker drained)")
+        return 0 if clean else 1
+
+    def _close(self) -> None:
+        if self.admin is not None:
+            self.admin.stop()
+            self.admin = None
+        for sock in self.sockets.values():
+            sock.close()
+        for endpoint, _protocol in self.config.listeners():
+            if endpoint.kind == "unix" and endpoint.text in self.sockets:
+                try:
+                    os.unlink(endpoint.path)
+                except OSError:
+                    pass
+        self._remove_pidfile()
+
+
+class _Failed:
+    """Stands for a process that could not be created: it has 'exited' with status 1."""
+
+    pid = 0
+
+    def wait(self) -> int:
+        return 1
+
+
+def _kill(proc: Any, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except (OSError, AttributeError):
+        pass
+
+
+def _kind(name: str) -> str:
+    from .stats import METRICS  # noqa: PLC0415
+
+    return METRICS[name][0] if name in METRICS else ""
