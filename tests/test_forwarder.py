@@ -375,3 +375,104 @@ def test_healthy(bf):
     fwd.stop(timeout=1)
     assert fwd.healthy()[0] is False
     fwd.client.close()
+
+
+# ---- poison data and the spool under pressure ---------------------------------------------------
+
+
+def _poison(bf, name: bytes):
+    """Make the fake answer 500 for every body holding metric ``name``; returns the counter."""
+    inner = bf._respond
+    hits = []
+
+    def respond(environ, req):
+        if b'"metricName":"%s"' % name in req.raw:
+            hits.append(req.raw)
+            return 500, b'{"errors":[{"message":"Failed parsing content"}]}', {}
+        return inner(environ, req)
+
+    bf._respond = respond
+    return hits
+
+
+@pytest.mark.parametrize("with_spool", [False, True])
+def test_a_poison_datapoint_is_parked_and_never_blocks_the_senders(bf, stopper, caplog, with_spool):
+    hits = _poison(bf, b"m.7")
+    spool = MemorySpool() if with_spool else None
+    fwd, enc, stats = make(bf, spool=spool, concurrency=1)
+    fwd.park_retry = 0.3
+    stopper.append(fwd)
+    enc.add(100)  # m.7 is in the first body, so bisection is needed to isolate it
+    fwd.kick()
+    for _ in range(5):
+        gevent.sleep(0.05)
+        enc.add(100)
+        fwd.kick()
+    wait_until(lambda: bf.stored == 599, timeout=20)  # one sender, yet everything else arrives
+    assert bf.points("t1", "m.7") == {}
+    assert "retrying it every" in caplog.text
+    # Still retried: more attempts at the parked datapoint keep coming, forever.
+    n = len(hits)
+    wait_until(lambda: len(hits) > n + 1, timeout=10)
+    if with_spool:  # parked on disk, not in memory (replayed now and then)
+        wait_until(lambda: [e.datapoints for e in spool.entries] == [1], timeout=10)
+    else:
+        assert fwd.outbox.datapoints == 1  # parked in memory, counted in the cap
+    # Blueflood fixes itself: the parked datapoint goes through.
+    bf._respond = FakeBlueflood._respond.__get__(bf)
+    wait_until(lambda: bf.stored == 600, timeout=10)
+    assert fwd.outbox.datapoints == 0
+
+
+def test_500s_during_an_outage_are_not_bisected(bf, stopper):
+    """Blueflood answers 500 to everything: an outage, not poison. Bodies stay whole."""
+    inner = bf._respond
+    down = [True]
+
+    def respond(environ, req):
+        if down[0]:
+            return 500, b"", {}
+        return inner(environ, req)
+
+    bf._respond = respond
+    fwd, enc, stats = make(bf, concurrency=1)
+    stopper.append(fwd)
+    enc.add(100)
+    fwd.kick()
+    wait_until(lambda: stats.get("retries") >= 8, timeout=20)
+    down[0] = False
+    wait_until(lambda: bf.stored == 100, timeout=20)
+    assert len([r for r in bf.ingests() if r.status == 200]) == 1
+
+
+def test_failing_bodies_in_flight_go_to_the_spool_when_the_cap_is_reached(bf, stopper):
+    """Bodies held by failing senders must not keep the receivers paused: they are spooled."""
+    spool = MemorySpool()
+    inner = bf._respond
+    down = [True]
+
+    def respond(environ, req):
+        if down[0]:
+            return 503, b"", {}
+        return inner(environ, req)
+
+    bf._respond = respond
+    # Two senders each hold a 100-datapoint body (~10 kB): alone over the 15 kB cap.
+    fwd, enc, stats = make(bf, spool=spool, max_buffer_bytes=15_000, concurrency=2)
+    stopper.append(fwd)
+    fwd.backoff_base = 0.2
+    enc.add(100)
+    fwd.kick()
+    enc.add(100)
+    fwd.kick()
+    wait_until(lambda: fwd.gate.is_set() and stats.get("retries") >= 2, timeout=10)
+    assert spool.entries
+    for _ in range(5):
+        enc.add(100)
+        fwd.kick()
+        wait_until(fwd.gate.is_set, timeout=10)  # the receivers are never stuck
+    # No live traffic after the outage: the spool replays anyway.
+    down[0] = False
+    wait_until(lambda: bf.stored == 700, timeout=20)
+    wait_until(lambda: not spool.entries)
+    assert bf.duplicates == 0

@@ -10,8 +10,16 @@ logged and counted, never retried; "Cannot parse content" is bisected down to th
 datapoint; 401 replays the same bytes after re-authenticating; 413 without Retry-After splits.
 
 With a disk spool, batches move to disk instead of pausing the receivers when the memory cap
-is reached while Blueflood is failing, and the spool is replayed oldest first, one body at a
-time, once Blueflood answers again.
+is reached while Blueflood is failing (queued ones first, then a failing one its sender holds),
+and the spool is replayed oldest first, one body at a time, once Blueflood answers again.
+
+Poison data: Blueflood answers 500 both when it is down and for a datapoint it cannot handle.
+A 500 is only suspected to be about the data when Blueflood accepted another body since this
+one started failing. Such a body is bisected after ``BISECT_500_AFTER`` attempts; a single
+datapoint that keeps failing that way is parked: it leaves its sender, is written to the spool
+(or, without one, kept aside in memory and counted in the cap) and retried every
+``PARK_RETRY`` seconds, forever. So it never holds a sender, the replay of the spool, or the
+"Blueflood is failing" state that pauses replay.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 600.0
 MAX_AUTH_REPLAYS = 3
 BISECT_500_AFTER = 5  # consecutive 500s before a batch is suspected of poison data
+PARK_RETRY = 60.0  # seconds between attempts at a parked (suspected poison) datapoint
 LOG_ERRORS_PER_BODY = 10
 UNHEALTHY_AFTER = 120.0  # seconds of failures with data waiting
 
@@ -83,6 +92,8 @@ class Forwarder:
         self._failures = 0  # consecutive failed POSTs, any batch
         self._last_success = time.monotonic()
         self._failing_since: float | None = None
+        self._parked: list[Batch] = []  # suspected poison, without a spool
+        self.park_retry = PARK_RETRY
         stats.add_collector(self._collect)
 
     # ---- the contract -------------------------------------------------------------------------
@@ -97,6 +108,7 @@ class Forwarder:
         self._greenlets = [gevent.spawn(self._sender) for _ in range(self.concurrency)]
         if self.spool is not None:
             self._greenlets.append(gevent.spawn(self._replay_loop))
+        self._greenlets.append(gevent.spawn(self._parked_loop))
 
     def kick(self) -> None:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
@@ -113,7 +125,8 @@ class Forwarder:
             self._flusher.kill(block=True)
         self._move(partial=True)
         self.outbox.idle.wait(timeout=max(0.0, self._deadline - time.monotonic()))
-        leftover = [b for b in list(self.outbox.queue) + list(self.outbox.inflight)]
+        leftover = list(self.outbox.queue) + list(self.outbox.inflight) + self._parked
+        self._parked = []
         gevent.killall(self._greenlets, block=True, timeout=5)
         lost = spooled = 0
         for batch in leftover:
@@ -272,9 +285,22 @@ class Forwarder:
             # RATE_LIMITED and RETRY
             self.stats.incr("retries", cause=outcome.reason or "unknown")
             self._failed(batch, outcome)
-            if outcome.status == 500 and batch.attempts >= BISECT_500_AFTER and self._split(batch):
-                log.warning("repeated 500s for one body; bisecting it in case of poison data")
+            if self._spool_own(batch):
                 return
+            if outcome.status == 500 and batch.attempts >= BISECT_500_AFTER:
+                if self._suspect(batch):
+                    if self._split(batch, suspect=True):
+                        log.warning("repeated 500s for one body; bisecting it for poison data")
+                        return
+                    self._park(batch)
+                    return
+                if self.outbox.queue:
+                    # Try another body next: its answer tells an outage from poison data.
+                    self._backoff(batch)
+                    self.outbox.put(batch)
+                    return
+                if batch.origin is not None and self.spool.files > 1 and self._respool(batch):
+                    return  # the same for the spool: its next file is replayed meanwhile
             if kind is Kind.RATE_LIMITED and outcome.retry_after is not None:
                 wait = min(outcome.retry_after, RETRY_AFTER_CAP)
                 log.warning("Blueflood rate limit (%s); waiting %.1fs", outcome.status, wait)
@@ -284,7 +310,7 @@ class Forwarder:
 
     def _finish(self, batch: Batch) -> None:
         origin = batch.origin
-        if origin is None:
+        if origin is None or origin.done.is_set():  # done: released already, file kept
             return
         origin.pieces -= 1
         if origin.pieces == 0:
@@ -303,7 +329,7 @@ class Forwarder:
         except Exception:
             log.exception("releasing a spool entry failed")
 
-    def _split(self, batch: Batch) -> bool:
+    def _split(self, batch: Batch, suspect: bool = False) -> bool:
         halves = split_body(batch.body)
         if halves is None:
             return False
@@ -311,9 +337,62 @@ class Forwarder:
         if batch.origin is not None:
             batch.origin.pieces += 1
         # Right first, so the left half is at the very front.
-        self.outbox.put(Batch(right, n_right, origin=batch.origin), front=True)
-        self.outbox.put(Batch(left, n_left, origin=batch.origin), front=True)
+        for body, n in ((right, n_right), (left, n_left)):
+            half = Batch(body, n, origin=batch.origin)
+            if suspect:  # the next 500 bisects again: log2(n) attempts to find the poison
+                half.attempts = BISECT_500_AFTER - 1
+                half.failing_since = batch.failing_since
+            self.outbox.put(half, front=True)
         return True
+
+    def _spool_own(self, batch: Batch) -> bool:
+        """A failing batch this sender holds goes to disk while the receivers are paused, so
+        bodies in flight never keep the memory cap reached (a spooled one is replayed later)."""
+        if self.spool is None or batch.origin is not None or self.outbox.gate.is_set():
+            return False
+        return self._spool_put(batch)
+
+    def _suspect(self, batch: Batch) -> bool:
+        """Repeated 500s while Blueflood accepted other bodies: maybe the data, not an outage."""
+        return (
+            batch.attempts >= BISECT_500_AFTER
+            and batch.failing_since is not None
+            and self._last_success > batch.failing_since
+        )
+
+    def _park(self, batch: Batch) -> None:
+        """Take a suspected poison datapoint away from its sender; it is retried later."""
+        log.warning(
+            "Blueflood keeps answering 500 for this datapoint while accepting others; "
+            "retrying it every %.0fs: %.300r",
+            self.park_retry,
+            batch.body,
+        )
+        if self.spool is not None and self._respool(batch):
+            return  # the spooled copy is the one replayed from now on
+        if batch.origin is not None:
+            # Stays tied to its spool file: the file is kept (released) and replayed later.
+            self._release_entry(batch.origin)
+            return
+        parked = Batch(batch.body, batch.datapoints, attempts=batch.attempts)
+        parked.failing_since = batch.failing_since
+        self._parked.append(parked)
+        self.outbox.hold(parked)
+
+    def _respool(self, batch: Batch) -> bool:
+        """Write a replayed piece as a new (newest) spool file and finish it here."""
+        if not self._spool_put(batch):
+            return False
+        self._finish(batch)
+        return True
+
+    def _parked_loop(self) -> None:
+        while True:
+            gevent.sleep(self.park_retry)
+            parked, self._parked = self._parked, []
+            for batch in parked:
+                self.outbox.unhold(batch)
+                self.outbox.put(batch)  # one more attempt; parked again if it still fails
 
     def _succeeded(self) -> None:
         if self._failing_since is not None:
@@ -327,6 +406,8 @@ class Forwarder:
 
     def _failed(self, batch: Batch, outcome: Outcome) -> None:
         batch.attempts += 1
+        if batch.failing_since is None:
+            batch.failing_since = time.monotonic()
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
@@ -377,7 +458,11 @@ class Forwarder:
         # One spooled body in flight at a time, only while Blueflood answers and the live
         # queue is short, so replay never crowds out live traffic.
         while not self._stopping:
-            if self._failures or len(self.outbox) >= self.concurrency or self.outbox.over_cap:
+            busy = len(self.outbox) >= self.concurrency or self.outbox.over_cap
+            # While Blueflood fails, live bodies in flight are the probe; with none (all of
+            # them spooled), the oldest spooled body is, retried by its sender until it goes.
+            probing = self._failures and (self.outbox.queue or self.outbox.inflight)
+            if busy or probing:
                 gevent.sleep(0.2)
                 continue
             try:

@@ -83,6 +83,7 @@ class Batch:
     auth_replays: int = 0  # consecutive 401 replays
     origin: SpoolRef | None = None
     created: float = field(default_factory=time.monotonic)
+    failing_since: float | None = None  # monotonic time of the first failed attempt
 
 
 class Outbox:
@@ -154,6 +155,15 @@ class Outbox:
         self.datapoints -= batch.datapoints
         if not self.queue and not self.inflight:
             self.idle.set()
+
+    def hold(self, batch: Batch) -> None:
+        """Count a batch kept aside (parked) in the memory cap, outside the queue."""
+        self.bytes += len(batch.body)
+        self.datapoints += batch.datapoints
+
+    def unhold(self, batch: Batch) -> None:
+        self.bytes -= len(batch.body)
+        self.datapoints -= batch.datapoints
 
     def update_gate(self) -> None:
         """Close the gate over the cap, open it again under 80 %; log each episode once."""
