@@ -459,9 +459,10 @@ def one_run(
 def latency_summary(path: str, lgr: dict[str, Any], rate: float, series: int) -> dict[str, Any]:
     """Send-to-arrival latency from the sink's per-batch records.
 
-    The oldest datapoint of a batch has timestamp ``base_ts + k``; the loadgen sent the first
-    datapoint of that timestamp at ``start + k * series / rate``, so the figure is the latency of
-    the batch's oldest datapoint, over-estimated by at most ``series / rate`` seconds.
+    The oldest datapoint of a batch has timestamp ``base_ts + k``; the loadgen reports when it
+    sent the first datapoint of that timestamp, so the figure is the latency of the batch's
+    oldest datapoint, over-estimated by at most the time one timestamp takes to send
+    (``series / rate`` seconds).
     """
     try:
         with open(path) as f:
@@ -469,8 +470,11 @@ def latency_summary(path: str, lgr: dict[str, Any], rate: float, series: int) ->
     except (OSError, ValueError):
         return {"latency_error": "no sink records"}
     lat: list[tuple[float, int]] = []
+    steps = lgr.get("step_sent") or []
     for arrival, oldest, count in records:
-        sent = lgr["start_ts"] + (oldest - lgr["base_ts"]) * series / rate
+        k = int(oldest - lgr["base_ts"])
+        # when that timestamp really left the sender; the schedule if it was not recorded
+        sent = lgr["start_ts"] + (steps[k] if 0 <= k < len(steps) else k * series / rate)
         lat.append((arrival - sent, count))
     if not lat:
         return {"latency_error": "no batches"}

@@ -16,7 +16,8 @@ loss from duplication.  Values are full-precision random floats.
 
 Output keys: ``datapoints``, ``frames``, ``bytes``, ``start_ts`` (wall clock), ``seconds`` (until
 every connection was sent and closed by the peer), ``rate``, ``base_ts``, ``late_s`` (paced: worst
-lag behind schedule), ``errors``.  Every wait is bounded by ``--timeout``.
+lag behind schedule), ``step_sent`` (paced: when each timestamp was first sent), ``errors``.
+Every wait is bounded by ``--timeout``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def paced_worker(
         sock.settimeout(a.timeout)
         late = 0.0
         sent = 0
+        steps: dict[int, float] = {}
         for f in range(k, frames, a.connections):
             due = start + f * a.per_frame / a.rate
             now = time.monotonic()
@@ -172,12 +174,16 @@ def paced_worker(
                 time.sleep(due - now)
             else:
                 late = max(late, now - due)
+            step, j = divmod(f, tm.per_step)
+            if j == 0:  # when the first datapoint of this timestamp really left
+                steps[step] = time.monotonic() - start
             sock.sendall(tm.frame(f))
             sent += 1
             if now > deadline:
                 raise TimeoutError("paced send deadline")
         res["frames"] = sent
         res["late_s"] = late
+        res["steps"] = steps
         res["error"] = finish(sock, deadline)
     except Exception as e:
         res["error"] = repr(e)
@@ -259,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "base_ts": base_ts,
         "gen_seconds": round(gen_s, 3),
         "late_s": round(max((r.get("late_s", 0.0) for r in res), default=0.0), 4),
+        # paced: seconds after start_ts at which timestamp base_ts + k was first sent
+        "step_sent": [
+            round(t, 4) for _, t in sorted(kv for r in res for kv in r.get("steps", {}).items())
+        ],
         "errors": errors,
     }
     print(json.dumps(out), flush=True)
