@@ -1,0 +1,273 @@
+"""``--workers 2``: the real supervisor and its two workers between real sockets and the fake
+Blueflood. Every datapoint arrives exactly once; a worker killed with SIGKILL is replaced and
+service goes on; SIGTERM drains both and exits 0; /metrics sums over the workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from .conftest import TENANT, FakeBlueflood, frame, free_port, wait_until
+from .helpers import datapoint_counts, http_get, scrape
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+READY = "all 2 workers started"
+
+
+def start_two(run_ff, bf: FakeBlueflood, *extra: str):  # noqa: ANN001, ANN201
+    port, admin = free_port(), free_port()
+    ff = run_ff(
+        "--workers", "2", "-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url,
+        "-t", TENANT, "-i", "0.2", "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+        *extra, wait=False,
+    )  # fmt: skip
+    ff.wait_started(marker=READY)
+    return ff, port, admin
+
+
+def worker_pids(ff) -> dict[int, int]:  # noqa: ANN001
+    """Worker id to the pid it runs as now (the latest start in the supervisor's log)."""
+    pids: dict[int, int] = {}
+    for wid, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", ff.stderr):
+        pids[int(wid)] = int(pid)
+    return pids
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _accepted_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the server side of 127.0.0.1:client_port -> 127.0.0.1:server_port."""
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            if int(local.split(":")[1], 16) == server_port and (
+                int(remote.split(":")[1], 16) == client_port
+            ):
+                return inode or None
+    return None
+
+
+def _owner(server_port: int, client_port: int, pids: dict[int, int]) -> int | None:
+    inode = _accepted_inode(server_port, client_port)
+    if inode is None:
+        return None
+    return next((wid for wid, pid in pids.items() if inode in _socket_inodes(pid)), None)
+
+
+def connections_on_each_worker(port: int, pids: dict[int, int]) -> dict[int, list[socket.socket]]:
+    """Open connections until every worker holds at least one; worker id to its connections.
+
+    The kernel hands a connection on the shared socket to whichever worker accepts first, so
+    which one got it is read from /proc: the worker whose descriptors include the accepted
+    socket."""
+    held: dict[int, list[socket.socket]] = {wid: [] for wid in pids}
+    try:
+        return _spread(port, pids, held)
+    except BaseException:
+        for conns in held.values():
+            for s in conns:
+                s.close()
+        raise
+
+
+def _spread(
+    port: int, pids: dict[int, int], held: dict[int, list[socket.socket]]
+) -> dict[int, list[socket.socket]]:
+    for _ in range(60):
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        client_port = s.getsockname()[1]
+        owner: list[int | None] = [None]
+
+        def found(client_port: int = client_port, owner: list[int | None] = owner) -> bool:
+            owner[0] = _owner(port, client_port, pids)
+            return owner[0] is not None
+
+        try:
+            wait_until(found, 10, "the connection to be accepted by a worker")
+        except AssertionError:
+            s.close()
+            raise
+        assert owner[0] is not None
+        held[owner[0]].append(s)
+        if all(held.values()):
+            return held
+    raise AssertionError(f"60 connections, and still a worker without one: {held}")
+
+
+def send_frames(s: socket.socket, prefix: str, frames: int, ts: int) -> set[tuple[str, int]]:
+    sent: set[tuple[str, int]] = set()
+    for f in range(frames):
+        names = [f"{prefix}.f{f}.{i}" for i in range(50)]
+        s.sendall(frame([(n, (ts, i)) for i, n in enumerate(names)]))
+        sent.update((n, ts * 1000) for n in names)
+    return sent
+
+
+def send_connections(port: int, prefix: str, connections: int, frames: int, ts: int) -> set:
+    """``connections`` concurrent TCP senders, ``frames`` frames of 50 each; what was sent."""
+    sent: set[tuple[str, int]] = set()
+
+    def one(c: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            for f in range(frames):
+                names = [f"{prefix}.c{c}.f{f}.{i}" for i in range(50)]
+                s.sendall(frame([(n, (ts, i)) for i, n in enumerate(names)]))
+                sent.update((n, ts * 1000) for n in names)
+                gevent.sleep(0.01)
+
+    gevent.joinall([gevent.spawn(one, c) for c in range(connections)], raise_error=True)
+    return sent
+
+
+def test_two_workers_deliver_every_datapoint_exactly_once(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    bf = fake_blueflood
+    ff, port, admin = start_two(run_ff, bf)
+    ts = int(time.time())
+    sent = send_connections(port, "once", connections=8, frames=20, ts=ts)
+    assert len(sent) == 8 * 20 * 50
+    bf.wait_for(lambda: bf.stored >= len(sent), timeout=15)
+    counts = datapoint_counts([r.body for r in bf.ingests()])
+    assert set(counts) == sent
+    assert max(counts.values()) == 1, "a datapoint arrived twice"
+    assert ff.terminate() == 0
+
+
+def test_metrics_sum_over_the_workers(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    bf = fake_blueflood
+    ff, port, admin = start_two(run_ff, bf)
+    held = connections_on_each_worker(port, worker_pids(ff))
+    ts = int(time.time())
+    per_worker = {wid: 0 for wid in held}
+    for wid, conns in held.items():
+        for k, s in enumerate(conns):
+            per_worker[wid] += len(send_frames(s, f"sum.w{wid}.c{k}", 2 + wid, ts))
+            s.close()
+    total = sum(per_worker.values())
+    assert all(per_worker.values())
+    wait_until(
+        lambda: scrape(admin)["fastforward_datapoints_received_total"] == total,
+        10,
+        f"/metrics to show {total} datapoints received ({per_worker} by worker)",
+    )
+    bf.wait_for(lambda: bf.stored >= total, timeout=15)
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_sent_total"] == total, 10, "sent")
+    m = scrape(admin)
+    n_conns = sum(len(c) for c in held.values())
+    assert m.get("fastforward_connections_accepted_total", protocol="pickle") == n_conns
+    assert m["fastforward_uptime_seconds"] > 0
+    assert http_get(f"http://127.0.0.1:{admin}/health") == (200, "ok\n")
+    # Each worker's own log line agrees with its share.
+    for wid, n in per_worker.items():
+        wait_until(
+            lambda wid=wid, n=n: (
+                f"[worker {wid}] [fastforward] INFO: datapoints: received {n}," in ff.stderr
+            ),
+            5,
+            f"worker {wid} to log {n} received",
+        )
+    assert ff.terminate() == 0
+
+
+def test_killed_worker_is_restarted_and_service_goes_on(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    bf = fake_blueflood
+    ff, port, admin = start_two(run_ff, bf)
+    ts = int(time.time())
+    before = send_connections(port, "before", connections=4, frames=2, ts=ts)
+    bf.wait_for(lambda: bf.stored >= len(before), timeout=15)
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_sent_total"] == len(before), 10, "")
+
+    old = worker_pids(ff)
+    os.kill(old[1], signal.SIGKILL)
+    wait_until(lambda: worker_pids(ff).get(1) != old[1], 10, "worker 1 to be restarted")
+    assert f"worker 1 (pid {old[1]}) died after" in ff.stderr
+    assert "killed by SIGKILL; restarting in" in ff.stderr
+    # /health says so until the new worker serves, then recovers.
+    wait_until(lambda: http_get(f"http://127.0.0.1:{admin}/health")[0] == 200, 15, "healthy")
+    assert worker_pids(ff)[2] == old[2]
+
+    # New connections are all served (by either worker), nothing twice.
+    after = send_connections(port, "after", connections=8, frames=2, ts=ts)
+    bf.wait_for(lambda: bf.stored >= len(before) + len(after), timeout=15)
+    counts = datapoint_counts([r.body for r in bf.ingests()])
+    assert set(counts) == before | after
+    assert max(counts.values()) == 1
+    # What the dead worker had sent stays counted: the sums do not go backwards.
+    wait_until(
+        lambda: scrape(admin)["fastforward_datapoints_sent_total"] == len(before) + len(after),
+        10,
+        "sent counter to include the dead worker's share",
+    )
+    assert ff.terminate() == 0
+
+
+def test_sigterm_drains_both_workers_and_exits_0(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    bf = fake_blueflood
+    pidfile = tmp_path / "ff.pid"
+    # A long interval: what was received sits in the workers' memory until the drain.
+    ff, port, admin = start_two(run_ff, bf, "-i", "60", "--pidfile", str(pidfile))
+    assert int(pidfile.read_text()) == ff.proc.pid  # the supervisor's pid, not a worker's
+    workers = worker_pids(ff)
+    held = connections_on_each_worker(port, workers)
+    ts = int(time.time())
+    sent: set[tuple[str, int]] = set()
+    for wid, conns in held.items():
+        for k, s in enumerate(conns):
+            sent |= send_frames(s, f"drain.w{wid}.c{k}", 3, ts)
+            s.close()
+    wait_until(
+        lambda: scrape(admin)["fastforward_datapoints_received_total"] == len(sent), 10, "rx"
+    )
+    assert bf.stored == 0
+    ff.proc.send_signal(signal.SIGTERM)
+    assert ff.wait(30) == 0
+    assert set(datapoint_counts([r.body for r in bf.ingests()])) == sent
+    assert bf.duplicates == 0
+    for wid, pid in workers.items():
+        assert f"[worker {wid}] [fastforward] INFO: fastforward stopped" in ff.stderr
+        assert not os.path.exists(f"/proc/{pid}")
+    assert "died" not in ff.stderr
+    assert not pidfile.exists()
+
+
+def test_workers_start_failure_stops_the_start(run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    # A spool directory that cannot be created fails in the workers: the supervisor gives up
+    # with their exit code (3, startup failure) instead of restarting them forever.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    ff = run_ff(
+        "--workers", "2", "-e", f"tcp:port={free_port()}:interface=127.0.0.1", "-b", "-",
+        "--spool-dir", str(blocker / "spool"), wait=False,
+    )  # fmt: skip
+    assert ff.wait(30) == 3
+    assert "failed to start" in ff.stderr
+    assert "restarting" not in ff.stderr
