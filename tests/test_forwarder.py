@@ -436,6 +436,7 @@ def test_500s_during_an_outage_are_not_bisected(bf, stopper):
 
     bf._respond = respond
     fwd, enc, stats = make(bf, concurrency=1)
+    fwd.backoff_cap = 0.1
     stopper.append(fwd)
     enc.add(100)
     fwd.kick()

@@ -1,0 +1,168 @@
+"""The disk spool across restarts: SIGTERM with Blueflood down, SIGKILL, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from fastforward.spool import Spool
+from fastforward.stats import Stats
+
+from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
+from .helpers import Outage, scrape, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CAP = 1_048_576  # --max-buffer-bytes, its minimum
+
+
+def _args(bf: FakeBlueflood, port: int, admin: int, spool: Path, *extra: str) -> list[str]:
+    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+            "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "2",
+            "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", *extra]  # fmt: skip
+
+
+def _send(port: int, prefix: str, ts: int, frames: int, per_frame: int = 500) -> set:
+    sent = set()
+    for f in range(frames):
+        items = [(f"{prefix}.{f}.{i}", (ts, f * per_frame + i)) for i in range(per_frame)]
+        send_tcp(port, frame(items))
+        sent.update((n, ts * 1000) for n, _ in items)
+    return sent
+
+
+def _value(name: str) -> int:
+    """The value `_send` gave ``<prefix>.<frame>.<i>``."""
+    _prefix, f, i = name.rsplit(".", 2)
+    return int(f) * 500 + int(i)
+
+
+def _spooled(spool: Path) -> set:
+    """(name, collectionTime) of every datapoint in the spool files (not in corrupt/)."""
+    out = set()
+    for path in spool.glob("*.ffspool"):
+        data = path.read_bytes()
+        body = data[data.index(b"\n") + 1 :]
+        out.update((p["metricName"], p["collectionTime"]) for p in json.loads(body))
+    return out
+
+
+def _stored(bf: FakeBlueflood) -> set:
+    return {(name, ct) for (_t, name), pts in bf.store.items() for ct in pts}
+
+
+def test_sigterm_with_blueflood_down_spools_and_replays_at_next_start(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    bf, spool = fake_blueflood, tmp_path / "spool"
+    outage = Outage(bf)
+    outage.mode = "503"
+    port, admin = free_port(), free_port()
+    ff = run_ff(*_args(bf, port, admin, spool))
+    sent = _send(port, "term", int(time.time()), frames=20)
+    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+             "every datapoint read")  # fmt: skip
+    assert ff.terminate() == 0
+    assert "written to the spool" in ff.stderr
+    assert _spooled(spool) == sent
+    assert bf.stored == 0
+
+    outage.mode = None
+    port, admin = free_port(), free_port()
+    ff2 = run_ff(*_args(bf, port, admin, spool))
+    wait_for(lambda: bf.stored >= len(sent), 30, "the spool replayed")
+    assert _stored(bf) == sent
+    assert bf.duplicates == 0
+    wait_for(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
+    m = scrape(admin)
+    assert m["fastforward_spool_files"] == 0
+    assert m["fastforward_buffered_bytes"] == 0
+    assert m["fastforward_spool_replayed_bodies_total"] >= 1
+    assert ff2.terminate() == 0
+    assert "Traceback" not in ff.stderr + ff2.stderr
+
+
+def test_sigkill_loses_at_most_the_memory_buffer(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Blueflood down and the memory cap reached: what overflows is on disk before the kill,
+    so a SIGKILL can lose only what the memory buffer held (at most --max-buffer-bytes)."""
+    bf, spool = fake_blueflood, tmp_path / "spool"
+    outage = Outage(bf)
+    outage.mode = "503"
+    port, admin = free_port(), free_port()
+    ff = run_ff(*_args(bf, port, admin, spool, "--max-buffer-bytes", str(CAP)))
+    ts = int(time.time())
+    sent = _send(port, "kill", ts, frames=80)  # 40,000 datapoints, ~4 MB of JSON: 4x the cap
+    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 20,
+             "every datapoint read")  # fmt: skip
+    m = scrape(admin)
+    in_memory = m.get("fastforward_buffered_bytes", place="memory")
+    assert in_memory <= CAP
+    assert m["fastforward_spool_written_bodies_total"] > 0
+    ff.proc.send_signal(signal.SIGKILL)
+    ff.wait(10)
+
+    on_disk = _spooled(spool)
+    lost = sent - on_disk
+    # The JSON those datapoints made (the unit of --max-buffer-bytes): at most the cap.
+    lost_bytes = sum(
+        len(json.dumps({"collectionTime": ct, "ttlInSeconds": 86400, "metricValue": _value(name),
+                        "metricName": name}, separators=(",", ":"))) + 1
+        for name, ct in lost
+    )  # fmt: skip
+    assert lost_bytes <= CAP, f"{len(lost)} datapoints ({lost_bytes} bytes) lost, over the cap"
+    print(f"SIGKILL: {len(on_disk)} of {len(sent)} on disk, {len(lost)} lost ({lost_bytes} B)")
+
+    outage.mode = None
+    port, admin = free_port(), free_port()
+    ff2 = run_ff(*_args(bf, port, admin, spool))
+    wait_for(lambda: bf.stored >= len(on_disk), 30, "the spool replayed")
+    assert _stored(bf) == on_disk
+    assert bf.duplicates == 0
+    assert ff2.terminate() == 0
+
+
+def test_corrupt_spool_files_are_moved_aside_and_the_rest_replays(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    writer = Spool(str(spool), 10**9, Stats())
+    ts = int(time.time()) * 1000
+    good: set = set()
+    paths = []
+    for k in range(4):
+        points = [{"collectionTime": ts, "ttlInSeconds": 86400, "metricValue": i,
+                   "metricName": f"spooled.{k}.{i}"} for i in range(50)]  # fmt: skip
+        writer.put(json.dumps(points, separators=(",", ":")).encode(), len(points))
+        paths.append(sorted(spool.glob("*.ffspool"))[-1])
+        if k in (0, 3):
+            good.update((p["metricName"], ts) for p in points)
+    writer.close()
+    # File 1 torn (half its bytes), file 2 overwritten with garbage of the same length.
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    paths[2].write_bytes(os.urandom(len(paths[2].read_bytes())))
+
+    port, admin = free_port(), free_port()
+    ff = run_ff(*_args(fake_blueflood, port, admin, spool))
+    wait_for(lambda: fake_blueflood.stored >= len(good), 20, "the good files replayed")
+    assert _stored(fake_blueflood) == good
+    corrupt = sorted(p.name for p in (spool / "corrupt").iterdir())
+    assert corrupt == sorted([paths[1].name, paths[2].name])
+    wait_for(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
+    assert scrape(admin)["fastforward_spool_corrupt_files_total"] == 2
+    assert ff.terminate() == 0
+    assert ff.stderr.count("moved to") == 2
+    assert "Traceback" not in ff.stderr
