@@ -74,6 +74,7 @@ __all__ = [
     "Supervisor",
     "merge_samples",
     "resolve_workers",
+    "restart_delay",
     "run_worker",
     "worker_spec",
 ]
@@ -111,6 +112,12 @@ def resolve_workers(value: str) -> int:
         except (AttributeError, OSError):
             return max(1, os.cpu_count() or 1)
     return max(1, int(value))
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before restarting a worker that died ``quick_deaths`` times in a row, each
+    within `STABLE_SECONDS` of its start: 0.5, 1, 2, 4... up to `BACKOFF_MAX`."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, min(quick_deaths - 1, 16)))
 
 
 # ---- merging the workers' samples -------------------------------------------------------------
@@ -438,7 +445,7 @@ class Supervisor:
             return
         lived = time.monotonic() - slot.started_at
         slot.quick_deaths = slot.quick_deaths + 1 if lived < STABLE_SECONDS else 1
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.quick_deaths - 1))
+        delay = restart_delay(slot.quick_deaths)
         log.error(
             "worker %d (pid %d) died after %.1fs: %s; restarting in %.1fs",
             slot.id,

@@ -1,0 +1,172 @@
+"""The supervisor's pure parts: merging the workers' stats, /health, restart backoff, the
+worker spec, ``--workers auto``. The processes themselves: tests/integration/test_workers.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+from fastforward import supervisor as sup
+from fastforward.admin import metrics_text
+from fastforward.config import load
+
+W1 = [
+    ("datapoints_received", (), 100.0),
+    ("datapoints_dropped", (("reason", "nan"),), 2.0),
+    ("connections_open", (), 3.0),
+    ("buffered_bytes", (("place", "memory"),), 1000.0),
+    ("buffered_bytes", (("place", "disk"),), 5000.0),
+    ("spool_files", (), 4.0),
+    ("backpressure_active", (), 0.0),
+    ("uptime_seconds", (), 12.0),
+]
+W2 = [
+    ("datapoints_received", (), 50.0),
+    ("datapoints_dropped", (("reason", "nan"),), 1.0),
+    ("datapoints_dropped", (("reason", "inf"),), 7.0),
+    ("connections_open", (), 1.0),
+    ("buffered_bytes", (("place", "memory"),), 500.0),
+    ("buffered_bytes", (("place", "disk"),), 6000.0),  # same spool dir, seen a moment later
+    ("spool_files", (), 5.0),
+    ("backpressure_active", (), 1.0),
+    ("uptime_seconds", (), 3.0),
+]
+
+
+def as_dict(samples: list[sup.Sample]) -> dict[tuple[str, sup.Labels], float]:
+    return {(n, ls): v for n, ls, v in samples}
+
+
+def test_counters_and_per_worker_gauges_are_summed_shared_gauges_take_the_max() -> None:
+    merged = as_dict(sup.merge_samples([W1, W2]))
+    assert merged[("datapoints_received", ())] == 150
+    assert merged[("datapoints_dropped", (("reason", "nan"),))] == 3
+    assert merged[("datapoints_dropped", (("reason", "inf"),))] == 7  # one worker only
+    assert merged[("connections_open", ())] == 4
+    assert merged[("buffered_bytes", (("place", "memory"),))] == 1500
+    # The spool directory is shared: summing would count its files twice.
+    assert merged[("buffered_bytes", (("place", "disk"),))] == 6000
+    assert merged[("spool_files", ())] == 5
+    assert merged[("backpressure_active", ())] == 1
+    assert ("uptime_seconds", ()) not in merged  # the supervisor reports its own
+
+
+def test_retired_counters_are_added_and_order_follows_registration() -> None:
+    retired = {("datapoints_received", ()): 1000.0, ("bodies_sent", ()): 9.0}
+    merged = sup.merge_samples([W1], retired)
+    d = as_dict(merged)
+    assert d[("datapoints_received", ())] == 1100
+    assert d[("bodies_sent", ())] == 9
+    names = [n for n, _ls, _v in merged]
+    assert names.index("datapoints_received") < names.index("bodies_sent")
+    assert names.index("bodies_sent") < names.index("spool_files")
+
+
+def test_unknown_names_are_skipped_and_nothing_merges_to_nothing() -> None:
+    assert sup.merge_samples([[("from_a_newer_worker", (), 1.0)]]) == []
+    assert sup.merge_samples([]) == []
+
+
+def test_restart_delay_doubles_and_is_capped() -> None:
+    assert [sup.restart_delay(k) for k in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert sup.restart_delay(100) == sup.BACKOFF_MAX
+    assert sup.restart_delay(0) == sup.BACKOFF_FIRST
+
+
+def test_workers_auto_is_the_usable_cores() -> None:
+    assert sup.resolve_workers("3") == 3
+    assert sup.resolve_workers("auto") == len(os.sched_getaffinity(0))
+
+
+def test_worker_spec_is_taken_out_of_the_environment() -> None:
+    env = {sup.WORKER_ENV: json.dumps({"id": 2, "channel": 7, "sockets": {"tcp:2004": 5}})}
+    spec = sup.worker_spec(env)
+    assert spec == {"id": 2, "channel": 7, "sockets": {"tcp:2004": 5}}
+    assert sup.WORKER_ENV not in env  # not inherited by anything the worker runs
+    assert sup.worker_spec({}) is None
+    with pytest.raises(ValueError):
+        sup.worker_spec({sup.WORKER_ENV: "[1, 2]"})
+    with pytest.raises(ValueError):
+        sup.worker_spec({sup.WORKER_ENV: "{not json"})
+
+
+class FakeProc:
+    def __init__(self, code: int = 0) -> None:
+        self.pid = 4242
+        self.code = code
+
+    def wait(self) -> int:
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        pass
+
+
+def two_workers() -> sup.Supervisor:
+    config = load(["-t", "t", "--workers", "2"]).config
+    s = sup.Supervisor(config, ["-t", "t", "--workers", "2"], 2)
+    for slot, samples in zip(s.slots, (W1, W2), strict=True):
+        slot.proc = FakeProc()
+        slot.started = True
+        slot.health = (True, "ok")
+        slot.samples = list(samples)
+        slot.reported_at = time.monotonic()
+    return s
+
+
+def test_metrics_text_shows_the_sums() -> None:
+    s = two_workers()
+    text = metrics_text(sup.MergedStats(s)).decode()  # type: ignore[arg-type]
+    assert "fastforward_datapoints_received_total 150.0" in text
+    assert 'fastforward_buffered_bytes{place="disk"} 6000.0' in text
+    assert "fastforward_uptime_seconds " in text
+    assert sup.MergedStats(s).get("datapoints_dropped") == 10
+    assert sup.MergedStats(s).get("datapoints_dropped", reason="nan") == 3
+
+
+def test_health_needs_every_worker_running_reporting_and_healthy() -> None:
+    s = two_workers()
+    assert s.health() == (True, "ok")
+    s.slots[1].health = (False, "Blueflood failing for 40s")
+    assert s.health() == (False, "worker 2: Blueflood failing for 40s")
+    s.slots[1].health = (True, "ok")
+    s.slots[0].reported_at -= sup.STALE_SECONDS + 1
+    ok, reason = s.health()
+    assert not ok and reason.startswith("worker 1: silent for")
+    s.slots[0].reported_at += sup.STALE_SECONDS + 1
+    s.slots[0].exit_code = -9
+    assert s.health() == (False, "worker 1: not running")
+    s.stopping.set()
+    assert s.health() == (False, "stopping")
+
+
+def test_an_exited_workers_counters_stay_in_the_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = two_workers()
+    s.stopping.set()  # no restart in this test
+    slot = s.slots[0]
+    slot.proc = FakeProc(-9)
+    s._watch(slot, slot.proc)
+    assert slot.exit_code == -9
+    merged = sup.MergedStats(s)
+    assert merged.get("datapoints_received") == 150  # worker 1's 100 kept
+    assert merged.get("connections_open") == 1  # its gauges are gone with it
+    assert merged.get("spool_files") == 5
+
+
+def test_a_dead_worker_is_restarted_after_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = two_workers()
+    s._initial = False
+    spawned: list[Any] = []
+    monkeypatch.setattr(sup, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(s, "_spawn", spawned.append)
+    slot = s.slots[1]
+    slot.started_at = time.monotonic()
+    slot.proc = FakeProc(1)
+    gevent.spawn(s._watch, slot, slot.proc).join(timeout=5)
+    assert spawned == [slot]
+    assert slot.restarts == 1 and slot.quick_deaths == 1
