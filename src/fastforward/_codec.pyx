@@ -14,6 +14,7 @@ from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memmove
 
+import math
 from collections import deque
 
 from fastforward.errors import FrameError, FrameTooLarge
@@ -1174,13 +1175,24 @@ cdef class Encoder:
             self.now = <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
         else:
             self.now = now_ms
-        # a bound beyond int64 milliseconds is no bound at all for int64 times
-        self.has_lo = self.max_past_ms >= 0 and self.now - self.max_past_ms >= _I64_MIN
-        self.has_hi = self.max_future_ms >= 0 and self.now + self.max_future_ms <= _I64_MAX
-        if self.has_lo:
-            self.lo = self.now - self.max_past_ms
-        if self.has_hi:
-            self.hi = self.now + self.max_future_ms
+        # Bounds may be floats (compared exactly, like the twin's int/float comparison: an
+        # int ms is >= L iff it is >= ceil(L)); a bound beyond int64 ms is no bound for
+        # int64 times.
+        self.has_lo = self.has_hi = False
+        if self.max_past_ms >= 0:
+            lo = self.now - self.max_past_ms
+            if type(lo) is float:
+                lo = math.ceil(lo) if lo > -math.inf else _I64_MIN - 1
+            if lo >= _I64_MIN:
+                self.has_lo = True
+                self.lo = min(lo, _I64_MAX)
+        if self.max_future_ms >= 0:
+            hi = self.now + self.max_future_ms
+            if type(hi) is float:
+                hi = math.floor(hi) if hi < math.inf else _I64_MAX + 1
+            if hi <= _I64_MAX:
+                self.has_hi = True
+                self.hi = hi
         return 0
 
     # -- body assembly ----------------------------------------------------------------------
