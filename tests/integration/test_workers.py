@@ -4,6 +4,7 @@ service goes on; SIGTERM drains both and exits 0; /metrics sums over the workers
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -224,6 +225,7 @@ def test_killed_worker_is_restarted_and_service_goes_on(
         "sent counter to include the dead worker's share",
     )
     assert ff.terminate() == 0
+    assert "Traceback" not in ff.stderr
 
 
 def test_sigterm_drains_both_workers_and_exits_0(
@@ -256,6 +258,7 @@ def test_sigterm_drains_both_workers_and_exits_0(
         assert f"[worker {wid}] [fastforward] INFO: fastforward stopped" in ff.stderr
         assert not os.path.exists(f"/proc/{pid}")
     assert "died" not in ff.stderr
+    assert "Traceback" not in ff.stderr
     assert not pidfile.exists()
 
 
@@ -271,3 +274,89 @@ def test_workers_start_failure_stops_the_start(run_ff, tmp_path: Path) -> None: 
     assert ff.wait(30) == 3
     assert "failed to start" in ff.stderr
     assert "restarting" not in ff.stderr
+
+
+def test_unix_and_udp_listeners_are_shared_too(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    bf = fake_blueflood
+    path = tmp_path / "ff.sock"
+    udp_port = free_port(socket.SOCK_DGRAM)
+    ff = run_ff(
+        "--workers", "2", "-e", f"unix:{path}", "--line-endpoint",
+        f"udp:port={udp_port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT, "-i", "0.2",
+        wait=False,
+    )  # fmt: skip
+    ff.wait_started(marker=READY)
+    ts = int(time.time())
+    for k in range(6):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+            u.connect(str(path))
+            u.sendall(frame([(f"unix.{k}", (ts, k))]))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as d:
+        for k in range(6):
+            d.sendto(f"udp.{k} {k} {ts}\n".encode(), ("127.0.0.1", udp_port))
+    bf.wait_for(lambda: bf.stored >= 12, timeout=15)
+    names = {name for name, _ct in datapoint_counts([r.body for r in bf.ingests()])}
+    assert names == {f"unix.{k}" for k in range(6)} | {f"udp.{k}" for k in range(6)}
+    assert bf.duplicates == 0
+    assert ff.terminate() == 0
+    assert not path.exists()  # the socket file goes with the last one to close it
+
+
+def test_a_spool_left_behind_is_replayed_once_by_the_workers(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    from fastforward.spool import Spool
+    from fastforward.stats import Stats
+
+    bf = fake_blueflood
+    spool_dir = tmp_path / "spool"
+    ts_ms = int(time.time()) * 1000
+    left = Spool(str(spool_dir), 10_000_000, Stats())
+    expected = set()
+    for b in range(20):
+        points = [
+            {"collectionTime": ts_ms, "ttlInSeconds": 86400, "metricValue": i,
+             "metricName": f"spooled.b{b}.{i}"}
+            for i in range(10)
+        ]  # fmt: skip
+        left.put(json.dumps(points, separators=(",", ":")).encode(), len(points))
+        expected |= {(p["metricName"], ts_ms) for p in points}
+    left.close()
+    ff, _port, admin = start_two(run_ff, bf, "--spool-dir", str(spool_dir))
+    bf.wait_for(lambda: bf.stored >= len(expected), timeout=15)
+    counts = datapoint_counts([r.body for r in bf.ingests()])
+    assert set(counts) == expected
+    assert max(counts.values()) == 1  # flock claims: no body replayed by both workers
+    wait_until(lambda: scrape(admin)["fastforward_spool_files"] == 0, 10, "an empty spool")
+    assert ff.terminate() == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    ff, _port, _admin = start_two(run_ff, fake_blueflood)
+    workers = worker_pids(ff)
+    ff.proc.kill()
+    ff.proc.wait(timeout=10)
+    # The control channel reaches end of file: each worker drains and exits, none is orphaned.
+    try:
+        wait_until(
+            lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers.values()),
+            15,
+            "the workers to exit",
+        )
+    finally:
+        for pid in workers.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for wid in workers:
+        assert f"[worker {wid}] [fastforward.supervisor] WARNING: supervisor gone" in ff.stderr
