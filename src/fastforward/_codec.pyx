@@ -671,6 +671,8 @@ cdef class _Decoder:
         cdef uint64_t u
         cdef int64_t sv
         cdef double d
+        cdef Val *pv
+        cdef Val *pw
         self.reset()
         self.buf = b
         while True:
@@ -703,6 +705,28 @@ cdef class _Decoder:
                 pos += 4
             elif op == 0x94:  # MEMOIZE
                 self.set_memo(self.memo_count, start)
+            elif op == 0x86 and self.nstack - self.base() >= 2 \
+                    and self.nkids + 2 <= self.capkids:
+                # TUPLE2 of two scalars (every carbon datapoint) or of scalars and tuples
+                t = self.nstack - 2
+                pv = &self.vals[self.stack[t]]
+                pw = &self.vals[self.stack[t + 1]]
+                if pv.kind == K_LIST or pw.kind == K_LIST:
+                    t = self.make_tuple(self.nstack - 2, start, False)
+                else:
+                    j = (pv.depth if pv.depth > pw.depth else pw.depth) + 1
+                    if j > MAX_DEPTH:
+                        self.fail(R_DEPTH, start)
+                    self.kids[self.nkids] = self.stack[t]
+                    self.kids[self.nkids + 1] = self.stack[t + 1]
+                    self.nstack = t
+                    t = self.new_val(K_TUPLE)
+                    pv = &self.vals[t]
+                    pv.off = self.nkids
+                    pv.n = 2
+                    pv.depth = <int>j
+                    self.nkids += 2
+                self.push(t)
             elif op == 0x86 or op == 0x85 or op == 0x87:  # TUPLE2, TUPLE1, TUPLE3
                 ln = op - 0x84
                 if self.nstack - self.base() < ln:

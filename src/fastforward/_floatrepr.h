@@ -39,6 +39,10 @@ static inline void ff_write8(uint32_t x, char *out)
 /* The digits of x < 10^8 without leading zeros; returns the count (1..8). */
 static inline int ff_write_small(uint32_t x, char *out)
 {
+    if (x >= 10000000) {
+        ff_write8(x, out);
+        return 8;
+    }
     int n = x < 10000 ? (x < 100 ? (x < 10 ? 1 : 2) : (x < 1000 ? 3 : 4))
                       : (x < 1000000 ? (x < 100000 ? 5 : 6) : (x < 10000000 ? 7 : 8));
     char *p = out + n;
@@ -183,12 +187,9 @@ static int ff_double_repr(double v, char *out)
         return -1;
     ff_u128 P = ff_pow10_128[-k];
     int S = 2 - q; /* scaled value = X * P / 2^S */
-    uint64_t cb = c << 2;
-    uint64_t cbl = cb - (irregular ? 1 : 2);
-    uint64_t cbr = cb + 2;
-    ff_u128 N = (ff_u128)cb * P;
-    ff_u128 L = (ff_u128)cbl * P;
-    ff_u128 R = (ff_u128)cbr * P;
+    ff_u128 N = (ff_u128)(c << 2) * P;
+    ff_u128 L = N - (irregular ? P : P << 1); /* (4c - 1 or 2) * P */
+    ff_u128 R = N + (P << 1);                 /* (4c + 2) * P */
     ff_u128 one = (ff_u128)1 << S;
     /* the interval must be wider than 1 and narrower than 10 (else the k estimate was off) */
     if (R - L <= one || R - L >= 10 * one)
