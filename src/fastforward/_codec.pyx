@@ -692,17 +692,26 @@ cdef class _Decoder:
                 v = self.new_val(K_FLOAT)
                 self.vals[v].d = d
                 self.push(v)
-            elif op == 0x71:  # BINPUT
-                if pos + 1 > n:
-                    self.fail(R_TRUNCATED, start)
-                self.set_memo(b[pos], start)
-                pos += 1
-            elif op == 0x72:  # LONG_BINPUT
-                if pos + 4 > n:
-                    self.fail(R_TRUNCATED, start)
-                u = b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16) | (<uint64_t>b[pos + 3] << 24)
-                self.set_memo(<Py_ssize_t>u, start)
-                pos += 4
+            elif op == 0x71 or op == 0x72:  # BINPUT, LONG_BINPUT
+                if op == 0x71:
+                    if pos + 1 > n:
+                        self.fail(R_TRUNCATED, start)
+                    idx = b[pos]
+                    pos += 1
+                else:
+                    if pos + 4 > n:
+                        self.fail(R_TRUNCATED, start)
+                    idx = <Py_ssize_t>(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16)
+                                       | (<uint64_t>b[pos + 3] << 24))
+                    pos += 4
+                if idx < self.capmemo and idx <= self.nvals and self.nstack > self.base():
+                    if self.memo[idx] < 0:
+                        self.memo_count += 1
+                    self.memo[idx] = self.stack[self.nstack - 1]
+                    if idx >= self.memo_hi:
+                        self.memo_hi = idx + 1
+                else:
+                    self.set_memo(idx, start)
             elif op == 0x94:  # MEMOIZE
                 self.set_memo(self.memo_count, start)
             elif op == 0x86 and self.nstack - self.base() >= 2 \
