@@ -103,6 +103,7 @@ def test_capacity_refusal_logs_once_per_episode(tmp_path, caplog):
     puts = [spool.put(body, 1) for _ in range(6)]
     assert puts == [True, True, True, False, False, False]
     assert spool.bytes <= spool.max_bytes
+    assert spool.full  # what /health reads
     full_logs = [r for r in caplog.records if "spool full" in r.getMessage()]
     assert len(full_logs) == 1 and full_logs[0].levelno == logging.ERROR
     # Space comes back after a replay; the next time it fills up, it says so again.
@@ -110,6 +111,7 @@ def test_capacity_refusal_logs_once_per_episode(tmp_path, caplog):
     assert entry is not None
     spool.ack(entry)
     assert spool.put(body, 1)
+    assert not spool.full
     assert not spool.put(body, 1)
     assert len([r for r in caplog.records if "spool full" in r.getMessage()]) == 2
     assert stats.get("spool_written_bodies") == 4

@@ -46,7 +46,9 @@ MAX_AUTH_REPLAYS = 3
 BISECT_500_AFTER = 5  # consecutive 500s before a batch is suspected of poison data
 PARK_RETRY = 60.0  # seconds between attempts at a parked (suspected poison) datapoint
 LOG_ERRORS_PER_BODY = 10
-UNHEALTHY_AFTER = 120.0  # seconds of failures with data waiting
+# Seconds of Blueflood failures (with data waiting), or of paused receivers, before /health
+# says 503: three flush intervals, at least this many seconds, so one failed POST never flaps it.
+UNHEALTHY_AFTER_MIN = 5.0
 
 
 class Client(Protocol):
@@ -146,19 +148,32 @@ class Forwarder:
         return lost
 
     def healthy(self) -> tuple[bool, str]:
+        """(ok, reason) for /health.
+
+        Blueflood failing for a while is unhealthy without a spool (data piles up in memory,
+        then the receivers stop), and healthy while the spool takes the overflow and has room.
+        """
         if self._stopping:
             return False, "stopping"
         if self._flusher is None or self._flusher.dead:
             return False, "flusher not running"
         if any(g.dead for g in self._greenlets):
             return False, "a sender died"
-        if self._failing_since is not None and self.outbox.datapoints:
-            failing = time.monotonic() - self._failing_since
-            if failing > max(UNHEALTHY_AFTER, 3 * self.interval):
-                return False, f"Blueflood failing for {failing:.0f}s"
+        grace = max(UNHEALTHY_AFTER_MIN, 3 * self.interval)
+        spool_ok = self.spool is not None and not getattr(self.spool, "full", False)
         paused = self.outbox.paused_for()
-        if paused > max(UNHEALTHY_AFTER, 3 * self.interval):
-            return False, f"receivers paused by backpressure for {paused:.0f}s"
+        if paused > grace:
+            return False, f"receivers paused by backpressure for {paused:.0f}s" + (
+                "" if self.spool is None else "; spool full or failing"
+            )
+        if self._failing_since is not None and (self.outbox.datapoints or self._parked):
+            failing = time.monotonic() - self._failing_since
+            if failing > grace:
+                if not spool_ok:
+                    return False, f"Blueflood failing for {failing:.0f}s" + (
+                        "; spool full" if self.spool is not None else ", no spool"
+                    )
+                return True, f"ok; Blueflood failing for {failing:.0f}s, spooling to disk"
         return True, "ok"
 
     # ---- flushing -----------------------------------------------------------------------------

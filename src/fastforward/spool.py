@@ -190,6 +190,11 @@ class Spool:
     def files(self) -> int:
         return len(self._names)
 
+    @property
+    def full(self) -> bool:
+        """True from a refused ``put`` (no room) until a ``put`` succeeds again."""
+        return self._full_refusals > 0
+
     def put(self, body: bytes, datapoints: int) -> bool:
         """Store one body durably; False when the spool is full or the disk write failed."""
         header = _header(body, datapoints)
