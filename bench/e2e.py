@@ -514,8 +514,8 @@ def table(results: list[dict[str, Any]], order: list[str]) -> str:
     """A markdown table: medians (min-max) per input and forwarder, plus ratios."""
     lines = [
         "| input | forwarder | out | e2e datapoints/s | CPU s | datapoints per CPU-s "
-        "| peak RSS MB | lost | dup | 99% in (s) | ok runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS MB | lost | dup | 99% in (s) | datapoints/s to 99% | ok runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for proto in ("pickle", "line"):
@@ -534,6 +534,7 @@ def table(results: list[dict[str, Any]], order: list[str]) -> str:
                 f"| {fmt(med([r.get('cpu_s') for r in ok]), digits=2)} | {fmt(eff)} "
                 f"| {fmt(med([r.get('rss_peak_mb') for r in ok]), digits=1)} "
                 f"| {fmt(lost)} | {fmt(dup)} | {fmt(med([r.get('t99_s') for r in ok]), digits=2)} "
+                f"| {fmt(med([0.99 * r['n'] / r['t99_s'] for r in ok if r.get('t99_s')]))} "
                 f"| {len(ok)}/{len(rs)} |"
             )
             if base is None and e2e and eff:
@@ -621,11 +622,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-dir", default="")
     p.add_argument("--json-out", default="", help="append every result as a JSON line")
     p.add_argument("--list-presets", action="store_true")
+    p.add_argument("--table", default="", metavar="FILE", help="print the table of a --json-out")
     p.add_argument("command", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     if a.list_presets:
         for k, f in PRESETS.items():
             print(f"@{k}: {f.command}\n    {f.note}; inputs {', '.join(f.sink)}")
+        return 0
+    if a.table:
+        with open(a.table) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        rows = [r for r in rows if "rate_target" not in r]
+        print(table(rows, list(dict.fromkeys(r["forwarder"] for r in rows))))
         return 0
     cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
     fwds = [parse_forwarder(s) for s in a.compare]
