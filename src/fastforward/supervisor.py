@@ -10,6 +10,13 @@ Design, and why
   leaves no orphaned accept queue behind: with SO_REUSEPORT each socket has its own queue and
   the connections waiting in a dead worker's queue are reset. The supervisor keeps its copies
   open, so a restarted worker gets the very same sockets and nothing is ever re-bound.
+- **Balancing.** Idle workers race for each connection on a shared socket, and the one that
+  is awake tends to win a whole burst (a relay opening its four connections at once would
+  land on one worker). So each worker publishes its connection count in a small shared
+  memory block, and a worker holding more connections than the least loaded one leaves a new
+  connection ``DEFER_SECONDS`` (5 ms) to the others before taking it itself (`_Balancer`).
+  SO_REUSEPORT would spread connections by a hash of their addresses: no better for a handful
+  of long-lived carbon connections, and not available for UNIX sockets.
 - **Workers are fresh interpreters (fork + exec), not bare forks.** A worker is
   ``python -m fastforward <the same arguments>`` with the sockets passed as inherited file
   descriptors (``pass_fds``) and a private environment variable naming them. So every worker,
@@ -89,6 +96,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 DRAIN_MARGIN = 10.0  # beyond --drain-timeout: receiver drain, spool writes, interpreter exit
 START_TIMEOUT = 60.0  # for the initial workers to report that they serve
+DEFER_SECONDS = 0.005  # a busier worker leaves a new connection this long to a less busy one
+IDLE_SLOT = 2**62  # the load of a dead worker: never the least loaded
 SIGNAL_DEBOUNCE = 1.0  # a repeat this soon is the same stop delivered twice
 
 # Gauges that describe something the workers share: the maximum, not the sum.
@@ -199,7 +208,10 @@ def run_worker(config: Any, spec: dict[str, Any]) -> int:
         self_metrics_prefix=f"{prefix.rstrip('.')}.worker{wid}" if prefix else "",
     )
     service = Service(config, sockets=sockets)
-    link = _WorkerLink(service, channel)
+    balancer = None
+    if spec.get("loads") is not None:
+        balancer = _Balancer(int(spec["loads"]), wid - 1, int(spec["count"]), service)
+    link = _WorkerLink(service, channel, balancer)
     greenlets = [gevent.spawn(link.report_loop), gevent.spawn(link.listen)]
     try:
         return service.run()
@@ -209,12 +221,74 @@ def run_worker(config: Any, spec: dict[str, Any]) -> int:
         channel.close()
 
 
+class _Balancer:
+    """Spreads connections over the workers: a worker holding more connections than the least
+    loaded one lets a new connection wait ``DEFER_SECONDS`` for that one to take it.
+
+    Without this, the worker that happens to be awake accepts a whole burst (a relay opening
+    its connections at once lands on one worker). The counts live in a small shared memory
+    block (one int64 per worker, written by its owner only; a dead worker's is set huge by
+    the supervisor so nobody defers to it). A deferred connection is accepted by this worker
+    after the wait if nobody else took it, so nothing waits longer than that.
+    """
+
+    def __init__(self, fd: int, index: int, count: int, service: Any) -> None:
+        import mmap  # noqa: PLC0415
+
+        self._mem = mmap.mmap(fd, 8 * count)
+        os.close(fd)
+        self._loads = memoryview(self._mem).cast("q")
+        self._index = index
+        self._service = service
+        self._loads[index] = 0
+
+    def install(self) -> None:
+        from gevent.server import StreamServer  # noqa: PLC0415
+
+        for listener in self._service.receivers.listeners:
+            server = getattr(listener, "server", None)
+            if isinstance(server, StreamServer):
+                server.do_read = self._wrap(server, server.do_read)
+
+    def load(self) -> int:
+        """Open connections of this worker, the ones accepted but not yet started included."""
+        n = sum(len(getattr(ln, "pool", ())) for ln in self._service.receivers.listeners)
+        self._loads[self._index] = n
+        return n
+
+    def _wrap(self, server: Any, do_read: Any) -> Any:
+        import gevent  # noqa: PLC0415
+
+        deferred = [False]
+
+        def resume() -> None:
+            if server.started:
+                server.start_accepting()
+
+        def balanced_do_read() -> Any:
+            mine = self.load()
+            others = [v for i, v in enumerate(self._loads) if i != self._index]
+            if not deferred[0] and others and mine > min(others):
+                deferred[0] = True
+                server.stop_accepting()
+                gevent.get_hub().loop.timer(DEFER_SECONDS).start(resume)
+                return None
+            deferred[0] = False
+            args = do_read()
+            if args:
+                self._loads[self._index] = mine + 1
+            return args
+
+        return balanced_do_read
+
+
 class _WorkerLink:
     """The worker's end of the control channel."""
 
-    def __init__(self, service: Any, channel: socket.socket) -> None:
+    def __init__(self, service: Any, channel: socket.socket, balancer: _Balancer | None) -> None:
         self.service = service
         self.channel = channel
+        self.balancer = balancer
         self.broken = False
 
     def report(self) -> None:
@@ -239,7 +313,11 @@ class _WorkerLink:
         import gevent  # noqa: PLC0415
 
         self.service.started.wait()
+        if self.balancer is not None:
+            self.balancer.install()
         while not self.broken:
+            if self.balancer is not None:
+                self.balancer.load()  # closed connections are published here
             self.report()
             gevent.sleep(REPORT_SECONDS)
 
@@ -328,6 +406,8 @@ class Supervisor:
         self.stopping = gevent.event.Event()
         self.changed = gevent.event.Event()  # a worker started or exited
         self.admin: Any = None
+        self._loads_fd: int | None = None
+        self._loads: Any = None
         self._signals = 0
         self._first_signal = 0.0
         self._pidfile_written = False
@@ -364,20 +444,39 @@ class Supervisor:
                 f"{exc.strerror or exc}"
             ) from None
 
+    def _share_loads(self) -> None:
+        """The shared block of per-worker connection counts (see `_Balancer`)."""
+        import mmap  # noqa: PLC0415
+
+        try:
+            fd = os.memfd_create("fastforward-loads")
+            os.ftruncate(fd, 8 * len(self.slots))
+        except (AttributeError, OSError) as exc:
+            log.warning("no shared memory (%s): connections are not balanced", exc)
+            return
+        self._loads_fd = fd
+        self._loads = memoryview(mmap.mmap(fd, 8 * len(self.slots))).cast("q")
+        for i in range(len(self.slots)):
+            self._loads[i] = IDLE_SLOT
+
     def _spawn(self, slot: _Slot) -> None:
         import gevent  # noqa: PLC0415
         from gevent import subprocess  # noqa: PLC0415
 
         mine, theirs = socket.socketpair()
         fds = {text: sock.fileno() for text, sock in self.sockets.items()}
-        spec = {"id": slot.id, "channel": theirs.fileno(), "sockets": fds}
+        spec: dict[str, Any] = {"id": slot.id, "channel": theirs.fileno(), "sockets": fds}
+        pass_fds = [theirs.fileno(), *fds.values()]
+        if self._loads_fd is not None:
+            spec.update(loads=self._loads_fd, count=len(self.slots))
+            pass_fds.append(self._loads_fd)
         env = dict(os.environ)
         env[WORKER_ENV] = json.dumps(spec)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fastforward", *self.argv],
                 env=env,
-                pass_fds=[theirs.fileno(), *fds.values()],
+                pass_fds=pass_fds,
                 close_fds=True,
             )
         finally:
@@ -423,6 +522,8 @@ class Supervisor:
         import gevent  # noqa: PLC0415
 
         code = proc.wait()
+        if self._loads is not None:
+            self._loads[slot.id - 1] = IDLE_SLOT
         gevent.sleep(0.05)  # let the reader take the final report that preceded the exit
         slot.exit_code = code
         for name, labels, value in slot.samples:  # keep its counters in the sums
@@ -556,6 +657,7 @@ class Supervisor:
             self._write_pidfile()
             try:
                 self._bind()
+                self._share_loads()
                 self._start_admin()
                 log.info(
                     "fastforward %s supervisor (pid %d): starting %d workers",
@@ -635,6 +737,9 @@ class Supervisor:
             self.admin = None
         for sock in self.sockets.values():
             sock.close()
+        if self._loads_fd is not None:
+            os.close(self._loads_fd)
+            self._loads_fd = None
         for endpoint, _protocol in self.config.listeners():
             if endpoint.kind == "unix" and endpoint.text in self.sockets:
                 try:

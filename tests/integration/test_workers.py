@@ -360,3 +360,29 @@ def test_workers_stop_when_the_supervisor_is_killed(
                 pass
     for wid in workers:
         assert f"[worker {wid}] [fastforward.supervisor] WARNING: supervisor gone" in ff.stderr
+
+
+def test_connections_are_spread_over_the_workers(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    # Idle workers race for every connection, and the one awake tends to win them all; a
+    # busier worker leaves new connections to a less busy one for a few milliseconds.
+    ff, port, _admin = start_two(run_ff, fake_blueflood)
+    pids = worker_pids(ff)
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    try:
+        owners: list[int | None] = [None] * len(conns)
+
+        def all_owned() -> bool:
+            for i, s in enumerate(conns):
+                if owners[i] is None:
+                    owners[i] = _owner(port, s.getsockname()[1], pids)
+            return None not in owners
+
+        wait_until(all_owned, 10, "every connection to be accepted")
+        assert min(owners.count(1), owners.count(2)) >= 2, owners
+    finally:
+        for s in conns:
+            s.close()
+    assert ff.terminate() == 0
