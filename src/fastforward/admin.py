@@ -108,7 +108,7 @@ class AdminServer:
         except Exception as exc:
             log.exception("admin: health check failed")
             ok, reason = False, f"health check failed: {exc}"
-        if ok:  # the reason may say more, e.g. "ok; Blueflood failing ..., spooling to disk"
+        if ok:  # the reason may say more: "ok; Blueflood failing for 9s, the spool takes ..."
             return _reply(start_response, "200 OK", (reason or "ok").encode() + b"\n")
         return _reply(start_response, "503 Service Unavailable", reason.encode() + b"\n")
 

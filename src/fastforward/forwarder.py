@@ -173,7 +173,7 @@ class Forwarder:
                     return False, f"Blueflood failing for {failing:.0f}s" + (
                         "; spool full" if self.spool is not None else ", no spool"
                     )
-                return True, f"ok; Blueflood failing for {failing:.0f}s, spooling to disk"
+                return True, f"ok; Blueflood failing for {failing:.0f}s, the spool takes overflow"
         return True, "ok"
 
     # ---- flushing -----------------------------------------------------------------------------
