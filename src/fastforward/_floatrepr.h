@@ -19,7 +19,14 @@
 #include <string.h>
 #include <math.h>
 
+#if defined(__SIZEOF_INT128__)
+#define FF_HAVE_INT128 1
 typedef unsigned __int128 ff_u128;
+#else
+/* No 128-bit integers (MSVC): the fast paths below are compiled out and every double goes
+ * through CPython's own formatting and parsing. */
+#define FF_HAVE_INT128 0
+#endif
 
 static const char ff_digit_pairs[201] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
@@ -86,17 +93,21 @@ static inline int ff_i64_to_dec(int64_t v, char *out)
     return ff_u64_to_dec((uint64_t)v, out);
 }
 
-static ff_u128 ff_pow10_128[22];
 static int ff_pow10_ready = 0;
+#if FF_HAVE_INT128
+static ff_u128 ff_pow10_128[22];
+#endif
 
 static void ff_floatrepr_init(void)
 {
+#if FF_HAVE_INT128
     ff_u128 p = 1;
     for (int i = 0; i < 22; i++) {
         ff_pow10_128[i] = p;
         p *= 10;
     }
     ff_pow10_ready = 1;
+#endif
 }
 
 /* Lays out digits d * 10^e10 the way repr does; returns the length. */
@@ -173,6 +184,9 @@ static int ff_double_repr(double v, char *out)
         *p++ = '0';
         return (int)(p - out);
     }
+#if !FF_HAVE_INT128
+    return -1;
+#else
     if (bexp == 0 || !ff_pow10_ready)
         return -1;
     uint64_t c = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
@@ -229,6 +243,7 @@ static int ff_double_repr(double v, char *out)
     }
     p += ff_layout(d, k, p);
     return (int)(p - out);
+#endif
 }
 
 /* Decimal text (already matched to [+-]?(digits[.digits]|.digits)([eE][+-]?digits)?) to the
@@ -236,6 +251,15 @@ static int ff_double_repr(double v, char *out)
  * [-21, 19]: m * 10^e is computed as an exact 128-bit quotient plus a sticky remainder, then
  * rounded once to 53 bits (ties to even). Returns 0 where the caller must use CPython's strtod.
  */
+#if !FF_HAVE_INT128
+static int ff_decimal_to_double(const char *p, size_t n, double *out)
+{
+    (void)p;
+    (void)n;
+    (void)out;
+    return 0;
+}
+#else
 static inline int ff_bitlen128(ff_u128 x)
 {
     uint64_t hi = (uint64_t)(x >> 64);
@@ -329,5 +353,7 @@ static int ff_decimal_to_double(const char *p, size_t n, double *out)
     *out = neg ? -v : v;
     return 1;
 }
+
+#endif /* FF_HAVE_INT128 */
 
 #endif
