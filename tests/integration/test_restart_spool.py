@@ -8,13 +8,14 @@ import signal
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 
 from fastforward.spool import Spool
 from fastforward.stats import Stats
 
 from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
-from .helpers import Outage, scrape, wait_for
+from .helpers import Outage, http_get, scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -166,3 +167,37 @@ def test_corrupt_spool_files_are_moved_aside_and_the_rest_replays(
     assert ff.terminate() == 0
     assert ff.stderr.count("moved to") == 2
     assert "Traceback" not in ff.stderr
+
+
+def test_full_spool_applies_backpressure_and_loses_nothing(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Memory cap and spool both full while Blueflood is down: the daemon says so, stops
+    reading (the data waits in the kernel's socket buffers), and delivers everything later."""
+    bf, spool = fake_blueflood, tmp_path / "spool"
+    outage = Outage(bf)
+    outage.mode = "503"
+    port, admin = free_port(), free_port()
+    ff = run_ff(*_args(bf, port, admin, spool, "--max-buffer-bytes", str(CAP),
+                       "--spool-max-bytes", str(CAP)))  # fmt: skip
+    ts = int(time.time())
+    sender = gevent.spawn(_send, port, "full", ts, 80)  # ~4 MB of JSON: memory + spool + more
+    wait_for(lambda: "spool full" in ff.stderr, 20, "the spool-full error")
+    wait_for(lambda: scrape(admin)["fastforward_backpressure_active"] == 1, 10, "backpressure")
+    url = f"http://127.0.0.1:{admin}/health"
+    wait_for(lambda: http_get(url)[0] == 503, 15, "/health 503")
+    assert "spool full" in http_get(url)[1]
+    sent = sender.get(timeout=60)  # one connection per frame: the kernel holds the rest
+    # Paused, not dropping: part of what was sent is still unread, and nothing was dropped.
+    m = scrape(admin)
+    assert m["fastforward_datapoints_accepted_total"] < len(sent)
+    assert m["fastforward_datapoints_dropped_total"] == 0
+    outage.mode = None
+    wait_for(lambda: bf.stored >= len(sent), 60, "everything delivered")
+    assert _stored(bf) == sent
+    assert bf.duplicates == 0
+    wait_for(lambda: not list(spool.glob("*.ffspool")), 20, "the spool emptied")
+    assert ff.terminate() == 0
+    assert "ERROR" in next(ln for ln in ff.stderr.splitlines() if "spool full" in ln)
