@@ -10,6 +10,7 @@ of bodies that saw a failure may (at-least-once, which Blueflood absorbs by upse
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,13 +28,13 @@ RSS_GROWTH_LIMIT_KB = 24 * 1024
 SENDERS = 4
 
 
-def _run_outage(bf: FakeBlueflood, run_ff, mode: str) -> dict:  # noqa: ANN001
+def _run_outage(bf: FakeBlueflood, run_ff, mode: str, *extra: str) -> dict:  # noqa: ANN001
     outage = Outage(bf)
     port, admin = free_port(), free_port()
     ff = run_ff(
         "-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
         "-i", "0.2", "--concurrency", "2", "--max-buffer-bytes", str(CAP),
-        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", *extra,
     )  # fmt: skip
     base_kb = proc_status_kb(ff.proc.pid, "VmRSS")
     ts = int(time.time())
@@ -115,3 +116,19 @@ def test_stored_but_unanswered_bodies_are_the_only_duplicates(
     assert twice, "no body was stored and then retried"
     suspects = set(datapoint_counts(outage.failed))
     assert twice <= suspects, "a datapoint arrived twice without a failure"
+
+
+def test_outage_with_a_spool_goes_to_disk_and_comes_back(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    result = _run_outage(fake_blueflood, run_ff, "503", "--spool-dir", str(spool))
+    m = result["metrics"]
+    assert m["fastforward_spool_written_bodies_total"] > 0
+    assert m["fastforward_spool_replayed_bodies_total"] > 0
+    assert result["growth_kb"] < RSS_GROWTH_LIMIT_KB, result["growth_kb"]
+    assert fake_blueflood.duplicates == 0
+    assert not list(spool.glob("*.ffspool"))
+    assert "Traceback" not in result["stderr"]
