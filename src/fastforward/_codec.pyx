@@ -24,6 +24,7 @@ cdef extern from "_floatrepr.h":
     int ff_i64_to_dec(int64_t v, char *out) nogil
     int ff_double_repr(double v, char *out) nogil
     void ff_floatrepr_init() nogil
+    int64_t ff_now_ms() nogil
     int ff_decimal_to_double(const char *p, size_t n, double *out) nogil
 
 cdef extern from "Python.h":
@@ -34,14 +35,6 @@ cdef extern from "Python.h":
     void PyMem_Free_raw "PyMem_Free"(void *p)
     int Py_DTSF_ADD_DOT_0
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk_id, timespec *tp)
-    int CLOCK_REALTIME
 
 ff_floatrepr_init()
 
@@ -1202,10 +1195,8 @@ cdef class Encoder:
     # -- clock and window -------------------------------------------------------------------
 
     cdef int set_now(self, object now_ms) except -1:
-        cdef timespec ts
         if now_ms is None:
-            clock_gettime(CLOCK_REALTIME, &ts)
-            self.now = <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+            self.now = ff_now_ms()  # clock_gettime(CLOCK_REALTIME)
         else:
             self.now = now_ms
         # Bounds may be floats (compared exactly, like the twin's int/float comparison: an

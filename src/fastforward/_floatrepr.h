@@ -356,4 +356,17 @@ static int ff_decimal_to_double(const char *p, size_t n, double *out)
 
 #endif /* FF_HAVE_INT128 */
 
+/* Wall clock in milliseconds (the codec's "now"), read once per call. */
+#include <time.h>
+static inline int64_t ff_now_ms(void)
+{
+    struct timespec ts;
+#if defined(_WIN32)
+    timespec_get(&ts, TIME_UTC);
+#else
+    clock_gettime(CLOCK_REALTIME, &ts);
+#endif
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 #endif
