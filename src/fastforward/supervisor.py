@@ -56,7 +56,9 @@ Design, and why
 - **Spool:** each worker opens its own `Spool` on the shared ``--spool-dir`` (file names carry
   the pid, replay claims files with ``flock``), so whichever worker starts replays what any
   earlier process left there.
-- The pidfile holds the supervisor's pid; workers' log lines carry ``[worker N]``.
+- The pidfile holds the supervisor's pid; workers' log lines carry ``[worker N]``. Every
+  process appends to the same log; with ``LOG_DIR`` rotation, only the supervisor rotates
+  (checking the size every ``ROTATE_CHECK_SECONDS``) and workers reopen the moved file.
 
 ``--workers 1`` (the default) runs no supervisor at all; ``auto`` is the number of CPUs this
 process may run on.
@@ -98,6 +100,7 @@ DRAIN_MARGIN = 10.0  # beyond --drain-timeout: receiver drain, spool writes, int
 START_TIMEOUT = 60.0  # for the initial workers to report that they serve
 DEFER_SECONDS = 0.005  # a busier worker leaves a new connection this long to a less busy one
 IDLE_SLOT = 2**62  # the load of a dead worker: never the least loaded
+ROTATE_CHECK_SECONDS = 2.0  # how often the supervisor checks the log size (LOG_DIR)
 SIGNAL_DEBOUNCE = 1.0  # a repeat this soon is the same stop delivered twice
 
 # Gauges that describe something the workers share: the maximum, not the sum.
@@ -187,7 +190,19 @@ def tag_log_lines(worker_id: int) -> None:
     fmt = FORMAT.replace("[%(name)s]", f"[worker {worker_id}] [%(name)s]")
     if fmt == FORMAT:
         fmt = f"[worker {worker_id}] {FORMAT}"
-    for handler in logging.getLogger().handlers:
+    import logging.handlers  # noqa: PLC0415 - imports socket: after the patch
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.handlers.RotatingFileHandler):
+            # Only the supervisor rotates (several rotating processes would rotate the same
+            # file over and over); a worker reopens the file once it has been moved aside.
+            watched = logging.handlers.WatchedFileHandler(handler.baseFilename, encoding="utf-8")
+            watched.setLevel(handler.level)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(watched)
+            handler = watched
         handler.setFormatter(logging.Formatter(fmt))
 
 
@@ -653,6 +668,7 @@ class Supervisor:
             gevent.signal_handler(sig, self._on_signal, sig)
             for sig in (signal.SIGTERM, signal.SIGINT)
         ]
+        rotator = gevent.spawn(self._rotate_loop)
         try:
             self._write_pidfile()
             try:
@@ -678,8 +694,29 @@ class Supervisor:
             finally:
                 self._close()
         finally:
+            rotator.kill(block=False)
             for h in handlers:
                 h.cancel()
+
+    def _rotate_loop(self) -> None:
+        """Rotate the log for everyone: workers write to it too, but never rotate it."""
+        import logging.handlers  # noqa: PLC0415
+
+        import gevent  # noqa: PLC0415
+
+        probe = logging.makeLogRecord({"msg": ""})
+        while True:
+            gevent.sleep(ROTATE_CHECK_SECONDS)
+            for h in logging.getLogger().handlers:
+                if isinstance(h, logging.handlers.RotatingFileHandler):
+                    h.acquire()
+                    try:
+                        if h.shouldRollover(probe):
+                            h.doRollover()
+                    except OSError as exc:
+                        log.error("log rotation failed: %s", exc)
+                    finally:
+                        h.release()
 
     def _wait_started(self) -> int | None:
         """None once every worker serves; an exit code when one failed or a signal came."""

@@ -386,3 +386,37 @@ def test_connections_are_spread_over_the_workers(
         for s in conns:
             s.close()
     assert ff.terminate() == 0
+
+
+def test_log_dir_rotation_is_done_by_the_supervisor_alone(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    log_dir = tmp_path / "logs"
+    log = log_dir / "carbon_forwarder.log"
+    env = {"LOG_DIR": str(log_dir), "LOG_ROTATE_LENGTH": "1000", "MAX_LOG_ROTATED_FILES": "3"}
+    port = free_port()
+    ff = run_ff(
+        "--workers", "2", "-e", f"tcp:port={port}:interface=127.0.0.1",
+        "-b", fake_blueflood.url, "-t", TENANT, "-i", "0.2", env=env, wait=False, log=log,
+    )  # fmt: skip
+    ff.wait_started(marker=READY, log=log)
+    # The start alone writes more than 1000 bytes: the supervisor's check rotates the file.
+    rotated = log_dir / "carbon_forwarder.log.1"
+    wait_until(rotated.exists, 10, "a rotation")
+    # Both workers write their next lines to the new file: they reopened it.
+    pids = {int(w): int(p) for w, p in re.findall(r"worker (\d+) started \(pid (\d+)\)",
+                                                    rotated.read_text())}  # fmt: skip
+    held = connections_on_each_worker(port, pids)
+    for wid, conns in held.items():
+        for s in conns:
+            send_frames(s, f"rot.w{wid}", 1, int(time.time()))
+            s.close()
+    wait_until(
+        lambda: "[worker 1]" in log.read_text() and "[worker 2]" in log.read_text(),
+        10,
+        "both workers in the new file",
+    )
+    assert ff.terminate() == 0
+    assert not (log_dir / "carbon_forwarder.log.3").exists()  # nobody rotated on their own
