@@ -38,15 +38,19 @@ whose rejected datapoints are logged and counted).
 
 - **Blueflood down for an hour (or a day):** every datapoint is kept, first in memory (up to
   ``--max-buffer-bytes``), then on disk (up to ``--spool-max-bytes``); once Blueflood answers
-  again the spool is replayed oldest first. Datapoints that have meanwhile fallen out of
-  Blueflood's window (``--max-past``, 3 days) are dropped and counted, since Blueflood would
-  reject them. When the spool is full too, fastforward logs an error and stops reading from its
-  clients (backpressure), so data waits in the clients' own queues; nothing is dropped silently.
+  again the spool is replayed oldest first, one body at a time beside live traffic. Datapoints
+  that have meanwhile fallen out of Blueflood's window (``--max-past``, 3 days) are dropped and
+  counted (``expired_in_spool``), since Blueflood would reject them. When the spool is full too,
+  fastforward logs an ERROR, ``/health`` answers 503, and it stops reading from its TCP clients
+  (backpressure), so data waits in the clients' own queues; nothing is dropped silently (UDP
+  cannot be paused: datagrams are then dropped and counted as ``udp_backpressure``).
 - **SIGTERM:** bodies are sent for up to ``--drain-timeout`` seconds; whatever is still
   undelivered is written to the spool and replayed at the next start.
 - **SIGKILL or a crash:** everything already in the spool survives. What is lost is at most what
-  was in memory and not yet on disk: at most ``--max-buffer-bytes`` of JSON, plus what the kernel
-  had already received on the sockets.
+  was in memory and not yet on disk: ``--max-buffer-bytes`` of JSON (plus what the last read of
+  each connection decoded to, as the cap is checked between reads), and what the kernel had
+  received on the sockets but fastforward had not read. With Blueflood down and the cap
+  reached, the overflow is on disk already (tests/integration/test_restart_spool.py).
 - **Power cut:** every spool file whose write had completed survives (file and directory were
   fsync'd); a write in progress at that moment may be lost, and a torn file is detected and
   moved to ``corrupt/``. A body delivered just before the cut may be sent once more.
