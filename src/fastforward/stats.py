@@ -46,6 +46,7 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "backpressure_seconds": ("counter", "Seconds receivers spent paused by the buffer cap."),
     "backpressure_active": ("gauge", "1 while receivers are paused by the buffer cap."),
     "uptime_seconds": ("gauge", "Seconds since the process started."),
+    "worker_restarts": ("counter", "Worker processes restarted by the supervisor, by worker."),
 }
 
 

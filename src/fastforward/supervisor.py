@@ -401,6 +401,8 @@ class MergedStats:
         uptime = ("uptime_seconds", (), round(time.monotonic() - self.started, 3))
         yield from merged
         yield uptime
+        for slot in self._sup.slots:  # the supervisor's own counter, one series per worker
+            yield ("worker_restarts", (("worker", str(slot.id)),), slot.restarts)
 
     def get(self, name: str, **labels: str) -> float:
         want = tuple(sorted(labels.items()))

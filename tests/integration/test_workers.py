@@ -211,6 +211,9 @@ def test_killed_worker_is_restarted_and_service_goes_on(
     # /health says so until the new worker serves, then recovers.
     wait_until(lambda: http_get(f"http://127.0.0.1:{admin}/health")[0] == 200, 15, "healthy")
     assert worker_pids(ff)[2] == old[2]
+    restarts = scrape(admin)
+    assert restarts.get("fastforward_worker_restarts_total", worker="1") == 1
+    assert restarts.get("fastforward_worker_restarts_total", worker="2") == 0
 
     # New connections are all served (by either worker), nothing twice.
     after = send_connections(port, "after", connections=8, frames=2, ts=ts)
