@@ -54,4 +54,5 @@ def unused_port() -> int:
 
 
 def pytest_report_header(config):
-    return f"fastforward codec: {codec.IMPLEMENTATION} (FASTFORWARD_NO_EXTENSIONS={os.environ.get('FASTFORWARD_NO_EXTENSIONS', '')})"
+    no_ext = os.environ.get("FASTFORWARD_NO_EXTENSIONS", "")
+    return f"fastforward codec: {codec.IMPLEMENTATION} (FASTFORWARD_NO_EXTENSIONS={no_ext})"
