@@ -132,3 +132,26 @@ def test_outage_with_a_spool_goes_to_disk_and_comes_back(
     assert fake_blueflood.duplicates == 0
     assert not list(spool.glob("*.ffspool"))
     assert "Traceback" not in result["stderr"]
+
+
+def test_a_poison_datapoint_never_blocks_the_rest(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
+    """Blueflood answers 500 to any body holding one datapoint, and 200 to the rest: with a
+    single sender, everything else still arrives; the poison one stays parked, retried."""
+    bf = fake_blueflood
+    outage = Outage(bf)
+    outage.poison = {"lose.poison.s0.3.7"}
+    port, admin = free_port(), free_port()
+    ff = run_ff("-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+                "-i", "0.2", "--concurrency", "1",
+                "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1")  # fmt: skip
+    sender = Sender(port, "lose.poison.s0", int(time.time())).start()
+    time.sleep(3.0)
+    sender.stop()
+    expected = sender.expected - {("lose.poison.s0.3.7", sender.ts * 1000)}
+    wait_for(lambda: bf.stored >= len(expected), 40, "everything but the poison")
+    stored = {(name, ct) for (_t, name), pts in bf.store.items() for ct in pts}
+    assert stored == expected
+    wait_for(lambda: "retrying it every" in ff.stderr, 10, "the parking warning")
+    assert scrape(admin)["fastforward_buffered_datapoints"] == 1  # kept, not dropped
+    assert ff.terminate() == 0
+    assert "1 datapoints could not be delivered" in ff.stderr  # said so at stop, no spool
