@@ -389,6 +389,17 @@ def test_bodies_split_by_datapoints(codec_impl):
     assert enc.take() == [] and enc.pending_bytes == 0 and enc.pending_datapoints == 0
 
 
+def test_take_counted_gives_each_body_with_its_datapoint_count(codec_impl):
+    enc = codec_impl.Encoder(max_body_bytes=900, max_body_datapoints=7)
+    enc.add_pickle(frame_of(*[(f"m{i}", (NOW_S, i * 1.5)) for i in range(40)]), now_ms=NOW)
+    enc.add_lines(b"line.a 1 %d\nline.b 2 %d\n" % (NOW_S, NOW_S), now_ms=NOW)
+    pending = enc.pending_datapoints
+    counted = enc.take_counted()
+    assert [n for _, n in counted] == [len(json.loads(body)) for body, _ in counted]
+    assert sum(n for _, n in counted) == pending == 42
+    assert enc.take_counted() == [] and enc.pending_datapoints == 0
+
+
 def test_exactly_full_body_is_ready_at_once(codec_impl):
     enc = codec_impl.Encoder(max_body_datapoints=3)
     enc.add_pickle(frame_of(*[(f"m{i}", (NOW_S, i)) for i in range(3)]), now_ms=NOW)

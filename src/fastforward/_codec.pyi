@@ -73,6 +73,9 @@ class Encoder:
         """Remove and return the waiting bodies; the open partial one too unless ``partial``
         is False."""
 
+    def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
+        """Like `take`, as ``(body, datapoints)`` pairs, so the sender need not count them."""
+
     @property
     def ready_bodies(self) -> int:
         """Complete (full) bodies waiting."""

@@ -1226,7 +1226,7 @@ cdef class Encoder:
         cdef char *w = PyBytes_AS_STRING(out)
         memcpy(w, self.body, self.blen)
         w[self.blen] = 93  # ']'
-        self.ready.append(out)
+        self.ready.append((out, self.bcount))
         self.ready_bytes += self.blen + 1
         self.ready_dps += self.bcount
         self.blen = 1
@@ -1575,6 +1575,9 @@ cdef class Encoder:
             PyBuffer_Release(&view)
 
     def take(self, bint partial=True):
+        return [body for body, _ in self.take_counted(partial)]
+
+    def take_counted(self, bint partial=True):
         cdef list out
         if partial and self.bcount:
             self.close_body()

@@ -733,7 +733,7 @@ class Encoder:
         self._tmpl_int = head + b"%d%b"
         self._tmpl_float = head + b"%r%b"
         self._names: dict[object, bytes | None] = {}
-        self._full: list[bytes] = []
+        self._full: list[tuple[bytes, int]] = []
         self._full_bytes = 0
         self._full_datapoints = 0
         self._body = bytearray(b"[")
@@ -771,13 +771,17 @@ class Encoder:
         return out
 
     def take(self, partial: bool = True) -> list[bytes]:
+        return [body for body, _ in self.take_counted(partial)]
+
+    def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
+        """Like `take`, with the number of datapoints of each body (the sender needs it)."""
         out = self._full
         self._full = []
         self._full_bytes = 0
         self._full_datapoints = 0
         if partial and self._body_count:
             self._body.append(0x5D)
-            out.append(bytes(self._body))
+            out.append((bytes(self._body), self._body_count))
             self._body = bytearray(b"[")
             self._body_count = 0
         return out
@@ -1036,7 +1040,7 @@ class Encoder:
         for obj in objs:
             if count and len(body) + len(obj) + 2 > max_bytes:  # "," + obj + "]"
                 body.append(0x5D)
-                full.append(bytes(body))
+                full.append((bytes(body), count))
                 self._full_bytes += len(body)
                 self._full_datapoints += count
                 body = bytearray(b"[")
@@ -1048,7 +1052,7 @@ class Encoder:
             accepted += 1
             if count >= max_count:
                 body.append(0x5D)
-                full.append(bytes(body))
+                full.append((bytes(body), count))
                 self._full_bytes += len(body)
                 self._full_datapoints += count
                 body = bytearray(b"[")
