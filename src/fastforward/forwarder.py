@@ -186,14 +186,18 @@ class Forwarder:
             next_flush = time.monotonic() + self.interval
 
     def _move(self, partial: bool) -> None:
+        take_counted = getattr(self.encoder, "take_counted", None)
         try:
-            bodies = self.encoder.take(partial=partial)
+            if take_counted is not None:  # the codec knows the counts: no rescan of the bodies
+                counted = take_counted(partial=partial)
+            else:
+                counted = [(b, count_datapoints(b)) for b in self.encoder.take(partial=partial)]
         except Exception:  # never let a codec bug kill the flusher
             log.exception("taking bodies from the encoder failed")
             return
-        for body in bodies:
+        for body, datapoints in counted:
             if body:
-                self.outbox.put(Batch(body, count_datapoints(body)))
+                self.outbox.put(Batch(body, datapoints))
         self._relieve()
 
     def _relieve(self) -> None:
