@@ -39,7 +39,10 @@ __all__ = ["Receivers", "StartupError"]
 
 log = logging.getLogger(__name__)
 
-INITIAL_BUFFER = 256 * 1024  # one recv can take ~8 carbon-relay frames of 500 datapoints
+# A connection starts small (a thousand idle relays must not cost 256 MiB) and its buffer
+# doubles while reads fill it, up to READ_BUFFER, where one recv takes ~8 frames of 500.
+INITIAL_BUFFER = 16 * 1024
+READ_BUFFER = 256 * 1024
 MAX_LINE_BYTES = 65_536
 BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
 UDP_MAX_DATAGRAM = 65_535
@@ -100,11 +103,16 @@ class _Conn:
             return
         self.start, self.end = 0, pending
 
+    def grow(self) -> None:
+        """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs)."""
+        if len(self.buf) < READ_BUFFER:
+            self.make_room(min(READ_BUFFER, 2 * len(self.buf)))
+
     def shrink(self) -> None:
-        """After a large frame, give the memory back once the buffer is empty."""
-        if len(self.buf) > 4 * INITIAL_BUFFER and self.start == self.end:
+        """After a frame larger than the read buffer, give the memory back once it is empty."""
+        if len(self.buf) > READ_BUFFER and self.start == self.end:
             self.mv.release()
-            self.buf = bytearray(INITIAL_BUFFER)
+            self.buf = bytearray(READ_BUFFER)
             self.mv = memoryview(self.buf)
             self.start = self.end = 0
 
@@ -234,10 +242,17 @@ class _StreamListener:
             n = self._recv(conn)
             if not n:
                 break
+            filled = conn.end + n == len(conn.buf)
             conn.end += n
             buf, mv = conn.buf, conn.mv
             ok = 0
             while conn.end - conn.start >= 4:
+                if encoder.ready_bodies:
+                    # Hand full bodies over frame by frame, and stop decoding while the outbox
+                    # is at its cap: one big read must not overshoot --max-buffer-bytes.
+                    owner.flow.kick()
+                    if not conn.drain_until:  # at shutdown the forwarder is draining anyway
+                        owner.flow.gate.wait()
                 (length,) = _unpack_len(buf, conn.start)
                 if length > max_frame:
                     stats.incr("frames_received", ok, result="ok")
@@ -266,6 +281,8 @@ class _StreamListener:
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
+            if filled:
+                conn.grow()
             if encoder.ready_bodies:
                 owner.flow.kick()
         leftover = conn.end - conn.start
@@ -315,6 +332,7 @@ class _StreamListener:
             n = self._recv(conn)
             if not n:
                 break
+            filled = conn.end + n == len(conn.buf)
             conn.end += n
             if skipping:
                 nl = conn.buf.find(b"\n", conn.start, conn.end)
@@ -336,6 +354,8 @@ class _StreamListener:
                 skipping = True
             if conn.start == conn.end:
                 conn.start = conn.end = 0
+            if filled:
+                conn.grow()
             if encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not skipping:
