@@ -13,7 +13,7 @@ import pytest
 from fastforward.auth import TokenProvider
 from fastforward.blueflood import BluefloodClient
 from fastforward.forwarder import Forwarder
-from fastforward.outbox import count_datapoints, split_body
+from fastforward.outbox import split_body
 from fastforward.stats import Stats
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, Scripted
 
@@ -56,11 +56,11 @@ class FakeEncoder:
     def pending_datapoints(self) -> int:
         return len(self.full) * self.per_body + len(self.items)
 
-    def take(self, partial: bool = True) -> list[bytes]:
+    def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
         bodies, self.full = self.full, []
         if partial and self.items:
             bodies.append(self._close())
-        return bodies
+        return [(b, b.count(b'{"collectionTime"')) for b in bodies]
 
 
 class MemorySpool:
@@ -150,7 +150,6 @@ def test_split_body_keeps_braces_inside_names_intact():
     (left, n_left), (right, n_right) = split_body(body)
     assert json.loads(left) + json.loads(right) == items
     assert (n_left, n_right) == (2, 3)
-    assert count_datapoints(body) == 5
     assert split_body(b'[{"a":1}]') is None
 
 
@@ -180,6 +179,25 @@ def test_interval_flushes_a_partial_body(bf, stopper):
     stopper.append(fwd)
     enc.add(5)
     wait_until(lambda: bf.stored == 5, timeout=5)
+
+
+def test_end_of_a_burst_sends_the_partial_body_without_waiting_for_the_interval(bf, stopper):
+    fwd, enc, _ = make(bf, interval=60)
+    stopper.append(fwd)
+    enc.add(250)  # two full bodies and a partial one of 50
+    fwd.kick()
+    wait_until(lambda: bf.stored == 250, timeout=5)  # not 60 s: the burst ended
+    assert sorted(len(json.loads(r.body)) for r in bf.ingests()) == [50, 100, 100]
+
+
+def test_slow_input_waits_for_the_interval(bf, stopper):
+    # Input that never fills a body keeps one request per interval, as the original did.
+    fwd, enc, _ = make(bf, interval=60)
+    stopper.append(fwd)
+    for _ in range(5):
+        enc.add(3)
+        gevent.sleep(0.1)  # well past the burst-end quiet time, but no body was ever full
+    assert bf.stored == 0 and enc.pending_datapoints == 15
 
 
 def test_5xx_and_dropped_connections_are_retried_without_new_traffic(bf, stopper):

@@ -1,7 +1,8 @@
 """The flush greenlet and the sender greenlets: from encoder bodies to Blueflood, losslessly.
 
 Every ``interval`` seconds (and at once on ``kick()`` when full bodies are ready) the flusher
-moves the encoder's bodies into the outbox. ``concurrency`` senders pop batches; a batch is
+moves the encoder's bodies into the outbox; when a burst of input ends (``BURST_QUIET``), its
+partial last body goes too. ``concurrency`` senders pop batches; a batch is
 owned by exactly one sender until it is delivered, dropped for good, split into two new
 batches, or spooled, so nothing is sent twice unless a POST failed. A failing batch is retried
 by its sender with exponential backoff and jitter, never waiting for new traffic. What
@@ -34,7 +35,7 @@ import gevent
 from gevent.event import Event
 
 from .blueflood import Kind, Outcome
-from .outbox import Batch, Outbox, SpoolRef, count_datapoints, split_body
+from .outbox import Batch, Outbox, SpoolRef, split_body
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ LOG_ERRORS_PER_BODY = 10
 # Seconds of Blueflood failures (with data waiting), or of paused receivers, before /health
 # says 503: three flush intervals, at least this many seconds, so one failed POST never flaps it.
 UNHEALTHY_AFTER_MIN = 5.0
+# A burst (input fast enough to fill bodies) has ended when no datapoint arrived for this long;
+# its last, partial body is then sent at once instead of waiting up to an interval. Slow input
+# never fills a body, so it keeps the one-request-per-interval pace of the original.
+BURST_QUIET = 0.05
 
 
 class Client(Protocol):
@@ -58,8 +63,9 @@ class Client(Protocol):
 class Encoder(Protocol):
     ready_bodies: int
     pending_bytes: int
+    pending_datapoints: int
 
-    def take(self, partial: bool = True) -> list[bytes]: ...
+    def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
 
 
 class _Stopped(Exception):
@@ -95,6 +101,7 @@ class Forwarder:
         self._last_success = time.monotonic()
         self._failing_since: float | None = None
         self._parked: list[Batch] = []  # suspected poison, without a spool
+        self._burst = Event()  # set by kick(): full bodies left, input is fast
         self.park_retry = PARK_RETRY
         stats.add_collector(self._collect)
 
@@ -111,10 +118,12 @@ class Forwarder:
         if self.spool is not None:
             self._greenlets.append(gevent.spawn(self._replay_loop))
         self._greenlets.append(gevent.spawn(self._parked_loop))
+        self._greenlets.append(gevent.spawn(self._burst_end_loop))
 
     def kick(self) -> None:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
         self._move(partial=False)
+        self._burst.set()
 
     def stop(self, timeout: float) -> int:
         """Flush everything (partial body included) and send until ``timeout`` seconds pass.
@@ -185,13 +194,21 @@ class Forwarder:
             self._move(partial=True)
             next_flush = time.monotonic() + self.interval
 
+    def _burst_end_loop(self) -> None:
+        encoder = self.encoder
+        while True:
+            self._burst.wait()
+            self._burst.clear()
+            seen = -1
+            while (pending := encoder.pending_datapoints) != seen:
+                seen = pending
+                gevent.sleep(BURST_QUIET)
+            if seen:
+                self._move(partial=True)
+
     def _move(self, partial: bool) -> None:
-        take_counted = getattr(self.encoder, "take_counted", None)
         try:
-            if take_counted is not None:  # the codec knows the counts: no rescan of the bodies
-                counted = take_counted(partial=partial)
-            else:
-                counted = [(b, count_datapoints(b)) for b in self.encoder.take(partial=partial)]
+            counted = self.encoder.take_counted(partial=partial)
         except Exception:  # never let a codec bug kill the flusher
             log.exception("taking bodies from the encoder failed")
             return

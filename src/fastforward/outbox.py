@@ -22,7 +22,6 @@ from .stats import Stats
 log = logging.getLogger(__name__)
 
 RESUME_FRACTION = 0.8
-_OBJECT_START = b'{"collectionTime":'
 # A JSON string (escapes included) or a brace: strings are skipped so that braces inside
 # metric names never count.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}]', re.DOTALL)
@@ -41,13 +40,6 @@ def _object_ends(body: bytes) -> list[int]:
             if depth == 0:
                 ends.append(match.end())
     return ends
-
-
-def count_datapoints(body: bytes) -> int:
-    """Datapoints in a body. The codec writes ``collectionTime`` first and escapes ``"`` in
-    names, so the marker cannot occur inside a name; other bodies are scanned."""
-    count = body.count(_OBJECT_START)
-    return count if count else len(_object_ends(body))
 
 
 def split_body(body: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
