@@ -157,3 +157,16 @@ def test_stdout_client_writes_one_line_per_body(stats):
     assert c.post(b'[{"a":1}]').kind is Kind.OK
     assert c.post(b"[2]").kind is Kind.OK
     assert out.getvalue() == b'[{"a":1}]\n[2]\n'
+
+
+def test_proxy_from_the_environment_is_still_used(fake_blueflood, stats, monkeypatch):  # noqa: F811
+    # The environment is read once at start-up, not per POST, but it is still honoured.
+    monkeypatch.setenv("HTTP_PROXY", fake_blueflood.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    c = BluefloodClient("http://blueflood.invalid:19000", "t1", stats, timeout=5)
+    try:
+        post(c, body("a"))
+    finally:
+        c.close()
+    assert any("blueflood.invalid" in r.path for r in fake_blueflood.requests)
