@@ -27,5 +27,9 @@ class FrameTooLarge(FrameError):
     """The frame is longer than the configured limit."""
 
 
+class StartupError(FastforwardError):
+    """Something needed at start-up is unusable (port in use, bad certificate, pidfile...)."""
+
+
 class ConfigError(FastforwardError, ValueError):
     """An option, config file or endpoint string is unusable; the message names it."""

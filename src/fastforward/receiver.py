@@ -32,7 +32,7 @@ from gevent.server import DatagramServer, StreamServer
 
 from .config import Config
 from .endpoints import Endpoint
-from .errors import FastforwardError, FrameError
+from .errors import FrameError, StartupError
 from .stats import Stats
 
 __all__ = ["Receivers", "StartupError"]
@@ -47,10 +47,6 @@ MAX_LINE_BYTES = 65_536
 BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
 UDP_MAX_DATAGRAM = 65_535
 _unpack_len = struct.Struct("!I").unpack_from
-
-
-class StartupError(FastforwardError):
-    """A listener could not be set up (port in use, bad certificate, ...): exit code 3."""
 
 
 class Flow(Protocol):

@@ -29,8 +29,10 @@ from .blueflood import BluefloodClient, StdoutClient
 from .codec import DROP_REASONS, IMPLEMENTATION, Encoder
 from .config import Config
 from .endpoints import parse_endpoint
+from .errors import StartupError
 from .forwarder import Forwarder
-from .receiver import Receivers, StartupError
+from .pidfile import PidFile
+from .receiver import Receivers
 from .spool import Spool
 from .stats import Stats
 
@@ -98,7 +100,7 @@ class Service:
         self._signals = 0
         self._greenlets: list[gevent.Greenlet] = []
         self._last: dict[str, float] = {}
-        self._pidfile_written = False
+        self.pidfile = PidFile(config.pidfile)
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class Service:
 
     def start(self) -> None:
         """Bind everything and start the greenlets; `StartupError` when something is unusable."""
-        self._write_pidfile()
+        self.pidfile.write()
         self.receivers.start()
         if self.admin is not None:
             try:
@@ -159,42 +161,6 @@ class Service:
             c.max_buffer_bytes,
             c.spool_dir or "off",
         )
-
-    def _write_pidfile(self) -> None:
-        path = self.config.pidfile
-        if not path:
-            return
-        try:
-            with open(path, encoding="ascii") as fh:
-                old = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
-            old = 0
-        if old and old != os.getpid():
-            try:
-                os.kill(old, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise StartupError(f"--pidfile {path}: process {old} is running") from None
-            else:
-                raise StartupError(f"--pidfile {path}: process {old} is running") from None
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise StartupError(f"--pidfile {path}: {exc.strerror or exc}") from None
-        self._pidfile_written = True
-
-    def _remove_pidfile(self) -> None:
-        if not self._pidfile_written:
-            return
-        try:
-            with open(self.config.pidfile, encoding="ascii") as fh:
-                mine = fh.read().strip() == str(os.getpid())
-            if mine:
-                os.unlink(self.config.pidfile)
-        except OSError:
-            pass
 
     # -- periodic work ------------------------------------------------------------------------
 
@@ -282,7 +248,7 @@ class Service:
                 except Exception:
                     log.exception("error while closing %r", closable)
         self.report()
-        self._remove_pidfile()
+        self.pidfile.remove()
         return lost
 
     def run(self) -> int:
@@ -295,7 +261,7 @@ class Service:
             try:
                 self.start()
             except BaseException:
-                self._remove_pidfile()
+                self.pidfile.remove()
                 raise
             self.stopping.wait()
             lost = self.stop()

@@ -77,6 +77,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .errors import StartupError
+from .pidfile import PidFile
+
 __all__ = [
     "WORKER_ENV",
     "MergedStats",
@@ -427,7 +430,7 @@ class Supervisor:
         self._loads: Any = None
         self._signals = 0
         self._first_signal = 0.0
-        self._pidfile_written = False
+        self.pidfile = PidFile(config.pidfile)
         self._initial = True
 
     # -- start ------------------------------------------------------------------------------
@@ -447,7 +450,6 @@ class Supervisor:
             return
         from .admin import AdminServer  # noqa: PLC0415
         from .endpoints import parse_endpoint  # noqa: PLC0415
-        from .receiver import StartupError  # noqa: PLC0415
 
         ep = parse_endpoint(self.config.admin_endpoint)
         host = ep.host or ("::" if ep.kind == "tcp6" else "0.0.0.0")
@@ -620,44 +622,6 @@ class Supervisor:
         log.info("%s: stopping the workers (deadline %gs)", name, self.config.drain_timeout)
         self.stopping.set()
 
-    def _write_pidfile(self) -> None:
-        from .receiver import StartupError  # noqa: PLC0415
-
-        path = self.config.pidfile
-        if not path:
-            return
-        try:
-            with open(path, encoding="ascii") as fh:
-                old = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
-            old = 0
-        if old and old != os.getpid():
-            try:
-                os.kill(old, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise StartupError(f"--pidfile {path}: process {old} is running") from None
-            else:
-                raise StartupError(f"--pidfile {path}: process {old} is running") from None
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise StartupError(f"--pidfile {path}: {exc.strerror or exc}") from None
-        self._pidfile_written = True
-
-    def _remove_pidfile(self) -> None:
-        if not self._pidfile_written:
-            return
-        try:
-            with open(self.config.pidfile, encoding="ascii") as fh:
-                mine = fh.read().strip() == str(os.getpid())
-            if mine:
-                os.unlink(self.config.pidfile)
-        except OSError:
-            pass
-
     # -- run --------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -672,7 +636,7 @@ class Supervisor:
         ]
         rotator = gevent.spawn(self._rotate_loop)
         try:
-            self._write_pidfile()
+            self.pidfile.write()
             try:
                 self._bind()
                 self._share_loads()
@@ -785,7 +749,7 @@ class Supervisor:
                     os.unlink(endpoint.path)
                 except OSError:
                     pass
-        self._remove_pidfile()
+        self.pidfile.remove()
 
 
 class _Failed:
