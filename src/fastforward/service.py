@@ -26,7 +26,7 @@ from . import __version__
 from .admin import AdminServer, self_metric_lines
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, StdoutClient
-from .codec import DROP_REASONS, IMPLEMENTATION, Encoder
+from .codec import DROP_REASONS, IMPLEMENTATION, NO_EXTENSIONS, Encoder
 from .config import Config
 from .endpoints import parse_endpoint
 from .errors import StartupError
@@ -144,6 +144,11 @@ class Service:
         log.info(
             "fastforward %s starting (codec: %s, pid %d)", __version__, IMPLEMENTATION, os.getpid()
         )
+        if IMPLEMENTATION == "python" and not NO_EXTENSIONS:
+            log.warning(
+                "the compiled codec is not installed (no wheel for this platform and no C "
+                "compiler at install time): running the pure-Python codec, several times slower"
+            )
         for kind, protocol, address in self.receivers.addresses():
             log.info("  listening: %s %s %s", kind, protocol, address)
         if c.dry_run:
