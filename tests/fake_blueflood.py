@@ -93,6 +93,7 @@ class Request:
     peer: tuple[str, int]
     status: int | None = None
     response: bytes = b""
+    time: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 def _error_body(message: str, tenant: str = "") -> bytes:
