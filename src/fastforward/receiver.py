@@ -61,6 +61,14 @@ class _Drain(BaseException):
     """Thrown into connection greenlets at shutdown: read what is buffered, then close."""
 
 
+def _wait_for_room(gate: Event) -> None:
+    """Block while the gate is closed. A gevent Event releases every waiter on set(), even if
+    it is cleared again before they run (a resume right before the next pause), so check again:
+    otherwise a crowd of paused connections would all slip through at once."""
+    while not gate.is_set():
+        gate.wait()
+
+
 def _peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host = address[0]
@@ -223,7 +231,7 @@ class _StreamListener:
                 return conn.sock.recv_into(conn.mv[conn.end :])
             except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
                 return 0
-        self.owner.flow.gate.wait()
+        _wait_for_room(self.owner.flow.gate)
         return conn.sock.recv_into(conn.mv[conn.end :])
 
     def _serve_pickle(self, conn: _Conn) -> None:
@@ -243,12 +251,13 @@ class _StreamListener:
             buf, mv = conn.buf, conn.mv
             ok = 0
             while conn.end - conn.start >= 4:
+                # Hand full bodies over frame by frame, and stop decoding while the outbox is
+                # at its cap: neither one big read nor many connections that each got their
+                # read in before the gate closed may overshoot --max-buffer-bytes.
                 if encoder.ready_bodies:
-                    # Hand full bodies over frame by frame, and stop decoding while the outbox
-                    # is at its cap: one big read must not overshoot --max-buffer-bytes.
                     owner.flow.kick()
-                    if not conn.drain_until:  # at shutdown the forwarder is draining anyway
-                        owner.flow.gate.wait()
+                if not conn.drain_until:  # at shutdown the forwarder is draining anyway
+                    _wait_for_room(owner.flow.gate)
                 (length,) = _unpack_len(buf, conn.start)
                 if length > max_frame:
                     stats.incr("frames_received", ok, result="ok")
