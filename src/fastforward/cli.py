@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, UsageError, help_text, load
+from .errors import StartupError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -42,10 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return send_main(args[1:])
     if args and args[0] == "decode":
-        try:
-            from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
-        except ImportError:
-            return _fail("decode: not available in this build", EXIT_USAGE)
+        from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
+
         return decode_main(args[1:])
 
     try:
@@ -90,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if loaded.config_file:
             log.info("config file: %s", os.path.abspath(loaded.config_file))
 
-    from .service import Service, StartupError  # noqa: PLC0415 - imports requests/ssl: after patch
+    from .service import Service  # noqa: PLC0415 - imports requests/ssl: after the patch
 
     try:
         if spec is not None:
