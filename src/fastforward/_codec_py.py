@@ -470,9 +470,9 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             push(c)
             created += 1
         elif op == 0x29:  # EMPTY_TUPLE )
-            t = ()
-            depth[id(t)] = 1
-            push(t)
+            empty = ()
+            depth[id(empty)] = 1
+            push(empty)
             created += 1
         elif op == 0x2E:  # STOP .
             if pos != n:
@@ -672,7 +672,7 @@ def _number(v: object) -> int | float | str:
     if tv is bytes:
         return _number_from_text(v)  # type: ignore[arg-type]
     if tv is str:
-        return _number_from_text(v.encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
+        return _number_from_text(v.encode("utf-8", "surrogatepass"))  # type: ignore[attr-defined]
     return _BAD
 
 
@@ -934,13 +934,13 @@ class Encoder:
         tn = type(name)
         if tn is str:
             try:
-                raw = name.encode("utf-8")  # type: ignore[union-attr]
+                raw = name.encode("utf-8")  # type: ignore[attr-defined]
             except UnicodeEncodeError:  # lone surrogates
                 return None
         elif tn is bytes:
             raw = name  # type: ignore[assignment]
             try:
-                raw.decode("utf-8")
+                raw.decode("utf-8")  # type: ignore[attr-defined]
             except UnicodeDecodeError:
                 return None
         else:
@@ -995,7 +995,7 @@ class Encoder:
                     return "bad_timestamp"
                 ms = int(tm)
             else:
-                ms = t * 1000  # type: ignore[operator]
+                ms = t * 1000  # type: ignore[operator,assignment]
             # DECISION: a time that does not fit int64 milliseconds is bad_timestamp (this
             # only matters when a window bound is disabled).
             if not _INT64_MIN <= ms <= _INT64_MAX:

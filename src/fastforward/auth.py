@@ -69,7 +69,9 @@ class TokenProvider:
         if key:
             self._credentials = {"RAX-KSKEY:apiKeyCredentials": {"username": user, "apiKey": key}}
         else:
-            self._credentials = {"passwordCredentials": {"username": user, "password": password}}
+            self._credentials = {
+                "passwordCredentials": {"username": user, "password": password or ""}
+            }
         self.stats = stats if stats is not None else Stats()
         self.timeout = timeout
         self.clock = clock

@@ -61,9 +61,12 @@ class Client(Protocol):
 
 
 class Encoder(Protocol):
-    ready_bodies: int
-    pending_bytes: int
-    pending_datapoints: int
+    @property
+    def ready_bodies(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
+    @property
+    def pending_datapoints(self) -> int: ...
 
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
 

@@ -52,7 +52,8 @@ _unpack_len = struct.Struct("!I").unpack_from
 class Flow(Protocol):
     """What the receivers need from the forwarder."""
 
-    gate: Event
+    @property
+    def gate(self) -> Event: ...
 
     def kick(self) -> None: ...
 

@@ -59,6 +59,7 @@ whose rejected datapoints are logged and counted).
 from __future__ import annotations
 
 import bisect
+import builtins  # inside Spool, `bytes` names its property
 import errno
 import fcntl
 import itertools
@@ -199,7 +200,7 @@ class Spool:
         """True from a refused ``put`` (no room) until a ``put`` succeeds again."""
         return self._full_refusals > 0
 
-    def put(self, body: bytes, datapoints: int) -> bool:
+    def put(self, body: builtins.bytes, datapoints: int) -> bool:
         """Store one body durably; False when the spool is full or the disk write failed."""
         header = _header(body, datapoints)
         size = len(header) + len(body)
@@ -264,7 +265,7 @@ class Spool:
         pid = os.getpid()  # not cached: a Spool used after fork must not reuse its parent's names
         return f"{now:020d}-{pid}-{seq:08d}{SUFFIX}", f".{pid}-{seq}{TEMP_SUFFIX}"
 
-    def _write_temp(self, temp: str, data: bytes) -> int:
+    def _write_temp(self, temp: str, data: builtins.bytes) -> int:
         """Write and fsync a temp file; return its fd, still locked."""
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -277,7 +278,7 @@ class Spool:
             raise
         return fd
 
-    def _write_new(self, data: bytes) -> str:
+    def _write_new(self, data: builtins.bytes) -> str:
         name, tname = self._new_name()
         temp = os.path.join(self.directory, tname)
         final = os.path.join(self.directory, name)
@@ -501,7 +502,9 @@ class Spool:
             kept.append(p)
         return kept
 
-    def _rewrite(self, entry: SpoolEntry, body: bytes, datapoints: int) -> SpoolEntry | None:
+    def _rewrite(
+        self, entry: SpoolEntry, body: builtins.bytes, datapoints: int
+    ) -> SpoolEntry | None:
         """Replace a claimed file by its trimmed body, atomically and still claimed."""
         data = _header(body, datapoints) + body
         _name, tname = self._new_name()
