@@ -114,8 +114,11 @@ class Service:
             if n and reason != "bad_frame":  # frames, not datapoints: in frames_received
                 dropped += n
                 stats.set("datapoints_dropped", n, reason=reason)
-        stats.set("datapoints_received", accepted + dropped)
-        stats.set("lines_received", counts.get("lines", 0))
+        # Every non-blank line is one datapoint, accepted or dropped; the rest came in frames.
+        lines = counts.get("lines", 0)
+        stats.set("datapoints_received", accepted + dropped - lines, protocol="pickle")
+        stats.set("datapoints_received", lines, protocol="line")
+        stats.set("lines_received", lines)
 
     # -- start --------------------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
     assert m.get("fastforward_datapoints_dropped_total", reason="none") == 1
     assert m.get("fastforward_datapoints_dropped_total", reason="bad_line") == 2
     assert m["fastforward_datapoints_received_total"] == 15 + 3 + 1 + 2
+    assert m.get("fastforward_datapoints_received_total", protocol="pickle") == 10 + 3
+    assert m.get("fastforward_datapoints_received_total", protocol="line") == 8
     assert m.get("fastforward_frames_received_total", result="bad") == 1
     assert m.get("fastforward_frames_received_total", result="ok") == 1
     assert m["fastforward_lines_received_total"] == 8
