@@ -17,6 +17,11 @@ from libc.string cimport memchr, memcpy, memmove
 import math
 from collections import deque
 
+from fastforward._codec_rules import (
+    DROP_REASONS, FORBIDDEN_OPCODES, R_AFTER_STOP, R_DATAPOINTS, R_DEPTH, R_DIGITS, R_ITEMS,
+    R_LONG_BYTES, R_MARKS, R_MEMO_INDEX, R_MEMO_UNSET, R_NO_MARK, R_NOT_LIST, R_PROTO,
+    R_SEALED, R_STOP_STACK, R_TOO_LARGE, R_TOP, R_TRUNCATED, R_UNDERFLOW,
+)
 from fastforward.errors import FrameError, FrameTooLarge
 
 cdef extern from "_floatrepr.h":
@@ -38,9 +43,6 @@ cdef extern from "Python.h":
 
 ff_floatrepr_init()
 
-DROP_REASONS = ("none", "nan", "inf", "bad_value", "bad_timestamp", "out_of_window",
-                "invalid_name", "bad_item", "bad_line", "bad_frame")
-
 DEF MAX_DEPTH = 64
 DEF MAX_TEXT_DIGITS = 100
 DEF MAX_LONG_BYTES = 64
@@ -48,26 +50,6 @@ DEF MAX_REJECTS = 64
 DEF SAMPLE_BYTES = 256
 _I64_MIN = -(2 ** 63)
 _I64_MAX = 2 ** 63 - 1
-
-# FrameError reasons: the exact strings of the twin (_codec_py)
-R_TOO_LARGE = "frame longer than max_frame_bytes"
-R_TRUNCATED = "truncated frame"
-R_AFTER_STOP = "data after STOP"
-R_STOP_STACK = "stack not exactly one value at STOP"
-R_PROTO = "pickle protocol over 5"
-R_MEMO_INDEX = "memo index over values created"
-R_MEMO_UNSET = "GET of unset memo slot"
-R_DIGITS = "text integer longer than 100 digits"
-R_LONG_BYTES = "binary long longer than 64 bytes"
-R_DEPTH = "nesting deeper than 64"
-R_MARKS = "MARK depth over 64"
-R_ITEMS = "more than max_items_per_frame items in a list"
-R_DATAPOINTS = "more than max_items_per_frame datapoints"
-R_UNDERFLOW = "stack underflow"
-R_NO_MARK = "MARK missing"
-R_NOT_LIST = "APPEND to a non-list"
-R_SEALED = "APPEND to a list already inside a container"
-R_TOP = "top level not a list or tuple"
 
 cdef enum:
     K_NONE = 0
@@ -1001,7 +983,7 @@ cdef class _Decoder:
         return v
 
     cdef int bad_opcode(self, uint8_t op, Py_ssize_t off) except -1:
-        name = _FORBIDDEN.get(op)
+        name = FORBIDDEN_OPCODES.get(op)
         if name is not None:
             self.fail("forbidden opcode " + name, off)
         self.fail("unknown opcode 0x%02x" % op, off)
@@ -1044,15 +1026,6 @@ cdef class _Decoder:
             o.append(self.to_object(self.cons[c].val, made))
             c = self.cons[c].next
         return o
-
-
-_FORBIDDEN = {
-    0x63: "GLOBAL", 0x93: "STACK_GLOBAL", 0x52: "REDUCE", 0x62: "BUILD", 0x69: "INST",
-    0x6F: "OBJ", 0x81: "NEWOBJ", 0x92: "NEWOBJ_EX", 0x50: "PERSID", 0x51: "BINPERSID",
-    0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4", 0x7D: "EMPTY_DICT", 0x64: "DICT",
-    0x73: "SETITEM", 0x75: "SETITEMS", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS", 0x91: "FROZENSET",
-    0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
-}
 
 
 def safe_loads(frame, max_frame_bytes=1_048_576, max_items_per_frame=100_000):

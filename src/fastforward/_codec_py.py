@@ -15,22 +15,31 @@ import struct
 import time
 from collections import deque
 
+from ._codec_rules import (
+    DROP_REASONS,
+    FORBIDDEN_OPCODES,
+    R_AFTER_STOP,
+    R_DATAPOINTS,
+    R_DEPTH,
+    R_DIGITS,
+    R_ITEMS,
+    R_LONG_BYTES,
+    R_MARKS,
+    R_MEMO_INDEX,
+    R_MEMO_UNSET,
+    R_NO_MARK,
+    R_NOT_LIST,
+    R_PROTO,
+    R_SEALED,
+    R_STOP_STACK,
+    R_TOO_LARGE,
+    R_TOP,
+    R_TRUNCATED,
+    R_UNDERFLOW,
+)
 from .errors import FrameError, FrameTooLarge
 
 __all__ = ["DROP_REASONS", "Encoder", "safe_loads"]
-
-DROP_REASONS: tuple[str, ...] = (
-    "none",
-    "nan",
-    "inf",
-    "bad_value",
-    "bad_timestamp",
-    "out_of_window",
-    "invalid_name",
-    "bad_item",
-    "bad_line",
-    "bad_frame",
-)
 
 MAX_DEPTH = 64  # containers nested, and MARKs open at once
 MAX_TEXT_DIGITS = 100  # digits of a text INT / LONG argument
@@ -40,57 +49,6 @@ SAMPLE_BYTES = 256  # a reject sample is cut to this many bytes
 _NAME_CACHE_SIZE = 65_536  # names remembered (escaped, or refused); cleared when full
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
-
-# --- FrameError reasons -------------------------------------------------------------------
-# DECISION: every reason is one of these exact strings (the opcode name or byte filled in), so
-# both implementations log the same thing. The offset is the position of the opcode being
-# decoded when the error was found (``len(frame)`` when the frame ends between opcodes, 0 for
-# FrameTooLarge, the STOP opcode for errors found after decoding).
-R_TOO_LARGE = "frame longer than max_frame_bytes"
-R_TRUNCATED = "truncated frame"
-R_AFTER_STOP = "data after STOP"
-R_STOP_STACK = "stack not exactly one value at STOP"
-R_PROTO = "pickle protocol over 5"
-R_MEMO_INDEX = "memo index over values created"
-R_MEMO_UNSET = "GET of unset memo slot"
-R_DIGITS = "text integer longer than 100 digits"
-R_LONG_BYTES = "binary long longer than 64 bytes"
-R_DEPTH = "nesting deeper than 64"
-R_MARKS = "MARK depth over 64"
-R_ITEMS = "more than max_items_per_frame items in a list"
-R_DATAPOINTS = "more than max_items_per_frame datapoints"
-R_UNDERFLOW = "stack underflow"
-R_NO_MARK = "MARK missing"
-R_NOT_LIST = "APPEND to a non-list"
-R_SEALED = "APPEND to a list already inside a container"
-R_TOP = "top level not a list or tuple"
-# plus f"forbidden opcode {NAME}", f"unknown opcode 0x{op:02x}" and f"bad {NAME} argument"
-
-_FORBIDDEN = {
-    0x63: "GLOBAL",
-    0x93: "STACK_GLOBAL",
-    0x52: "REDUCE",
-    0x62: "BUILD",
-    0x69: "INST",
-    0x6F: "OBJ",
-    0x81: "NEWOBJ",
-    0x92: "NEWOBJ_EX",
-    0x50: "PERSID",
-    0x51: "BINPERSID",
-    0x82: "EXT1",
-    0x83: "EXT2",
-    0x84: "EXT4",
-    0x7D: "EMPTY_DICT",
-    0x64: "DICT",
-    0x73: "SETITEM",
-    0x75: "SETITEMS",
-    0x8F: "EMPTY_SET",
-    0x90: "ADDITEMS",
-    0x91: "FROZENSET",
-    0x96: "BYTEARRAY8",
-    0x97: "NEXT_BUFFER",
-    0x98: "READONLY_BUFFER",
-}
 
 _u8 = struct.Struct("<B").unpack_from
 _u16 = struct.Struct("<H").unpack_from
@@ -519,8 +477,8 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             push(int.from_bytes(data[pos : pos + size], "little", signed=True))
             pos += size
             created += 1
-        elif op in _FORBIDDEN:
-            raise FrameError(f"forbidden opcode {_FORBIDDEN[op]}", start)
+        elif op in FORBIDDEN_OPCODES:
+            raise FrameError(f"forbidden opcode {FORBIDDEN_OPCODES[op]}", start)
         elif op in _TEXT_OPS:
             # Text opcodes: the argument runs to the next newline.
             nl = data.find(b"\n", pos)
