@@ -150,6 +150,34 @@ def _memo_text_index(arg: bytes, opname: str, offset: int) -> int:
     return int(arg)
 
 
+# Opcodes whose argument is a length then that many bytes: (width of the length, how to
+# read it, the opcode's name for "bad ... argument").
+_SIZED: dict[int, tuple[int, object, str]] = {
+    0x55: (1, _u8, "SHORT_BINSTRING"),
+    0x43: (1, _u8, "SHORT_BINBYTES"),
+    0x8C: (1, _u8, "SHORT_BINUNICODE"),
+    0x54: (4, _i32, "BINSTRING"),
+    0x42: (4, _u32, "BINBYTES"),
+    0x58: (4, _u32, "BINUNICODE"),
+    0x8E: (8, _u64, "BINBYTES8"),
+    0x8D: (8, _u64, "BINUNICODE8"),
+}
+
+
+def _sized(data: bytes, pos: int, n: int, op: int, start: int) -> tuple[int, int]:
+    """(first, end) of a length-prefixed argument at ``pos``; truncated or negative: error."""
+    width, unpack, name = _SIZED[op]
+    if pos + width > n:
+        raise FrameError(R_TRUNCATED, start)
+    size = unpack(data, pos)[0]  # type: ignore[operator]
+    pos += width
+    if size < 0:  # only BINSTRING's length is signed
+        raise FrameError(f"bad {name} argument", start)
+    if size > n - pos:
+        raise FrameError(R_TRUNCATED, start)
+    return pos, pos + size
+
+
 def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, int]:
     """Decode one frame; returns (value, offset of STOP). Raises FrameError.
 
@@ -263,29 +291,12 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             push(t)
             created += 1
         elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE X, SHORT_BINUNICODE, 8
-            if op == 0x8C:
-                if pos >= n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = data[pos]
-                pos += 1
-            elif op == 0x58:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _u32(data, pos)[0]
-                pos += 4
-            else:
-                if pos + 8 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _u64(data, pos)[0]
-                pos += 8
-            if size > n - pos:
-                raise FrameError(R_TRUNCATED, start)
+            pos, end = _sized(data, pos, n, op, start)
             try:
-                push(data[pos : pos + size].decode("utf-8", "surrogatepass"))
+                push(data[pos:end].decode("utf-8", "surrogatepass"))
             except UnicodeDecodeError:
-                name = {0x58: "BINUNICODE", 0x8C: "SHORT_BINUNICODE"}.get(op, "BINUNICODE8")
-                raise FrameError(f"bad {name} argument", start) from None
-            pos += size
+                raise FrameError(f"bad {_SIZED[op][2]} argument", start) from None
+            pos = end
             created += 1
         elif op == 0x94:  # MEMOIZE
             if len(stack) <= floor:
@@ -329,32 +340,9 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             created += 1
         elif op == 0x55 or op == 0x54 or op == 0x43 or op == 0x42 or op == 0x8E:
             # SHORT_BINSTRING U, BINSTRING T, SHORT_BINBYTES C, BINBYTES B, BINBYTES8
-            if op == 0x55 or op == 0x43:
-                if pos >= n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = data[pos]
-                pos += 1
-            elif op == 0x54:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _i32(data, pos)[0]
-                pos += 4
-                if size < 0:
-                    raise FrameError("bad BINSTRING argument", start)
-            elif op == 0x42:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _u32(data, pos)[0]
-                pos += 4
-            else:
-                if pos + 8 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _u64(data, pos)[0]
-                pos += 8
-            if size > n - pos:
-                raise FrameError(R_TRUNCATED, start)
-            push(data[pos : pos + size])
-            pos += size
+            pos, end = _sized(data, pos, n, op, start)
+            push(data[pos:end])
+            pos = end
             created += 1
         elif op == 0x28:  # MARK (
             if len(marks) >= MAX_DEPTH:
