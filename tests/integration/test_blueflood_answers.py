@@ -100,7 +100,8 @@ def test_413_without_retry_after_splits_until_the_bodies_fit(run_ff) -> None:  #
         assert 413 in [r.status for r in bf.requests]
         assert all(len(r.body) <= 3000 for r in bf.ingests() if r.status == 200)
         assert bf.duplicates == 0
-        assert scrape(admin)["fastforward_datapoints_sent_total"] == 120
+        # counted once the answer is read, a moment after the fake stored the body
+        wait_until(lambda: scrape(admin)["fastforward_datapoints_sent_total"] == 120, 10, "sent")
         assert ff.terminate() == 0
 
 

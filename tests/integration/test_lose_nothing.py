@@ -1,7 +1,9 @@
 """Blueflood fails for a window under steady load from several senders: nothing is lost.
 
-The issue asks for 20-second windows; they are scaled down to 4 seconds here (the suite runs
-twice in CI) while the buffer cap is made small enough that it still bites: every run checks
+The issue asks for 20-second windows (503, refused connections, 5-second latency). CI runs
+those at 20 s once, with the compiled codec (FASTFORWARD_TEST_OUTAGE_SECONDS=20 in .ci/run),
+and at 4 s in the pure-Python pass and by default; the other scenarios use 4 s. The buffer cap
+is made small enough that it bites either way: every run checks
 that backpressure happened, that the process stayed within its memory budget, and that every
 datapoint was stored. Without failures nothing may arrive twice; with failures, only datapoints
 of bodies that saw a failure may (at-least-once, which Blueflood absorbs by upserting).
@@ -9,6 +11,7 @@ of bodies that saw a failure may (at-least-once, which Blueflood absorbs by upse
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from .helpers import Outage, Sender, datapoint_counts, proc_status_kb, scrape, w
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-OUTAGE_SECONDS = 4.0  # the issue's 20 s, scaled down for CI
+OUTAGE_SECONDS = 4.0
+ISSUE_WINDOW_SECONDS = float(os.environ.get("FASTFORWARD_TEST_OUTAGE_SECONDS", OUTAGE_SECONDS))
 CAP = 1_048_576  # --max-buffer-bytes (its minimum): ~9,000 datapoints, about a second of load
 # The process may grow by the cap, plus per-connection read buffers (256 KiB each), plus the
 # allocator's slack; a forwarder that buffered the whole outage in memory would need ~4 MB of
@@ -28,7 +32,13 @@ RSS_GROWTH_LIMIT_KB = 24 * 1024
 SENDERS = 4
 
 
-def _run_outage(bf: FakeBlueflood, run_ff, mode: str, *extra: str) -> dict:  # noqa: ANN001
+def _run_outage(
+    bf: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    mode: str,
+    *extra: str,
+    seconds: float = OUTAGE_SECONDS,
+) -> dict:
     outage = Outage(bf)
     port, admin = free_port(), free_port()
     ff = run_ff(
@@ -44,7 +54,7 @@ def _run_outage(bf: FakeBlueflood, run_ff, mode: str, *extra: str) -> dict:  # n
         outage.refuse()
     else:
         outage.mode = mode
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(seconds)
     if mode == "refused":
         outage.resume()
     else:
@@ -90,7 +100,7 @@ def test_outage_window_loses_nothing_and_sends_nothing_twice(
     run_ff,  # noqa: ANN001
     mode: str,
 ) -> None:
-    result = _run_outage(fake_blueflood, run_ff, mode)
+    result = _run_outage(fake_blueflood, run_ff, mode, seconds=ISSUE_WINDOW_SECONDS)
     _assert_common(result, fake_blueflood)
     # Nothing was stored by a failed POST, so nothing may arrive twice.
     assert fake_blueflood.duplicates == 0
@@ -99,7 +109,7 @@ def test_outage_window_loses_nothing_and_sends_nothing_twice(
 
 def test_slow_blueflood_loses_nothing(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
     # 5-second answers for the window (under the 30 s request timeout): slow, not failing.
-    result = _run_outage(fake_blueflood, run_ff, "slow")
+    result = _run_outage(fake_blueflood, run_ff, "slow", seconds=ISSUE_WINDOW_SECONDS)
     _assert_common(result, fake_blueflood)
     assert fake_blueflood.duplicates == 0
 
