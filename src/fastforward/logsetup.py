@@ -1,7 +1,8 @@
 """Logging: ``-l/--logfile`` (twistd style), the original docker image's ``LOG_DIR`` variables.
 
 - ``-l -`` or no logfile: stderr.
-- ``-l FILE``: append to FILE.
+- ``-l FILE``: append to FILE; reopened when it is moved away (logrotate) and on SIGHUP
+  (see `reopen`), so an external rotation never kills the process or loses its log.
 - no ``-l`` but ``LOG_DIR`` set: ``$LOG_DIR/carbon_forwarder.log``, rotated every
   ``LOG_ROTATE_LENGTH`` bytes (default 100,000,000), ``MAX_LOG_ROTATED_FILES`` kept (default 10),
   as the original's ``forwarder_log_observer`` did.
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__ = ["LOG_FILE_NAME", "setup"]
+__all__ = ["LOG_FILE_NAME", "reopen", "setup"]
 
 LOG_FILE_NAME = "carbon_forwarder.log"
 FORMAT = "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
@@ -55,7 +56,7 @@ def setup(logfile: str = "", level: str = "info", environ: Mapping[str, str] | N
     where: str
     log_dir = env.get("LOG_DIR", "")
     if logfile and logfile != "-":
-        handler = logging.FileHandler(logfile, encoding="utf-8")
+        handler = logging.handlers.WatchedFileHandler(logfile, encoding="utf-8")
         where = logfile
     elif not logfile and log_dir:
         path = os.path.join(log_dir, LOG_FILE_NAME)
@@ -77,3 +78,14 @@ def setup(logfile: str = "", level: str = "info", environ: Mapping[str, str] | N
     logging.getLogger("urllib3").setLevel(max(root.level, logging.INFO))
     logging.captureWarnings(True)
     return where
+
+
+def reopen() -> None:
+    """Close the root logger's files so the next record opens them again (SIGHUP)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()  # FileHandler reopens its file on the next emit
+            finally:
+                handler.release()

@@ -22,7 +22,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from . import __version__
+from . import __version__, logsetup
 from .admin import AdminServer, self_metric_lines
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, StdoutClient
@@ -265,6 +265,9 @@ class Service:
             gevent.signal_handler(sig, self._on_signal, sig)
             for sig in (signal.SIGTERM, signal.SIGINT)
         ]
+        # SIGHUP would end the process (and lose what is buffered) by default; logrotate and
+        # init scripts send it to mean "reopen your log".
+        handlers.append(gevent.signal_handler(signal.SIGHUP, _reopen_log))
         try:
             try:
                 self.start()
@@ -279,3 +282,8 @@ class Service:
             for h in handlers:
                 h.cancel()
             sys.stdout.flush()
+
+
+def _reopen_log() -> None:
+    logsetup.reopen()
+    log.info("SIGHUP: log file reopened")

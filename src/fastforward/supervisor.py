@@ -602,6 +602,16 @@ class Supervisor:
 
     # -- signals, pidfile -------------------------------------------------------------------
 
+    def _on_hup(self) -> None:
+        """SIGHUP: reopen our log and have every worker reopen its own (never stop)."""
+        from . import logsetup  # noqa: PLC0415
+
+        logsetup.reopen()
+        log.info("SIGHUP: log file reopened; passing it on to the workers")
+        for slot in self.slots:
+            if slot.alive:
+                _kill(slot.proc, signal.SIGHUP)
+
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         now = time.monotonic()
@@ -634,6 +644,7 @@ class Supervisor:
             gevent.signal_handler(sig, self._on_signal, sig)
             for sig in (signal.SIGTERM, signal.SIGINT)
         ]
+        handlers.append(gevent.signal_handler(signal.SIGHUP, self._on_hup))
         rotator = gevent.spawn(self._rotate_loop)
         try:
             self.pidfile.write()
