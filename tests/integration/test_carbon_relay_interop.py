@@ -28,6 +28,8 @@ DATAPOINTS = 5000
 def _relay_script() -> Path:
     script = Path(sys.executable).parent / "carbon-relay.py"
     if not script.exists():
+        if sys.version_info >= (3, 12):  # carbon 1.1.10 does not install there (pyproject.toml)
+            pytest.skip("graphite's carbon does not install on Python 3.12+")
         pytest.fail(f"{script} not found: install the test extra (carbon, whisper)")
     return script
 
