@@ -20,7 +20,7 @@ from collections import deque
 from fastforward._codec_rules import (
     DROP_REASONS, FORBIDDEN_OPCODES, R_AFTER_STOP, R_DATAPOINTS, R_DEPTH, R_DIGITS, R_ITEMS,
     R_LONG_BYTES, R_MARKS, R_MEMO_INDEX, R_MEMO_UNSET, R_NO_MARK, R_NOT_LIST, R_PROTO,
-    R_SEALED, R_STOP_STACK, R_TOO_LARGE, R_TOP, R_TRUNCATED, R_UNDERFLOW,
+    R_SEALED, R_STOP_STACK, R_TOO_LARGE, R_TOP, R_TRUNCATED, R_UNDERFLOW, unescape_string,
 )
 from fastforward.errors import FrameError, FrameTooLarge
 
@@ -356,51 +356,6 @@ cdef bytes _escape_bytes(bytes raw):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, 6 * n + 1)
     cdef char *w = _escape(PyBytes_AS_STRING(out), <const uint8_t *>PyBytes_AS_STRING(raw), n)
     return out[:w - PyBytes_AS_STRING(out)]
-
-
-# STRING (protocol 0) escapes, as the twin reads them: \\ \' \" \a \b \f \n \r \t \v, \xHH
-# (exactly two hex digits), \ooo (1-3 octal digits, & 0xFF); other pairs kept as they are.
-_SIMPLE_ESC = {0x5C: 0x5C, 0x27: 0x27, 0x22: 0x22, 0x61: 0x07, 0x62: 0x08, 0x66: 0x0C,
-               0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09, 0x76: 0x0B}
-_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
-
-
-def _unescape_string(bytes s):
-    cdef Py_ssize_t i = 0, j, k, n = len(s)
-    cdef int c, v
-    if b"\\" not in s:
-        return s
-    out = bytearray()
-    while i < n:
-        j = s.find(b"\\", i)
-        if j < 0:
-            out += s[i:]
-            break
-        out += s[i:j]
-        if j + 1 >= n:
-            raise ValueError("trailing backslash")
-        c = s[j + 1]
-        i = j + 2
-        if c in _SIMPLE_ESC:
-            out.append(_SIMPLE_ESC[c])
-        elif c == 0x78:
-            h = s[i:i + 2]
-            if len(h) != 2 or h[0] not in _HEXDIGITS or h[1] not in _HEXDIGITS:
-                raise ValueError("bad \\x escape")
-            out.append(int(h, 16))
-            i += 2
-        elif 0x30 <= c <= 0x37:
-            v = c - 0x30
-            k = 0
-            while k < 2 and i < n and 0x30 <= s[i] <= 0x37:
-                v = v * 8 + s[i] - 0x30
-                i += 1
-                k += 1
-            out.append(v & 0xFF)
-        else:
-            out.append(0x5C)
-            out.append(c)
-    return bytes(out)
 
 
 cdef class _Decoder:
@@ -967,7 +922,7 @@ cdef class _Decoder:
             if ln < 2 or raw[0] != raw[ln - 1] or raw[0] not in b"'\"":
                 self.fail("bad STRING argument", off)
             try:
-                data = _unescape_string(raw[1:ln - 1])
+                data = unescape_string(raw[1:ln - 1])
             except ValueError:
                 self.fail("bad STRING argument", off)
             v = self.new_val(K_BYTES)

@@ -36,6 +36,7 @@ from ._codec_rules import (
     R_TOP,
     R_TRUNCATED,
     R_UNDERFLOW,
+    unescape_string,
 )
 from .errors import FrameError, FrameTooLarge
 
@@ -69,63 +70,6 @@ _JSON_ESC_RE = re.compile(rb'[\x00-\x1f"\\]')
 _JSON_ESC = {c: b"\\u%04x" % c for c in range(0x20)}
 _JSON_ESC[0x22] = b'\\"'
 _JSON_ESC[0x5C] = b"\\\\"
-
-# STRING (protocol 0) escapes. DECISION: Python's string-escape rules, written out here so
-# they do not depend on codecs.escape_decode: \\ \' \" \a \b \f \n \r \t \v, \xHH (exactly two
-# hex digits, else the argument is bad), \ooo (1-3 octal digits, value & 0xFF); any other
-# backslash pair is kept as is; a lone trailing backslash makes the argument bad.
-_SIMPLE_ESC = {
-    0x5C: 0x5C,
-    0x27: 0x27,
-    0x22: 0x22,
-    0x61: 0x07,
-    0x62: 0x08,
-    0x66: 0x0C,
-    0x6E: 0x0A,
-    0x72: 0x0D,
-    0x74: 0x09,
-    0x76: 0x0B,
-}
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-def _unescape_string(s: bytes) -> bytes:
-    """The STRING opcode's Python-escaped argument (quotes removed) to its bytes."""
-    if b"\\" not in s:
-        return s
-    out = bytearray()
-    i = 0
-    n = len(s)
-    while i < n:
-        j = s.find(b"\\", i)
-        if j < 0:
-            out += s[i:]
-            break
-        out += s[i:j]
-        if j + 1 >= n:
-            raise ValueError("trailing backslash")
-        c = s[j + 1]
-        i = j + 2
-        if c in _SIMPLE_ESC:
-            out.append(_SIMPLE_ESC[c])
-        elif c == 0x78:  # \xHH
-            h = s[i : i + 2]
-            if len(h) != 2 or h[0] not in _HEX or h[1] not in _HEX:
-                raise ValueError("bad \\x escape")
-            out.append(int(h, 16))
-            i += 2
-        elif 0x30 <= c <= 0x37:  # \o, \oo, \ooo
-            v = c - 0x30
-            k = 0
-            while k < 2 and i < n and 0x30 <= s[i] <= 0x37:
-                v = v * 8 + s[i] - 0x30
-                i += 1
-                k += 1
-            out.append(v & 0xFF)
-        else:
-            out.append(0x5C)
-            out.append(c)
-    return bytes(out)
 
 
 def _text_int(arg: bytes, opname: str, offset: int) -> int:
@@ -178,6 +122,14 @@ def _sized(data: bytes, pos: int, n: int, op: int, start: int) -> tuple[int, int
     return pos, pos + size
 
 
+def _memo_index(data: bytes, pos: int, n: int, wide: bool, start: int) -> tuple[int, int]:
+    """(index, next position) of a BINPUT/BINGET (1 byte) or LONG_ (4 bytes) argument."""
+    width = 4 if wide else 1
+    if pos + width > n:
+        raise FrameError(R_TRUNCATED, start)
+    return (_u32(data, pos)[0] if wide else data[pos]), pos + width
+
+
 def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, int]:
     """Decode one frame; returns (value, offset of STOP). Raises FrameError.
 
@@ -222,16 +174,7 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
         pos += 1
         # The most frequent opcodes of real frames come first.
         if op == 0x71 or op == 0x72:  # BINPUT q, LONG_BINPUT r
-            if op == 0x71:
-                if pos >= n:
-                    raise FrameError(R_TRUNCATED, start)
-                idx = data[pos]
-                pos += 1
-            else:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                idx = _u32(data, pos)[0]
-                pos += 4
+            idx, pos = _memo_index(data, pos, n, op == 0x72, start)
             if len(stack) <= floor:
                 raise FrameError(R_UNDERFLOW, start)
             if idx > created:
@@ -306,16 +249,7 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
                 raise FrameError(R_MEMO_INDEX, start)
             memo[idx] = stack[-1]
         elif op == 0x68 or op == 0x6A:  # BINGET h, LONG_BINGET j
-            if op == 0x68:
-                if pos >= n:
-                    raise FrameError(R_TRUNCATED, start)
-                idx = data[pos]
-                pos += 1
-            else:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                idx = _u32(data, pos)[0]
-                pos += 4
+            idx, pos = _memo_index(data, pos, n, op == 0x6A, start)
             try:
                 push(memo[idx])
             except KeyError:
@@ -495,7 +429,7 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
                 if len(arg) < 2 or arg[0] != arg[-1] or arg[0] not in b"'\"":
                     raise FrameError("bad STRING argument", start)
                 try:
-                    push(_unescape_string(arg[1:-1]))
+                    push(unescape_string(arg[1:-1]))
                 except ValueError:
                     raise FrameError("bad STRING argument", start) from None
                 created += 1

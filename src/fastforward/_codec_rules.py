@@ -1,4 +1,5 @@
-"""What both codec implementations share: drop reasons, frame error reasons, refused opcodes.
+"""What both codec implementations share: drop reasons, frame error reasons, refused opcodes,
+and the decoder of STRING's escapes (a rare path, plain Python in both).
 
 `_codec.pyx` and `_codec_py.py` import these, so the two name the same drops and raise the
 same messages by construction (the parity tests check the behaviour; this keeps the words in
@@ -70,3 +71,61 @@ FORBIDDEN_OPCODES: dict[int, str] = {
     0x97: "NEXT_BUFFER",
     0x98: "READONLY_BUFFER",
 }
+
+
+# STRING (protocol 0) escapes. DECISION: Python's string-escape rules, written out here so
+# they do not depend on codecs.escape_decode: \\ \' \" \a \b \f \n \r \t \v, \xHH (exactly two
+# hex digits, else the argument is bad), \ooo (1-3 octal digits, value & 0xFF); any other
+# backslash pair is kept as is; a lone trailing backslash makes the argument bad.
+_SIMPLE_ESC = {
+    0x5C: 0x5C,
+    0x27: 0x27,
+    0x22: 0x22,
+    0x61: 0x07,
+    0x62: 0x08,
+    0x66: 0x0C,
+    0x6E: 0x0A,
+    0x72: 0x0D,
+    0x74: 0x09,
+    0x76: 0x0B,
+}
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def unescape_string(s: bytes) -> bytes:
+    """The STRING opcode's Python-escaped argument (quotes removed) to its bytes."""
+    if b"\\" not in s:
+        return s
+    out = bytearray()
+    i = 0
+    n = len(s)
+    while i < n:
+        j = s.find(b"\\", i)
+        if j < 0:
+            out += s[i:]
+            break
+        out += s[i:j]
+        if j + 1 >= n:
+            raise ValueError("trailing backslash")
+        c = s[j + 1]
+        i = j + 2
+        if c in _SIMPLE_ESC:
+            out.append(_SIMPLE_ESC[c])
+        elif c == 0x78:  # \xHH
+            h = s[i : i + 2]
+            if len(h) != 2 or h[0] not in _HEXDIGITS or h[1] not in _HEXDIGITS:
+                raise ValueError("bad \\x escape")
+            out.append(int(h, 16))
+            i += 2
+        elif 0x30 <= c <= 0x37:  # \o, \oo, \ooo
+            v = c - 0x30
+            k = 0
+            while k < 2 and i < n and 0x30 <= s[i] <= 0x37:
+                v = v * 8 + s[i] - 0x30
+                i += 1
+                k += 1
+            out.append(v & 0xFF)
+        else:
+            out.append(0x5C)
+            out.append(c)
+    return bytes(out)
