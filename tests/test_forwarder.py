@@ -112,6 +112,18 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
             gevent.sleep(0.01)
 
 
+def answer_while_down(bf: FakeBlueflood, status: int) -> list[bool]:
+    """Make the fake answer ``status`` to everything until ``down[0] = False``."""
+    inner = bf._respond
+    down = [True]
+
+    def respond(environ, req):
+        return (status, b"", {}) if down[0] else inner(environ, req)
+
+    bf._respond = respond
+    return down
+
+
 @pytest.fixture
 def bf():
     with FakeBlueflood() as server:
@@ -445,15 +457,7 @@ def test_a_poison_datapoint_is_parked_and_never_blocks_the_senders(bf, stopper, 
 
 def test_500s_during_an_outage_are_not_bisected(bf, stopper):
     """Blueflood answers 500 to everything: an outage, not poison. Bodies stay whole."""
-    inner = bf._respond
-    down = [True]
-
-    def respond(environ, req):
-        if down[0]:
-            return 500, b"", {}
-        return inner(environ, req)
-
-    bf._respond = respond
+    down = answer_while_down(bf, 500)
     fwd, enc, stats = make(bf, concurrency=1)
     fwd.backoff_cap = 0.1
     stopper.append(fwd)
@@ -468,15 +472,7 @@ def test_500s_during_an_outage_are_not_bisected(bf, stopper):
 def test_failing_bodies_in_flight_go_to_the_spool_when_the_cap_is_reached(bf, stopper):
     """Bodies held by failing senders must not keep the receivers paused: they are spooled."""
     spool = MemorySpool()
-    inner = bf._respond
-    down = [True]
-
-    def respond(environ, req):
-        if down[0]:
-            return 503, b"", {}
-        return inner(environ, req)
-
-    bf._respond = respond
+    down = answer_while_down(bf, 503)
     # Two senders each hold a 100-datapoint body (~10 kB): alone over the 15 kB cap.
     fwd, enc, stats = make(bf, spool=spool, max_buffer_bytes=15_000, concurrency=2)
     stopper.append(fwd)
