@@ -56,10 +56,6 @@ class TokenSource(Protocol):
     def invalidate(self, token: str) -> None: ...
 
 
-class AuthUnavailable(Exception):
-    """The token provider cannot give a token now (identity outage, bad credentials)."""
-
-
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
     if value is None:
