@@ -329,10 +329,27 @@ def test_every_object_validates_against_the_kubernetes_schemas(objects, variant,
     assert not custom or variant == "prometheus-operator", [label_of(o) for o in custom]
 
 
-def test_pod_monitor_scrapes_the_admin_port():
-    objects = render(VARIANTS["prometheus-operator"])
+def _stateless_with_pod_monitor(tmp_path: Path) -> Path:
+    """The component added to the stateless variant, as README tells users to do."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(VARIANTS['stateless'], tmp_path)}\n"
+        "components:\n"
+        f"  - {os.path.relpath(KUSTOMIZE / 'components' / 'podmonitor', tmp_path)}\n",
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_pod_monitor_scrapes_the_admin_port(tmp_path, kind):
+    if kind == "StatefulSet":
+        objects = render(VARIANTS["prometheus-operator"])
+    else:
+        objects = render(_stateless_with_pod_monitor(tmp_path))
     monitor = only(objects, "PodMonitor")
     work = workload(objects)
+    assert work["kind"] == kind
     labels = work["spec"]["template"]["metadata"]["labels"]
     assert selects(monitor["spec"]["selector"], labels)
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
