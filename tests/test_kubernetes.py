@@ -185,7 +185,9 @@ def effective_config(objects: list[dict[str, Any]], work: dict[str, Any]) -> con
     Variables from a Secret or a field reference cannot be known here and are left out.
     """
     c = container(work)
-    argv = list(c.get("command", [])[1:]) + list(c.get("args", []))
+    # Through the image's entrypoint, options of its own would be added: not modelled here.
+    assert c.get("command", [""])[0] == "fastforward", f"{label_of(work)}: runs {c.get('command')}"
+    argv = list(c["command"][1:]) + list(c.get("args", []))
     env = {e["name"]: str(e["value"]) for e in c.get("env", []) if "value" in e}
     with tempfile.TemporaryDirectory() as scratch:
         for i, arg in enumerate(argv):
@@ -224,7 +226,8 @@ def grace_period_problems(objects: list[dict[str, Any]]) -> list[str]:
     problems = []
     for work in workloads(objects):
         c = container(work)
-        if any(e["name"] == "FASTFORWARD_DRAIN_TIMEOUT" and "value" not in e for e in c["env"]):
+        env = c.get("env", [])
+        if any(e["name"] == "FASTFORWARD_DRAIN_TIMEOUT" and "value" not in e for e in env):
             problems.append(f"{label_of(work)}: FASTFORWARD_DRAIN_TIMEOUT must be a literal")
             continue
         drain = effective_config(objects, work).drain_timeout
