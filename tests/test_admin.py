@@ -85,9 +85,16 @@ def test_metrics_show_counter_and_gauge_values(server, stats):
         (("protocol", "pickle"),): 7,
         (("protocol", "line"),): 3,
     }
-    assert m["fastforward_datapoints_dropped_total"] == {(("reason", "nan"),): 2}
+    dropped = m["fastforward_datapoints_dropped_total"]
+    assert dropped[(("reason", "nan"),)] == 2
+    # Every other reason is there from the start, at 0.
+    assert {v for k, v in dropped.items() if k != (("reason", "nan"),)} == {0}
+    assert len(dropped) > 10
     assert m["fastforward_bodies_sent_total"] == {(): 5}
-    assert m["fastforward_buffered_bytes"] == {(("place", "disk"),): 1234}
+    assert m["fastforward_buffered_bytes"] == {
+        (("place", "disk"),): 1234,
+        (("place", "memory"),): 0,
+    }
     assert m["fastforward_connections_open"] == {(): 4}
     assert "fastforward_uptime_seconds" in m
     # Values are read at each scrape, not at start.

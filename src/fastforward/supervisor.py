@@ -546,7 +546,7 @@ class Supervisor:
         gevent.sleep(0.05)  # let the reader take the final report that preceded the exit
         slot.exit_code = code
         for name, labels, value in slot.samples:  # keep its counters in the sums
-            if _kind(name) == "counter":
+            if _kind(name) in ("counter", "histogram"):
                 key = (name, labels)
                 self.retired[key] = self.retired.get(key, 0) + value
         slot.samples = []
