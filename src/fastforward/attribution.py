@@ -204,3 +204,45 @@ class Intake:
         """A loss the receiver found itself (oversize, truncated...), counted one per unit."""
         self.senders.account(host_of(peer), 1, {reason: 1})
         self.rejects.record(reason, peer, sample, 1, detail)
+
+
+def merge_debug(states: dict[int, dict[str, Any]], limit: int = MAX_SENDERS) -> dict[str, Any]:
+    """The /debug state of several workers (``--workers``, by worker id) as one: rows summed per
+    address (still at most ``limit``, the rest folded into ``others``), samples of every
+    worker merged per reason, newest last, each marked with its ``worker``."""
+    rows: dict[str, dict[str, Any]] = {}
+    others = Senders._new_row()
+    evicted = 0
+
+    def add(into: dict[str, Any], row: dict[str, Any]) -> None:
+        into["connections"] += row.get("connections", 0)
+        into["datapoints_received"] += row.get("datapoints_received", 0)
+        for reason, n in row.get("dropped", {}).items():
+            into["dropped"][reason] = into["dropped"].get(reason, 0) + n
+        into["last_seen"] = max(into["last_seen"], row.get("last_seen", 0.0))
+
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for worker, state in sorted(states.items()):
+        senders = state.get("senders", {})
+        for host, row in senders.get("senders", {}).items():
+            add(rows.setdefault(host, Senders._new_row()), row)
+        if "others" in senders:
+            add(others, senders["others"])
+            evicted += senders["others"].get("addresses", 0)
+        for reason, entries in state.get("rejects", {}).get("rejects", {}).items():
+            samples.setdefault(reason, []).extend({**e, "worker": worker} for e in entries)
+    ordered = sorted(rows.items(), key=lambda kv: kv[1]["last_seen"], reverse=True)
+    for _host, row in ordered[limit:]:
+        add(others, row)
+        evicted += 1
+    merged_senders: dict[str, Any] = {"limit": limit, "senders": dict(ordered[:limit])}
+    if evicted:
+        merged_senders["others"] = {**others, "addresses": evicted}
+    rejects = {
+        reason: sorted(entries, key=lambda e: e.get("time", 0))[-SAMPLES_PER_REASON:]
+        for reason, entries in sorted(samples.items())
+    }
+    return {
+        "senders": merged_senders,
+        "rejects": {"per_reason": SAMPLES_PER_REASON, "rejects": rejects},
+    }
