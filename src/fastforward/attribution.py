@@ -36,7 +36,9 @@ def shown(sample: bytes) -> str:
     """A sample as printable ASCII: at most `SHOWN_BYTES`, everything else backslash-escaped,
     so a log line or a JSON string never carries control characters or raw binary."""
     cut = bytes(sample[:SHOWN_BYTES])
-    text = repr(cut)[2:-1]
+    # latin-1 maps each byte to one code point; unicode_escape writes \\, \n, \xHH for
+    # everything outside printable ASCII. A quote is escaped too: logs show '<sample>'.
+    text = cut.decode("latin-1").encode("unicode_escape").decode("ascii").replace("'", "\\'")
     return text + ("..." if len(sample) > SHOWN_BYTES else "")
 
 
