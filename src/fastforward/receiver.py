@@ -304,6 +304,8 @@ class _StreamListener:
             stats.incr("datapoints_dropped", reason="truncated_frame")
             head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
             detail = f"the connection closed in the middle of a frame; {leftover} bytes discarded"
+            if looks_like_plaintext(head):  # only with a --max-frame-bytes of 512 MiB or more
+                detail += "; " + PLAINTEXT_HINT
             owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
 
     def _oversize(self, conn: _Conn, length: int, max_frame: int) -> None:
