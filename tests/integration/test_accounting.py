@@ -207,3 +207,29 @@ def test_series_exist_from_the_first_scrape_and_promtool_accepts_them(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert (check.stdout + check.stderr).strip() == ""
+
+
+def test_udp_datagrams_are_attributed_to_their_sender(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    udp_port = free_port(socket.SOCK_DGRAM)
+    ff, _port, _line_port, admin = _start(
+        run_ff, fake_blueflood, "--line-endpoint", f"udp:port={udp_port}:interface=127.0.0.1"
+    )
+    now = int(time.time())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"udp.good 1 {now}\nudp.bad\n".encode(), ("127.0.0.1", udp_port))
+    wait_for(lambda: fake_blueflood.stored == 1, 15, "delivery")
+    wait_for(
+        lambda: scrape(admin).get("fastforward_datapoints_dropped_total", reason="bad_line") == 1,
+        10,
+        "the bad line counted",
+    )
+    received, accounted = _identity(scrape(admin))
+    assert received == accounted == 2
+    row = _debug(admin, "senders")["senders"]["127.0.0.1"]
+    assert row["datapoints_received"] == 2 and row["dropped"] == {"bad_line": 1}
+    assert row["connections"] == 0  # datagrams, no connection
+    assert _debug(admin, "rejects")["rejects"]["bad_line"][-1]["sample"] == "udp.bad"
+    assert ff.terminate() == 0
