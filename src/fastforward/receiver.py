@@ -261,8 +261,8 @@ class _StreamListener:
                 # read in before the gate closed may overshoot --max-buffer-bytes.
                 if encoder.ready_bodies:
                     owner.flow.kick()
+                # (At shutdown the forwarder is draining anyway: no wait.)
                 if not conn.drain_until and not owner.flow.gate.is_set():
-                    # at shutdown the forwarder is draining anyway
                     owner.intake.settle(conn.peer)  # before other connections run
                     _wait_for_room(owner.flow.gate)
                 (length,) = _unpack_len(buf, conn.start)

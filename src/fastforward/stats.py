@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+from ._codec_rules import DROP_REASONS
+
 Kind = Literal["counter", "gauge", "histogram"]
 Labels = tuple[tuple[str, str], ...]
 
@@ -80,9 +82,15 @@ RETRY_CAUSES = ("connection", "timeout", "auth", "401", "413", "429", "500", "50
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def _known_labels() -> dict[str, list[dict[str, str]]]:
-    from ._codec_rules import DROP_REASONS  # noqa: PLC0415 - stats stays free of codec imports
+REJECT_SOURCES = (
+    # Blueflood's per-metric validation (207/400), then fastforward's own: a 400 it could not
+    # bisect, a single datapoint still too large (413), an error without a source.
+    *("metricName", "collectionTime", "ttlInSeconds", "metricValue"),
+    *("bad_request", "too_large", "unknown"),
+)
 
+
+def _known_labels() -> dict[str, list[dict[str, str]]]:
     reasons = [*DROP_REASONS, *RECEIVER_DROP_REASONS, *SPOOL_DROP_REASONS]
     protocols = [{"protocol": p} for p in ("pickle", "line")]
     return {
@@ -94,11 +102,7 @@ def _known_labels() -> dict[str, list[dict[str, str]]]:
         "connections_timed_out": protocols,
         "http_responses": [{"status": s} for s in KNOWN_STATUSES],
         "retries": [{"cause": c} for c in RETRY_CAUSES],
-        "datapoints_rejected": [
-            {"source": s}
-            for s in ("metricName", "collectionTime", "ttlInSeconds", "metricValue", "unknown")
-        ]
-        + [{"source": s} for s in ("bad_request", "too_large")],
+        "datapoints_rejected": [{"source": s} for s in REJECT_SOURCES],
         "buffered_bytes": [{"place": "memory"}],
     }
 
