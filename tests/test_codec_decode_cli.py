@@ -101,6 +101,7 @@ def test_oversize_frame_is_skipped_and_decoding_goes_on(capsysbinary, tmp_path):
     assert rc == 0
     assert [d[0] for d in datapoints(out)] == ["e.f"]
     assert "over --max-frame-bytes 500" in err
+    assert "oversize_frame=1" in err  # the daemon's name for it
 
 
 def test_plaintext_capture_decoded_as_pickle_gets_the_hint(capsysbinary, tmp_path):

@@ -195,7 +195,11 @@ def _summary(run: _Run, truncated: str | None) -> str:
         f"({run.body_bytes} bytes)"
     ]
     drops = {r: n for r, n in c.items() if r not in ("accepted", "frames", "lines") and n}
-    for reason, extra in (("bad_frame", run.oversize_frames), ("bad_line", run.oversize_lines)):
+    # Named as the daemon counts them (fastforward_datapoints_dropped_total{reason}).
+    for reason, extra in (
+        ("oversize_frame", run.oversize_frames),
+        ("line_too_long", run.oversize_lines),
+    ):
         if extra:
             drops[reason] = drops.get(reason, 0) + extra
     if drops:
