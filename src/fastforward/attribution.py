@@ -168,6 +168,7 @@ class Intake:
         self.senders = senders
         self.rejects = rejects
         self._seen: dict[str, int] = encoder.counters()
+        self._seen_total = sum(self._seen.values())
 
     def settle(self, peer: str) -> None:
         """Everything decoded since the previous settle came from ``peer``."""
@@ -175,15 +176,17 @@ class Intake:
         seen = self._seen
         if now == seen:
             return
-        self._seen = now
-        received = now["accepted"] - seen["accepted"]
+        total = sum(now.values())
+        self._seen, seen_total, self._seen_total = now, self._seen_total, total
+        accepted = now["accepted"] - seen["accepted"]
+        counted = accepted + now["frames"] - seen["frames"] + now["lines"] - seen["lines"]
         dropped: dict[str, int] = {}
-        for reason in DROP_REASONS:
-            n = now[reason] - seen[reason]
-            if n:
-                dropped[reason] = n
-                received += n
-        self.senders.account(host_of(peer), received, dropped)
+        if total - seen_total != counted:  # something was dropped: find what (rare path)
+            for reason in DROP_REASONS:
+                n = now[reason] - seen[reason]
+                if n:
+                    dropped[reason] = n
+        self.senders.account(host_of(peer), accepted + sum(dropped.values()), dropped)
         if dropped:
             self._samples(peer, dropped)
 
