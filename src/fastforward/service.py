@@ -239,8 +239,11 @@ class Service:
         while True:
             gevent.sleep(self.config.interval)
             try:
-                self.encoder.add_lines(self_metric_lines(self.stats, prefix, time.time()), True)
-                self.receivers.intake.settle("self-metrics")
+                lines = self_metric_lines(self.stats, prefix, time.time())
+                try:
+                    self.encoder.add_lines(lines, True)
+                finally:  # its counts are nobody else's
+                    self.receivers.intake.settle("self-metrics")
             except Exception:
                 log.exception("self metrics failed")
 

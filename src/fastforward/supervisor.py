@@ -39,6 +39,8 @@ Design, and why
   0/1 ``backpressure_active`` take the maximum; ``uptime_seconds`` is the supervisor's. The
   last counters of a worker that exited are kept, so sums never go backwards after a restart.
   ``/health`` is 200 only while every worker runs, reports, and reports itself healthy.
+  ``/debug/senders`` and ``/debug/rejects`` merge the running workers' tables
+  (`attribution.merge_debug`).
   With ``--self-metrics-prefix``, each worker forwards its own numbers under
   ``<prefix>.worker<N>`` (the same names from several processes would overwrite each other).
 - **Restarts:** a worker that exits while the supervisor is not stopping is restarted after a
