@@ -7,7 +7,7 @@ import pytest
 from gevent import socket
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastforward.admin import AdminServer, self_metric_lines
+from fastforward.admin import AdminServer, metrics_text, self_metric_lines
 from fastforward.stats import METRICS, Stats
 
 
@@ -85,9 +85,16 @@ def test_metrics_show_counter_and_gauge_values(server, stats):
         (("protocol", "pickle"),): 7,
         (("protocol", "line"),): 3,
     }
-    assert m["fastforward_datapoints_dropped_total"] == {(("reason", "nan"),): 2}
+    dropped = m["fastforward_datapoints_dropped_total"]
+    assert dropped[(("reason", "nan"),)] == 2
+    # Every other reason is there from the start, at 0.
+    assert {v for k, v in dropped.items() if k != (("reason", "nan"),)} == {0}
+    assert len(dropped) > 10
     assert m["fastforward_bodies_sent_total"] == {(): 5}
-    assert m["fastforward_buffered_bytes"] == {(("place", "disk"),): 1234}
+    assert m["fastforward_buffered_bytes"] == {
+        (("place", "disk"),): 1234,
+        (("place", "memory"),): 0,
+    }
     assert m["fastforward_connections_open"] == {(): 4}
     assert "fastforward_uptime_seconds" in m
     # Values are read at each scrape, not at start.
@@ -187,3 +194,45 @@ def test_self_metric_lines_go_through_the_line_codec(codec_impl):
     assert enc.add_lines(data, now_ms=1_700_000_000_000) == len(data)
     assert enc.counters()["bad_line"] == 0
     assert b'"metricName":"ff.bodies_sent"' in b"".join(enc.take())
+
+
+def test_every_known_series_exists_at_zero_before_any_event():
+    text = metrics_text(Stats()).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    dropped = {
+        s.labels["reason"]: s.value for s in families["fastforward_datapoints_dropped"].samples
+    }
+    assert {"bad_frame", "oversize_frame", "nan", "expired_in_spool"} <= set(dropped)
+    assert set(dropped.values()) == {0}
+    for name, label in (
+        ("fastforward_http_responses", "status"),
+        ("fastforward_retries", "cause"),
+        ("fastforward_datapoints_rejected", "source"),
+        ("fastforward_datapoints_received", "protocol"),
+    ):
+        samples = families[name].samples
+        assert samples and all(s.value == 0 and label in s.labels for s in samples), name
+    assert [s.value for s in families["fastforward_bodies_sent"].samples] == [0]
+    # A metric labelled only at run time has no unlabelled series to mislead a sum.
+    assert "fastforward_auth_requests" not in families
+
+
+def test_latency_is_a_histogram():
+    stats = Stats()
+    for seconds in (0.003, 0.03, 0.03, 45.0):
+        stats.observe("flush_latency_seconds", seconds)
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(stats).decode())}
+    hist = families["fastforward_flush_latency_seconds"]
+    assert hist.type == "histogram"
+    by_name: dict[str, dict[str, float]] = {}
+    for s in hist.samples:
+        by_name.setdefault(s.name, {})[s.labels.get("le", "")] = s.value
+    buckets = by_name["fastforward_flush_latency_seconds_bucket"]
+    assert buckets["0.005"] == 1 and buckets["0.05"] == 3 and buckets["30.0"] == 3
+    assert buckets["+Inf"] == 4
+    assert by_name["fastforward_flush_latency_seconds_count"] == {"": 4}
+    assert by_name["fastforward_flush_latency_seconds_sum"] == {"": pytest.approx(45.063)}
+    lines = self_metric_lines(stats, "ff", 1_700_000_000).decode().splitlines()
+    assert "ff.flush_latency_seconds.le_0_05 3 1700000000" in lines
+    assert "ff.flush_latency_seconds.le__Inf 4 1700000000" in lines
+    assert any(line.startswith("ff.flush_latency_seconds.sum 45.06") for line in lines)

@@ -101,6 +101,28 @@ def test_oversize_frame_is_skipped_and_decoding_goes_on(capsysbinary, tmp_path):
     assert rc == 0
     assert [d[0] for d in datapoints(out)] == ["e.f"]
     assert "over --max-frame-bytes 500" in err
+    assert "oversize_frame=1" in err  # the daemon's name for it
+
+
+def test_plaintext_capture_decoded_as_pickle_gets_the_hint(capsysbinary, tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"a.b.c 1 %d\nd.e.f 2 %d\n" % (TS, TS))
+    rc, _out, err = run_main(capsysbinary, [*NO_WINDOW, str(path)])
+    assert rc == 1
+    assert "hint: looks like plaintext: decode it with --line" in err
+    assert "--protocol line or --line-endpoint" in err
+
+
+def test_pickle_capture_decoded_as_lines_gets_the_hint(capsysbinary, tmp_path):
+    path = tmp_path / "cap.bin"
+    path.write_bytes(capture(GOOD1, GOOD2))
+    rc, out, err = run_main(capsysbinary, [*NO_WINDOW, "--line", str(path)])
+    assert rc == 0 and out == []
+    assert "hint: looks like pickle: decode it without --line" in err
+    # A real plaintext mistake gets no such hint.
+    path.write_bytes(b"not a metric line\n")
+    _rc, _out, err = run_main(capsysbinary, [*NO_WINDOW, "--line", str(path)])
+    assert "bad_line=1" in err and "hint:" not in err
 
 
 def test_usage_errors_exit_2(capsysbinary, tmp_path):

@@ -170,3 +170,11 @@ def test_a_dead_worker_is_restarted_after_the_backoff(monkeypatch: pytest.Monkey
     gevent.spawn(s._watch, slot, slot.proc).join(timeout=5)
     assert spawned == [slot]
     assert slot.restarts == 1 and slot.quick_deaths == 1
+
+
+def test_histogram_buckets_merge_by_summing() -> None:
+    a = [("flush_latency_seconds", (("le", "0.1"),), 2.0), ("flush_latency_seconds", (), 0.1)]
+    b = [("flush_latency_seconds", (("le", "0.1"),), 3.0), ("flush_latency_seconds", (), 0.2)]
+    merged = as_dict(sup.merge_samples([a, b]))
+    assert merged[("flush_latency_seconds", (("le", "0.1"),))] == 5
+    assert merged[("flush_latency_seconds", ())] == pytest.approx(0.3)

@@ -1,5 +1,6 @@
 """What both codec implementations share: drop reasons, frame error reasons, refused opcodes,
-and the decoder of STRING's escapes (a rare path, plain Python in both).
+the decoder of STRING's escapes (a rare path, plain Python in both), and the wrong-protocol
+hints the daemon and `fastforward decode` give.
 
 `_codec.pyx` and `_codec_py.py` import these, so the two name the same drops and raise the
 same messages by construction (the parity tests check the behaviour; this keeps the words in
@@ -21,6 +22,29 @@ DROP_REASONS: tuple[str, ...] = (
     "bad_line",
     "bad_frame",
 )
+
+# Hints for a sender talking the wrong protocol to a port. A pickle frame's 4-byte length made
+# of printable ASCII is the start of a plaintext line ("a.b.c 1 17..." reads as ~1.6 GB), and a
+# plaintext "line" starting with a NUL byte or holding a PROTO opcode (0x80, then 1-5) is a
+# pickle frame split at its newline bytes.
+LOOKS_LIKE_PLAINTEXT = "looks like plaintext"
+LOOKS_LIKE_PICKLE = "looks like pickle"
+
+
+def looks_like_plaintext(length_prefix: bytes) -> bool:
+    """True when a pickle frame's length prefix is printable ASCII text."""
+    head = bytes(length_prefix[:4])
+    return len(head) == 4 and all(0x20 <= b < 0x7F or b == 0x09 for b in head)
+
+
+def looks_like_pickle(line: bytes) -> bool:
+    """True when a bad plaintext line is most likely part of a pickle frame."""
+    head = bytes(line[:64])
+    if head[:1] == b"\x00":
+        return True
+    at = head.find(b"\x80")
+    return 0 <= at < len(head) - 1 and 1 <= head[at + 1] <= 5
+
 
 # Every FrameError reason is one of these exact strings, or f"forbidden opcode {NAME}",
 # f"unknown opcode 0x{op:02x}", f"bad {NAME} argument". The offset is the position of the

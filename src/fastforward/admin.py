@@ -1,4 +1,5 @@
-"""Admin HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/health``.
+"""Admin HTTP endpoint: ``/metrics`` (Prometheus text format), ``/health``, and
+``/debug/senders`` / ``/debug/rejects`` (JSON: who sent what was dropped, see `attribution`).
 
 Also ``self_metric_lines``: the same numbers as Graphite plaintext lines, which the forwarder
 feeds back into its own encoder when ``--self-metrics-prefix`` is set (like carbon's
@@ -11,17 +12,19 @@ private ``CollectorRegistry``, so nothing touches prometheus_client's global reg
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .stats import METRICS, Stats
+from .stats import METRICS, Labels, Stats
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,23 @@ class StatsCollector(Collector):
             family = families.get(name)
             if family is None:
                 family = families[name] = Metric(PREFIX + name, help_text, kind)
+            if kind == "histogram":
+                _add_histogram_sample(family, PREFIX + name, labels, float(value))
+                continue
             sample = PREFIX + name + ("_total" if kind == "counter" else "")
             family.add_sample(sample, dict(labels), float(value))
         yield from families.values()
+
+
+def _add_histogram_sample(family: Metric, base: str, labels: Labels, value: float) -> None:
+    """Stats keep a histogram as ``le`` buckets plus its sum (no labels); the count is the
+    ``+Inf`` bucket, written here as ``_count`` as the text format wants."""
+    if not labels:
+        family.add_sample(base + "_sum", {}, value)
+        return
+    family.add_sample(base + "_bucket", dict(labels), value)
+    if labels == (("le", "+Inf"),):
+        family.add_sample(base + "_count", {}, value)
 
 
 def metrics_text(stats: Stats) -> bytes:
@@ -66,11 +83,14 @@ class AdminServer:
         port: int,
         stats: Stats,
         health: Callable[[], tuple[bool, str]],
+        debug: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """``debug`` returns ``{"senders": ..., "rejects": ...}`` for the /debug routes."""
         self.host = host
         self.port = port
         self._stats = stats
         self._health = health
+        self._debug = debug
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(StatsCollector(stats))
         self._server: WSGIServer | None = None
@@ -80,7 +100,11 @@ class AdminServer:
         self._server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log)
         self._server.start()
         self.port = self._server.server_port
-        log.info("admin endpoint on http://%s:%d/ (/metrics, /health)", self.host, self.port)
+        log.info(
+            "admin endpoint on http://%s:%d/ (/metrics, /health, /debug/senders, /debug/rejects)",
+            self.host,
+            self.port,
+        )
 
     def stop(self, timeout: float = 1.0) -> None:
         if self._server is not None:
@@ -90,12 +114,14 @@ class AdminServer:
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path not in ("/metrics", "/health"):
+        if path not in ("/metrics", "/health", *DEBUG_PATHS):
             return _reply(start_response, "404 Not Found", b"not found\n")
         if method not in ("GET", "HEAD"):
             return _reply(
                 start_response, "405 Method Not Allowed", b"use GET\n", [("Allow", "GET")]
             )
+        if path in DEBUG_PATHS:
+            return self._debug_reply(DEBUG_PATHS[path], start_response)
         if path == "/metrics":
             try:
                 body = generate_latest(self._registry)
@@ -111,6 +137,18 @@ class AdminServer:
         if ok:  # the reason may say more: "ok; Blueflood failing for 9s, the spool takes ..."
             return _reply(start_response, "200 OK", (reason or "ok").encode() + b"\n")
         return _reply(start_response, "503 Service Unavailable", reason.encode() + b"\n")
+
+    def _debug_reply(self, part: str, start_response: StartResponse) -> list[bytes]:
+        try:
+            state = self._debug() if self._debug is not None else {}
+            body = json.dumps(state.get(part, {}), indent=1, sort_keys=True).encode() + b"\n"
+        except Exception:
+            log.exception("admin: /debug/%s failed", part)
+            return _reply(start_response, "500 Internal Server Error", b"debug failed\n")
+        return _reply(start_response, "200 OK", body, content_type="application/json")
+
+
+DEBUG_PATHS = {"/debug/senders": "senders", "/debug/rejects": "rejects"}
 
 
 def _reply(
@@ -155,6 +193,9 @@ def self_metric_lines(stats: Stats, prefix: str, now: float) -> bytes:
         if not math.isfinite(value):
             continue
         parts = [base, name] if base else [name]
-        parts.extend(_path_part(v) for _k, v in labels)
+        if METRICS[name][0] == "histogram":  # buckets as le_0_5 ..., the sum as .sum
+            parts.append("le_" + _path_part(labels[0][1]) if labels else "sum")
+        else:
+            parts.extend(_path_part(v) for _k, v in labels)
         out.append(f"{'.'.join(parts)} {_number(value)} {ts}\n")
     return "".join(out).encode()

@@ -182,8 +182,7 @@ class BluefloodClient:
             outcome.kind, status, outcome.reason, outcome.errors, outcome.retry_after, elapsed
         )
         if outcome.kind in (Kind.OK, Kind.PARTIAL):
-            self.stats.incr("flush_latency_seconds_sum", elapsed)
-            self.stats.incr("flush_latency_seconds_count")
+            self.stats.observe("flush_latency_seconds", elapsed)
             if status == 202:
                 log.debug("Blueflood answered 202 (persisting still running): %s", content[:200])
         elif outcome.kind is Kind.UNAUTHORIZED and token is not None:

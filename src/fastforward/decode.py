@@ -16,6 +16,12 @@ import struct
 import sys
 from typing import BinaryIO
 
+from ._codec_rules import (
+    LOOKS_LIKE_PICKLE,
+    LOOKS_LIKE_PLAINTEXT,
+    looks_like_pickle,
+    looks_like_plaintext,
+)
 from .codec import IMPLEMENTATION, Encoder
 from .errors import FrameError
 
@@ -25,6 +31,12 @@ MAX_LISTED = 20  # refused frames listed one by one in the summary
 MAX_LINE_BYTES = 65_536
 
 _HEADER = struct.Struct("!L")
+# The daemon's hints, with the decode option that fixes it first.
+PLAINTEXT_HINT = (
+    f"{LOOKS_LIKE_PLAINTEXT}: decode it with --line "
+    "(the daemon: use --protocol line or --line-endpoint)"
+)
+PICKLE_HINT = f"{LOOKS_LIKE_PICKLE}: decode it without --line (the daemon: a pickle --endpoint)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +87,7 @@ class _Run:
         self.oversize_frames = 0
         self.oversize_lines = 0
         self.samples: dict[str, bytes] = {}
+        self.hints: list[str] = []
 
     def flush(self, partial: bool) -> None:
         bodies = self.enc.take(partial=partial)
@@ -85,6 +98,8 @@ class _Run:
             self.body_bytes += len(body)
         for reason, sample in self.enc.take_rejects():
             self.samples.setdefault(reason, sample)
+            if reason == "bad_line" and PICKLE_HINT not in self.hints and looks_like_pickle(sample):
+                self.hints.append(PICKLE_HINT)
 
 
 def _read_exact(src: BinaryIO, n: int) -> bytes:
@@ -119,6 +134,8 @@ def _decode_pickle(run: _Run, src: BinaryIO, max_frame: int) -> str | None:
         if len(header) < 4:
             return f"capture ends inside the length prefix at offset {offset}"
         (size,) = _HEADER.unpack(header)
+        if size > max_frame and looks_like_plaintext(header) and PLAINTEXT_HINT not in run.hints:
+            run.hints.append(PLAINTEXT_HINT)
         if size > max_frame:
             got = _skip(src, size)
             if got < size:
@@ -178,7 +195,11 @@ def _summary(run: _Run, truncated: str | None) -> str:
         f"({run.body_bytes} bytes)"
     ]
     drops = {r: n for r, n in c.items() if r not in ("accepted", "frames", "lines") and n}
-    for reason, extra in (("bad_frame", run.oversize_frames), ("bad_line", run.oversize_lines)):
+    # Named as the daemon counts them (fastforward_datapoints_dropped_total{reason}).
+    for reason, extra in (
+        ("oversize_frame", run.oversize_frames),
+        ("line_too_long", run.oversize_lines),
+    ):
         if extra:
             drops[reason] = drops.get(reason, 0) + extra
     if drops:
@@ -193,6 +214,7 @@ def _summary(run: _Run, truncated: str | None) -> str:
         lines.append(f"... and {len(run.refused) - MAX_LISTED} more refused frames")
     if truncated:
         lines.append("truncated capture: " + truncated)
+    lines.extend("hint: " + hint for hint in run.hints)
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,8 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import DatagramServer, StreamServer
 
+from ._codec_rules import LOOKS_LIKE_PLAINTEXT, looks_like_plaintext
+from .attribution import Intake, RejectLog, Senders, host_of
 from .config import Config
 from .endpoints import Endpoint
 from .errors import FrameError, StartupError
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 INITIAL_BUFFER = 16 * 1024
 READ_BUFFER = 256 * 1024
 MAX_LINE_BYTES = 65_536
-BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
+SAMPLE_BYTES = 64  # of a refused, oversize or truncated frame, for the log and /debug/rejects
+PLAINTEXT_HINT = f"{LOOKS_LIKE_PLAINTEXT}: use --protocol line or --line-endpoint"
 UDP_MAX_DATAGRAM = 65_535
 _unpack_len = struct.Struct("!I").unpack_from
 
@@ -80,7 +83,7 @@ def _peer(address: Any) -> str:
 class _Conn:
     """State of one stream connection."""
 
-    __slots__ = ("sock", "peer", "buf", "mv", "start", "end", "bad_frames", "drain_until")
+    __slots__ = ("sock", "peer", "buf", "mv", "start", "end", "drain_until")
 
     def __init__(self, sock: Any, peer: str, size: int) -> None:
         self.sock = sock
@@ -89,7 +92,6 @@ class _Conn:
         self.mv = memoryview(self.buf)
         self.start = 0
         self.end = 0
-        self.bad_frames = 0
         self.drain_until = 0.0  # > 0 once shutdown began
 
     def make_room(self, need: int) -> None:
@@ -177,6 +179,7 @@ class _StreamListener:
         stats = owner.stats
         peer = _peer(address) if self.endpoint.kind != "unix" else f"unix:{self.endpoint.path}"
         stats.incr("connections_accepted", protocol=self.protocol)
+        owner.senders.connected(host_of(peer))
         owner.open_connections += 1
         stats.set("connections_open", owner.open_connections)
         me = gevent.getcurrent()
@@ -209,6 +212,7 @@ class _StreamListener:
         except OSError as exc:
             log.info("connection from %s ended: %s", peer, exc)
         finally:
+            owner.intake.settle(peer)
             owner.running.discard(me)
             owner.open_connections -= 1
             stats.set("connections_open", owner.open_connections)
@@ -257,7 +261,9 @@ class _StreamListener:
                 # read in before the gate closed may overshoot --max-buffer-bytes.
                 if encoder.ready_bodies:
                     owner.flow.kick()
-                if not conn.drain_until:  # at shutdown the forwarder is draining anyway
+                # (At shutdown the forwarder is draining anyway: no wait.)
+                if not conn.drain_until and not owner.flow.gate.is_set():
+                    owner.intake.settle(conn.peer)  # before other connections run
                     _wait_for_room(owner.flow.gate)
                 (length,) = _unpack_len(buf, conn.start)
                 if length > max_frame:
@@ -273,7 +279,7 @@ class _StreamListener:
                     encoder.add_pickle(frame)
                     ok += 1
                 except FrameError as exc:
-                    self._bad_frame(conn, exc)
+                    self._bad_frame(conn, frame, exc)
                 except Exception:  # a codec bug must not kill the connection's other frames
                     log.exception("unexpected error decoding a frame from %s", conn.peer)
                     stats.incr("frames_received", result="bad")
@@ -282,6 +288,7 @@ class _StreamListener:
                 conn.start = stop
             else:
                 need = 4
+            owner.intake.settle(conn.peer)
             if ok:
                 stats.incr("frames_received", ok, result="ok")
             if conn.start == conn.end:
@@ -293,39 +300,29 @@ class _StreamListener:
                 owner.flow.kick()
         leftover = conn.end - conn.start
         if leftover:
+            stats.incr("frames_received", result="truncated")
             stats.incr("datapoints_dropped", reason="truncated_frame")
-            log.warning(
-                "%s closed in the middle of a frame; %d bytes discarded", conn.peer, leftover
-            )
-        self._summary(conn)
+            head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
+            detail = f"the connection closed in the middle of a frame; {leftover} bytes discarded"
+            if looks_like_plaintext(head):  # only with a --max-frame-bytes of 512 MiB or more
+                detail += "; " + PLAINTEXT_HINT
+            owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
 
     def _oversize(self, conn: _Conn, length: int, max_frame: int) -> None:
         stats = self.owner.stats
         stats.incr("frames_received", result="oversize")
         stats.incr("datapoints_dropped", reason="oversize_frame")
-        log.error(
-            "frame of %d bytes from %s is over --max-frame-bytes %d; closing the connection",
-            length,
-            conn.peer,
-            max_frame,
-        )
+        head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
+        if looks_like_plaintext(head):
+            detail = PLAINTEXT_HINT
+        else:
+            detail = f"frame of {length} bytes over --max-frame-bytes {max_frame}"
+        self.owner.intake.dropped(conn.peer, "oversize_frame", head, detail + "; connection closed")
 
-    def _bad_frame(self, conn: _Conn, exc: FrameError) -> None:
+    def _bad_frame(self, conn: _Conn, frame: memoryview, exc: FrameError) -> None:
+        # Counted as bad_frame by the codec (and settled to this sender); here the sample.
         self.owner.stats.incr("frames_received", result="bad")
-        conn.bad_frames += 1
-        if conn.bad_frames <= BAD_FRAMES_LOGGED:
-            log.warning("bad pickle frame from %s ignored: %s", conn.peer, exc)
-            if conn.bad_frames == BAD_FRAMES_LOGGED:
-                log.warning("further bad frames from %s are counted, not logged", conn.peer)
-
-    def _summary(self, conn: _Conn) -> None:
-        if conn.bad_frames > BAD_FRAMES_LOGGED:
-            log.warning(
-                "%s: %d bad pickle frames in all (%d not logged)",
-                conn.peer,
-                conn.bad_frames,
-                conn.bad_frames - BAD_FRAMES_LOGGED,
-            )
+        self.owner.rejects.record("bad_frame", conn.peer, bytes(frame[:SAMPLE_BYTES]), 1, str(exc))
 
     def _serve_lines(self, conn: _Conn) -> None:
         owner = self.owner
@@ -353,9 +350,12 @@ class _StreamListener:
                     conn.start += encoder.add_lines(view)
                 finally:
                     view.release()
+                owner.intake.settle(conn.peer)
             if conn.end - conn.start > MAX_LINE_BYTES:
                 stats.incr("datapoints_dropped", reason="line_too_long")
-                log.warning("line over %d bytes from %s dropped", MAX_LINE_BYTES, conn.peer)
+                head = bytes(conn.mv[conn.start : conn.start + SAMPLE_BYTES])
+                detail = f"line over {MAX_LINE_BYTES} bytes"
+                owner.intake.dropped(conn.peer, "line_too_long", head, detail)
                 conn.start = conn.end = 0
                 skipping = True
             if conn.start == conn.end:
@@ -368,12 +368,15 @@ class _StreamListener:
             if conn.drain_until:
                 # Cut by our shutdown, not ended by the sender: the line may be incomplete.
                 stats.incr("datapoints_dropped", reason="truncated_line")
+                head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
+                owner.intake.dropped(conn.peer, "truncated_line", head, "cut by the stop")
             else:
                 view = conn.mv[conn.start : conn.end]
                 try:
                     encoder.add_lines(view, final=True)
                 finally:
                     view.release()
+                owner.intake.settle(conn.peer)
         conn.start = conn.end = 0
         if encoder.ready_bodies:
             owner.flow.kick()
@@ -418,8 +421,10 @@ class _UdpListener:
 
     def _handle(self, data: bytes, address: Any) -> None:
         owner = self.owner
+        peer = _peer(address)
         if not owner.flow.gate.is_set():
             owner.stats.incr("datapoints_dropped", reason="udp_backpressure")
+            owner.intake.dropped(peer, "udp_backpressure", data[:SAMPLE_BYTES], "buffer full")
             if not self.dropped_in_episode:
                 log.warning("%s: buffer full; dropping UDP datagrams", self.endpoint.text)
             self.dropped_in_episode += 1
@@ -430,7 +435,8 @@ class _UdpListener:
         try:
             owner.encoder.add_lines(data, final=True)
         except Exception:
-            log.exception("unexpected error decoding a datagram from %s", _peer(address))
+            log.exception("unexpected error decoding a datagram from %s", peer)
+        owner.intake.settle(peer)
         if owner.encoder.ready_bodies:
             owner.flow.kick()
 
@@ -543,6 +549,10 @@ class Receivers:
         self.encoder = encoder
         self.flow = flow
         self.stats = stats
+        # Who sent what was dropped: bounded tables read by /debug/senders and /debug/rejects.
+        self.senders = Senders()
+        self.rejects = RejectLog()
+        self.intake = Intake(encoder, self.senders, self.rejects)
         self.open_connections = 0
         self.drain_seconds = 2.0
         self.drain_until = 0.0  # set at stop: connections accepted after it start draining

@@ -34,7 +34,7 @@ from .forwarder import Forwarder
 from .pidfile import PidFile
 from .receiver import Receivers
 from .spool import Spool
-from .stats import Stats
+from .stats import RECEIVER_DROP_REASONS, Stats
 
 __all__ = ["Service", "StartupError"]
 
@@ -93,7 +93,9 @@ class Service:
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)
             host = ep.host or ("::" if ep.kind == "tcp6" else "0.0.0.0")
-            self.admin = AdminServer(host, ep.port, self.stats, self.forwarder.healthy)
+            self.admin = AdminServer(
+                host, ep.port, self.stats, self.forwarder.healthy, debug=self.debug_state
+            )
         self.stats.add_collector(self._collect_codec)
         self.stopping = Event()
         self.started = Event()  # set once start() completed: every listener is serving
@@ -105,20 +107,35 @@ class Service:
     # -- counters -----------------------------------------------------------------------------
 
     def _collect_codec(self, stats: Stats) -> None:
+        """Received = accepted + dropped at intake, per protocol, exactly.
+
+        The codec counts datapoints, a refused frame as one (``bad_frame``: what it held is
+        unknown), and every non-blank line as one datapoint, accepted or dropped; the
+        receivers count their own drops one per frame, line or datagram. Each unit dropped is
+        also a unit received, so the identity in the README holds whatever the mix.
+        """
         counts = self.encoder.counters()
         accepted = counts.get("accepted", 0)
         dropped = 0
         stats.set("datapoints_accepted", accepted)
         for reason in DROP_REASONS:
             n = counts.get(reason, 0)
-            if n and reason != "bad_frame":  # frames, not datapoints: in frames_received
-                dropped += n
-                stats.set("datapoints_dropped", n, reason=reason)
-        # Every non-blank line is one datapoint, accepted or dropped; the rest came in frames.
+            dropped += n
+            stats.set("datapoints_dropped", n, reason=reason)
         lines = counts.get("lines", 0)
-        stats.set("datapoints_received", accepted + dropped - lines, protocol="pickle")
-        stats.set("datapoints_received", lines, protocol="line")
+        by_protocol = {"pickle": accepted + dropped - lines, "line": lines}
+        for reason, protocol in RECEIVER_DROP_REASONS.items():
+            by_protocol[protocol] += int(stats.peek("datapoints_dropped", reason=reason))
+        for protocol, n in by_protocol.items():
+            stats.set("datapoints_received", n, protocol=protocol)
         stats.set("lines_received", lines)
+
+    def debug_state(self) -> dict[str, Any]:
+        """What /debug/senders and /debug/rejects show (and a worker reports, --workers)."""
+        return {
+            "senders": self.receivers.senders.snapshot(),
+            "rejects": self.receivers.rejects.snapshot(),
+        }
 
     # -- start --------------------------------------------------------------------------------
 
@@ -222,7 +239,11 @@ class Service:
         while True:
             gevent.sleep(self.config.interval)
             try:
-                self.encoder.add_lines(self_metric_lines(self.stats, prefix, time.time()), True)
+                lines = self_metric_lines(self.stats, prefix, time.time())
+                try:
+                    self.encoder.add_lines(lines, True)
+                finally:  # its counts are nobody else's
+                    self.receivers.intake.settle("self-metrics")
             except Exception:
                 log.exception("self metrics failed")
 

@@ -3,24 +3,40 @@
 Names are registered once in ``METRICS`` (kind and help text), so `/metrics`, the periodic log
 line and the optional forwarding of self-metrics to Blueflood all describe the same numbers.
 A metric may carry labels (``reason``, ``protocol``, ``status``...); a sample is keyed by the
-metric name and its sorted label pairs.
+metric name and its sorted label pairs. Every label set listed in ``KNOWN_LABELS`` exists at 0
+from the start, so the first scrape already has the series that alert rules take
+``increase()`` of; values seen later (a new status code) add series as they come.
+
+A histogram (``observe``) is kept as cumulative ``le`` buckets plus its sum under the empty
+label set; its count is the ``+Inf`` bucket. Buckets are plain counters, so the supervisor of
+``--workers`` merges them by summing like any counter.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-Kind = Literal["counter", "gauge"]
+from ._codec_rules import DROP_REASONS
+
+Kind = Literal["counter", "gauge", "histogram"]
 Labels = tuple[tuple[str, str], ...]
 
 METRICS: dict[str, tuple[Kind, str]] = {
     # receiving
     "datapoints_received": ("counter", "Datapoints decoded from the wire, by protocol."),
     "datapoints_accepted": ("counter", "Datapoints accepted and queued for Blueflood."),
-    "datapoints_dropped": ("counter", "Datapoints dropped before sending, by reason."),
-    "frames_received": ("counter", "Pickle frames received, by result (ok, bad, oversize)."),
+    "datapoints_dropped": (
+        "counter",
+        "Datapoints dropped by fastforward, by reason (one per frame, line or datagram where "
+        "its datapoints are unknown).",
+    ),
+    "frames_received": (
+        "counter",
+        "Pickle frames received, by result (ok, bad, oversize, truncated).",
+    ),
     "lines_received": ("counter", "Plaintext lines received."),
     "connections_accepted": ("counter", "Client connections accepted, by protocol."),
     "connections_refused": ("counter", "Client connections refused at the connection cap."),
@@ -33,8 +49,7 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "http_responses": ("counter", "HTTP responses from Blueflood, by status code."),
     "retries": ("counter", "Retried requests, by cause (status code, connection, timeout)."),
     "datapoints_rejected": ("counter", "Datapoints Blueflood rejected (207/400), by source."),
-    "flush_latency_seconds_sum": ("counter", "Total seconds spent in successful POSTs."),
-    "flush_latency_seconds_count": ("counter", "Number of successful POSTs timed."),
+    "flush_latency_seconds": ("histogram", "Seconds per successful POST to Blueflood."),
     "auth_requests": ("counter", "Identity token requests, by result."),
     # buffering
     "buffered_bytes": ("gauge", "Bytes waiting to be sent, by place (memory, disk)."),
@@ -50,8 +65,62 @@ METRICS: dict[str, tuple[Kind, str]] = {
 }
 
 
+# Datapoints dropped by the receivers, counted one per frame, line or datagram (the datapoints
+# inside are unknown), and by the spool; the codec's reasons come from `_codec_rules`.
+RECEIVER_DROP_REASONS: dict[str, str] = {
+    "oversize_frame": "pickle",
+    "truncated_frame": "pickle",
+    "line_too_long": "line",
+    "truncated_line": "line",
+    "udp_backpressure": "line",
+}
+SPOOL_DROP_REASONS = ("expired_in_spool",)
+# Statuses and causes worth a series from the start: what Blueflood answers in normal life and
+# in the failures the alert rules watch.
+KNOWN_STATUSES = ("200", "202", "207", "400", "401", "403", "404", "413", "429", "500", "503")
+RETRY_CAUSES = ("connection", "timeout", "auth", "401", "413", "429", "500", "502", "503", "504")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+REJECT_SOURCES = (
+    # Blueflood's per-metric validation (207/400), then fastforward's own: a 400 it could not
+    # bisect, a single datapoint still too large (413), an error without a source.
+    *("metricName", "collectionTime", "ttlInSeconds", "metricValue"),
+    *("bad_request", "too_large", "unknown"),
+)
+
+
+def _known_labels() -> dict[str, list[dict[str, str]]]:
+    reasons = [*DROP_REASONS, *RECEIVER_DROP_REASONS, *SPOOL_DROP_REASONS]
+    protocols = [{"protocol": p} for p in ("pickle", "line")]
+    return {
+        "datapoints_received": protocols,
+        "datapoints_dropped": [{"reason": r} for r in reasons],
+        "frames_received": [{"result": r} for r in ("ok", "bad", "oversize", "truncated")],
+        "connections_accepted": protocols,
+        "connections_refused": protocols,
+        "connections_timed_out": protocols,
+        "http_responses": [{"status": s} for s in KNOWN_STATUSES],
+        "retries": [{"cause": c} for c in RETRY_CAUSES],
+        "datapoints_rejected": [{"source": s} for s in REJECT_SOURCES],
+        "buffered_bytes": [{"place": "memory"}],
+    }
+
+
+KNOWN_LABELS = _known_labels()
+# Labelled by values only known at run time: no series until the first event.
+_ALWAYS_LABELLED = frozenset({"auth_requests", "worker_restarts"})
+
+
 def _key(labels: dict[str, str]) -> Labels:
     return tuple(sorted(labels.items()))
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(bound)
+
+
+_INF: Labels = (("le", "+Inf"),)
 
 
 class Stats:
@@ -59,6 +128,15 @@ class Stats:
 
     def __init__(self) -> None:
         self._values: dict[str, dict[Labels, float]] = {name: {} for name in METRICS}
+        for name, label_sets in KNOWN_LABELS.items():
+            for labels in label_sets:
+                self._values[name][_key(labels)] = 0
+        for name, (kind, _help) in METRICS.items():
+            if kind == "histogram":
+                self._values[name] = {_key({"le": _le(b)}): 0 for b in (*LATENCY_BUCKETS, math.inf)}
+                self._values[name][()] = 0.0
+            elif name not in KNOWN_LABELS and name not in _ALWAYS_LABELLED:
+                self._values[name][()] = 0
         self._collectors: list[Callable[[Stats], None]] = []
         self.started = time.monotonic()
 
@@ -70,6 +148,15 @@ class Stats:
     def set(self, name: str, value: float, **labels: str) -> None:
         self._values[name][_key(labels)] = value
 
+    def observe(self, name: str, value: float) -> None:
+        """One observation of a histogram (fixed `LATENCY_BUCKETS`)."""
+        series = self._values[name]
+        for bound in LATENCY_BUCKETS:
+            if value <= bound:
+                series[_key({"le": _le(bound)})] += 1
+        series[_INF] += 1
+        series[()] += value
+
     def get(self, name: str, **labels: str) -> float:
         """One sample; with no labels given, the sum over every label set of that metric."""
         self.refresh()
@@ -77,6 +164,10 @@ class Stats:
         if labels:
             return series.get(_key(labels), 0)
         return sum(series.values())
+
+    def peek(self, name: str, **labels: str) -> float:
+        """One sample as it is now, without running the collectors (for collectors)."""
+        return self._values[name].get(_key(labels), 0)
 
     def add_collector(self, collect: Callable[[Stats], None]) -> None:
         """Register a function that refreshes gauges (or pulls counters) before each read."""
@@ -91,5 +182,7 @@ class Stats:
         """Every (name, labels, value), refreshed; the order is stable (registration order)."""
         self.refresh()
         for name, series in self._values.items():
-            for labels, value in sorted(series.items()):
+            # A histogram keeps its buckets in ascending order (as created), the sum last.
+            ordered = series.items() if METRICS[name][0] == "histogram" else sorted(series.items())
+            for labels, value in ordered:
                 yield name, labels, value

@@ -39,6 +39,8 @@ Design, and why
   0/1 ``backpressure_active`` take the maximum; ``uptime_seconds`` is the supervisor's. The
   last counters of a worker that exited are kept, so sums never go backwards after a restart.
   ``/health`` is 200 only while every worker runs, reports, and reports itself healthy.
+  ``/debug/senders`` and ``/debug/rejects`` merge the running workers' tables
+  (`attribution.merge_debug`).
   With ``--self-metrics-prefix``, each worker forwards its own numbers under
   ``<prefix>.worker<N>`` (the same names from several processes would overwrite each other).
 - **Restarts:** a worker that exits while the supervisor is not stopping is restarted after a
@@ -321,6 +323,7 @@ class _WorkerLink:
             "started": svc.started.is_set(),
             "health": health,
             "samples": [[n, [list(p) for p in ls], v] for n, ls, v in svc.stats.samples()],
+            "debug": svc.debug_state(),
         }
         try:
             self.channel.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
@@ -382,6 +385,7 @@ class _Slot:
     started: bool = False
     health: tuple[bool, str] = (False, "starting")
     samples: list[Sample] = field(default_factory=list)
+    debug: dict[str, Any] = field(default_factory=dict)  # its /debug state, last reported
     reported_at: float = 0.0
     quick_deaths: int = 0
     restarts: int = 0
@@ -453,7 +457,13 @@ class Supervisor:
 
         ep = parse_endpoint(self.config.admin_endpoint)
         host = ep.host or ("::" if ep.kind == "tcp6" else "0.0.0.0")
-        self.admin = AdminServer(host, ep.port, MergedStats(self), self.health)  # type: ignore[arg-type]
+        self.admin = AdminServer(
+            host,
+            ep.port,
+            MergedStats(self),  # type: ignore[arg-type]
+            self.health,
+            debug=self.debug_state,
+        )
         try:
             self.admin.start()
         except OSError as exc:
@@ -527,6 +537,8 @@ class Supervisor:
                     log.error("worker %d: unreadable report (%s); ignored", slot.id, exc)
                     continue
                 slot.samples = samples
+                debug = message.get("debug")
+                slot.debug = debug if isinstance(debug, dict) else {}
                 slot.health = (bool(ok), str(reason))
                 slot.reported_at = time.monotonic()
                 if started and not slot.started:
@@ -546,7 +558,7 @@ class Supervisor:
         gevent.sleep(0.05)  # let the reader take the final report that preceded the exit
         slot.exit_code = code
         for name, labels, value in slot.samples:  # keep its counters in the sums
-            if _kind(name) == "counter":
+            if _kind(name) in ("counter", "histogram"):
                 key = (name, labels)
                 self.retired[key] = self.retired.get(key, 0) + value
         slot.samples = []
@@ -585,6 +597,12 @@ class Supervisor:
             gevent.spawn(self._watch, slot, _Failed())
 
     # -- health -----------------------------------------------------------------------------
+
+    def debug_state(self) -> dict[str, Any]:
+        """/debug/senders and /debug/rejects: the running workers' tables merged."""
+        from .attribution import merge_debug  # noqa: PLC0415
+
+        return merge_debug({s.id: s.debug for s in self.slots if s.alive})
 
     def health(self) -> tuple[bool, str]:
         if self.stopping.is_set():

@@ -67,8 +67,9 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
     assert m.get("fastforward_datapoints_dropped_total", reason="nan") == 3
     assert m.get("fastforward_datapoints_dropped_total", reason="none") == 1
     assert m.get("fastforward_datapoints_dropped_total", reason="bad_line") == 2
-    assert m["fastforward_datapoints_received_total"] == 15 + 3 + 1 + 2
-    assert m.get("fastforward_datapoints_received_total", protocol="pickle") == 10 + 3
+    assert m.get("fastforward_datapoints_dropped_total", reason="bad_frame") == 1
+    assert m["fastforward_datapoints_received_total"] == 15 + 3 + 1 + 2 + 1
+    assert m.get("fastforward_datapoints_received_total", protocol="pickle") == 10 + 3 + 1
     assert m.get("fastforward_datapoints_received_total", protocol="line") == 8
     assert m.get("fastforward_frames_received_total", result="bad") == 1
     assert m.get("fastforward_frames_received_total", result="ok") == 1
@@ -81,11 +82,11 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
     assert http_get(f"http://127.0.0.1:{admin}/health") == (200, "ok\n")
 
     # The log: an INFO line per interval with the counters, a WARNING per loss reason.
-    wait_for(lambda: "datapoints: received 21, sent 13, dropped 6" in ff.stderr, 10,
+    wait_for(lambda: "datapoints: received 22, sent 13, dropped 7" in ff.stderr, 10,
              "the periodic INFO line")  # fmt: skip
     assert ff.terminate() == 0
     log = ff.stderr
-    for reason, n in (("nan", 3), ("none", 1), ("bad_line", 2)):
+    for reason, n in (("nan", 3), ("none", 1), ("bad_line", 2), ("bad_frame", 1)):
         assert f"datapoints dropped reason={reason}: {n}" in log, reason
     assert "datapoints rejected source=metricValue: 2" in log
     assert "WARNING" in log.split("datapoints dropped reason=nan")[0].splitlines()[-1]

@@ -235,14 +235,22 @@ def test_bad_input_on_one_connection_loses_nothing_on_another(
     gevent.joinall([gevent.spawn(bad_sender), gevent.spawn(good_sender)], raise_error=True)
     # An oversize frame closes only its own connection.
     big = socket.create_connection(("127.0.0.1", port), timeout=10)
+    big_peer = "{}:{}".format(*big.getsockname())
     big.sendall((200_000).to_bytes(4, "big") + b"x" * 1000)
     assert big.recv(1) == b""  # closed by the forwarder
     big.close()
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 5000 + 1)
     assert fake_blueflood.points(TENANT, "after.bad") == {ts * 1000: 19}
+    bad_peer = "{}:{}".format(*bad.getsockname())
     bad.close()
     good.close()
     assert ff.terminate() == 0
+    # Each loss names its sender and shows the start of what it sent, escaped.
+    lines = ff.stderr.splitlines()
+    refused = [ln for ln in lines if f"from {bad_peer}: bad_frame" in ln]
+    assert len(refused) == 1 and "e.g. '\\x80\\x02cposix\\nsystem" in refused[0], refused
+    oversize = [ln for ln in lines if f"from {big_peer}: oversize_frame" in ln]
+    assert len(oversize) == 1 and "e.g. '\\x00\\x03\\r@xxxx" in oversize[0], oversize
     assert "bad pickle frame" in ff.stderr
     assert "forbidden opcode" in ff.stderr
     assert "over --max-frame-bytes" in ff.stderr

@@ -165,23 +165,42 @@ def test_metrics_sum_over_the_workers(fake_blueflood: FakeBlueflood, run_ff) -> 
     for wid, conns in held.items():
         for k, s in enumerate(conns):
             per_worker[wid] += len(send_frames(s, f"sum.w{wid}.c{k}", 2 + wid, ts))
+            s.sendall(b"\x00\x00\x00\x03abc")  # a refused frame: one dropped, per connection
             s.close()
-    total = sum(per_worker.values())
+    n_conns = sum(len(c) for c in held.values())
+    total = sum(per_worker.values()) + n_conns
     assert all(per_worker.values())
     wait_until(
         lambda: scrape(admin)["fastforward_datapoints_received_total"] == total,
         10,
         f"/metrics to show {total} datapoints received ({per_worker} by worker)",
     )
-    bf.wait_for(lambda: bf.stored >= total, timeout=15)
-    wait_until(lambda: scrape(admin)["fastforward_datapoints_sent_total"] == total, 10, "sent")
+    bf.wait_for(lambda: bf.stored >= total - n_conns, timeout=15)
+    sent = total - n_conns
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_sent_total"] == sent, 10, "sent")
     m = scrape(admin)
-    n_conns = sum(len(c) for c in held.values())
+    assert m.get("fastforward_datapoints_dropped_total", reason="bad_frame") == n_conns
     assert m.get("fastforward_connections_accepted_total", protocol="pickle") == n_conns
     assert m["fastforward_uptime_seconds"] > 0
     assert http_get(f"http://127.0.0.1:{admin}/health") == (200, "ok\n")
+    # /debug merges the workers' tables: one row for our address, samples from both.
+    wait_until(
+        lambda: (
+            json.loads(http_get(f"http://127.0.0.1:{admin}/debug/senders")[1])["senders"]
+            .get("127.0.0.1", {})
+            .get("datapoints_received")
+            == total
+        ),
+        5,
+        "/debug/senders to sum the workers",
+    )
+    row = json.loads(http_get(f"http://127.0.0.1:{admin}/debug/senders")[1])["senders"]["127.0.0.1"]
+    assert row["connections"] == n_conns and row["dropped"] == {"bad_frame": n_conns}
+    rejects = json.loads(http_get(f"http://127.0.0.1:{admin}/debug/rejects")[1])["rejects"]
+    assert {r["worker"] for r in rejects["bad_frame"]} == set(held)
     # Each worker's own log line agrees with its share.
     for wid, n in per_worker.items():
+        n += len(held[wid])  # its refused frames
         wait_until(
             lambda wid=wid, n=n: (
                 f"[worker {wid}] [fastforward] INFO: datapoints: received {n}," in ff.stderr
