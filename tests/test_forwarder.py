@@ -71,10 +71,11 @@ class MemorySpool:
         self.max_bytes = max_bytes
         self.acked = 0
 
-    def put(self, body: bytes, datapoints: int) -> bool:
+    def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool:
         if self.bytes + len(body) > self.max_bytes:
             return False
-        self.entries.append(SimpleNamespace(body=body, datapoints=datapoints, claimed=False))
+        entry = SimpleNamespace(body=body, datapoints=datapoints, tenant=tenant, claimed=False)
+        self.entries.append(entry)
         return True
 
     def oldest(self):

@@ -36,6 +36,10 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "flush_latency_seconds_sum": ("counter", "Total seconds spent in successful POSTs."),
     "flush_latency_seconds_count": ("counter", "Number of successful POSTs timed."),
     "auth_requests": ("counter", "Identity token requests, by result."),
+    "blueflood_failing_seconds": (
+        "gauge",
+        "Seconds since Blueflood started failing (every POST since failed); 0 while it answers.",
+    ),
     # buffering
     "buffered_bytes": ("gauge", "Bytes waiting to be sent, by place (memory, disk)."),
     "buffered_datapoints": ("gauge", "Datapoints waiting to be sent from memory."),
