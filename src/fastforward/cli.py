@@ -33,8 +33,10 @@ from .errors import (
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_STARTUP", "EXIT_UNDELIVERED", "EXIT_USAGE", "main"]
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, warnings: Sequence[str] = ()) -> int:
     print(f"fastforward: {message}", file=sys.stderr)
+    for warning in warnings:  # e.g. the misspelt name that left a required option unset
+        print(f"fastforward: warning: {warning}", file=sys.stderr)
     if code == EXIT_USAGE:
         print("Try 'fastforward --help' for the options.", file=sys.stderr)
     return code
@@ -55,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load(args)
     except UsageError as exc:
-        return _fail(f"error: {exc}", EXIT_USAGE)
+        return _fail(f"error: {exc}", EXIT_USAGE, getattr(exc, "warnings", ()))
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, getattr(exc, "warnings", ()))
     if loaded.help:
         sys.stdout.write(help_text())
         return EXIT_OK
