@@ -335,8 +335,12 @@ def test_disk_error_refuses_the_body_and_leaves_no_temp_file(tmp_path, monkeypat
     assert os.listdir(tmp_path / "spool") == []
     assert (spool.files, stats.get("spool_written_bodies")) == (0, 0)
     assert any("Input/output error" in r.getMessage() for r in caplog.records)
+    for _ in range(5):  # an unwritable directory fails every put: one line, not one per body
+        assert spool.put(body_of(NOW_MS), 1) is False
+    assert sum("spool write to" in r.getMessage() for r in caplog.records) == 1
     monkeypatch.undo()
     assert spool.put(body_of(NOW_MS), 1)
+    assert "writable again after 6 failed writes" in caplog.text
 
 
 def test_trimmed_entry_stays_claimed_while_rewritten(tmp_path):

@@ -222,7 +222,7 @@ class BluefloodClient:
                 token = self.token_provider.token()
             except Exception as exc:  # any identity failure means "not now", retry later
                 log.debug("no token for Blueflood: %s", exc)
-                return Outcome(Kind.RETRY, None, "auth")
+                return Outcome(Kind.RETRY, None, "auth", detail=f"no identity token ({exc})")
             headers["X-Auth-Token"] = token
         data = gziplib.compress(body, compresslevel=1) if self.gzip else body
         started = time.monotonic()

@@ -859,6 +859,7 @@ def blueflood_url(raw: str) -> str:
     if any(c.isspace() for c in text):
         raise ConfigError(f"{shown}: contains spaces")
     if "://" not in text:
+        text = text.rstrip("/")
         if not _BARE_HOST.fullmatch(text):
             raise ConfigError(f"{shown}: not a URL; expected http://HOST:PORT (no '://' in it)")
         text = "http://" + text

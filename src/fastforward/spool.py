@@ -105,6 +105,8 @@ _NAME_RE = re.compile(r"^\d{20}-\d+-\d+\.ffspool$")
 _EMPTY_TEMP_GRACE_S = 60.0
 # Without a visible change in the directory, look for files of other workers this often.
 _RESCAN_S = 1.0
+# A directory that stopped being writable fails every put: say so this often, not per body.
+_WRITE_ERROR_EVERY_S = 60.0
 
 # Process-wide, so two Spool objects in one process (tests) never make the same name.
 _seq = itertools.count()
@@ -233,6 +235,8 @@ class Spool:
         self._scan_at = 0.0
         self._full_refusals = 0  # > 0 during a "spool full" episode
         self._destination_fd = -1
+        self._write_failures = 0  # in the current run of failed writes
+        self._write_failure_logged = -_WRITE_ERROR_EVERY_S
         os.makedirs(self.directory, exist_ok=True)
         self._probe()
         if destination is not None:
@@ -279,8 +283,26 @@ class Spool:
         try:
             name = self._write_new(header + body)
         except OSError as exc:
-            log.error("spool write to %s failed: %s", self.directory, exc)
+            self._write_failures += 1
+            now = time.monotonic()
+            if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
+                self._write_failure_logged = now
+                log.error(
+                    "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
+                    "memory, a stop that cannot write them counts them as lost)",
+                    self.directory,
+                    exc,
+                    self._write_failures,
+                )
             return False
+        if self._write_failures:
+            log.warning(
+                "spool %s writable again after %d failed writes",
+                self.directory,
+                self._write_failures,
+            )
+            self._write_failures = 0
+            self._write_failure_logged = -_WRITE_ERROR_EVERY_S
         if self._full_refusals:
             log.warning(
                 "spool accepting bodies again after refusing %d while full", self._full_refusals
