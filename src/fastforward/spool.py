@@ -127,7 +127,7 @@ class SpoolEntry:
     body: bytes
     datapoints: int
     path: str
-    tenant: str = ""  # where the body belongs; "" only in spools opened without a tenant
+    tenant: str = ""  # where the body belongs
     _fd: int = field(repr=False, default=-1)
     _size: int = field(repr=False, default=0)
 
@@ -635,7 +635,7 @@ class Spool:
         except OSError as exc:
             log.error("spool: cannot read %s: %s", path, exc)
             return None
-        tenant = self.tenant if h.tenant is None else h.tenant
+        tenant = h.tenant or self.tenant  # none recorded (first format, or a test's spool)
         entry = SpoolEntry(body, datapoints, path, tenant, fd, size)
         kept = self._unexpired(points)
         if len(kept) == len(points):
