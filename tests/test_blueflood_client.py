@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import io
 import json
+import socket
 import time
 
 import gevent
@@ -181,8 +182,6 @@ def test_a_body_goes_to_the_tenant_it_names(client, fake_blueflood):  # noqa: F8
 
 
 def test_connection_failures_are_told_in_plain_words(stats):
-    import socket
-
     with socket.socket() as s:  # a port nobody listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         refused = BluefloodClient(f"http://127.0.0.1:{s.getsockname()[1]}", "t", stats)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
@@ -371,8 +372,6 @@ def test_each_body_keeps_its_tenant_whatever_the_next_process_says(tmp_path):
 
 
 def test_first_format_files_belong_to_the_opening_tenant_with_a_warning(tmp_path, caplog):
-    import zlib
-
     directory = tmp_path / "spool"
     directory.mkdir()
     body = body_of(NOW_MS)

@@ -77,6 +77,14 @@ class Encoder(Protocol):
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
 
 
+def _reminder_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return FAILURE_REMINDER_SECONDS
+    return seconds if 0 < seconds <= FAILURE_REMINDER_SECONDS else FAILURE_REMINDER_SECONDS
+
+
 class _Stopped(Exception):
     """Raised inside a sender when the stop deadline has passed."""
 
@@ -111,9 +119,7 @@ class Forwarder:
         self._failing_since: float | None = None
         self._last_failure = ""  # the last failure in words, for the reminders
         self._last_failure_at = 0.0
-        self.failure_reminder = float(
-            os.environ.get(FAILURE_REMINDER_ENV, "") or FAILURE_REMINDER_SECONDS
-        )
+        self.failure_reminder = _reminder_seconds(os.environ.get(FAILURE_REMINDER_ENV, ""))
         self._parked: list[Batch] = []  # suspected poison, without a spool
         self._burst = Event()  # set by kick(): full bodies left, input is fast
         self.park_retry = PARK_RETRY
