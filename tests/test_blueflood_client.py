@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import io
 import json
+import socket
 import time
 
 import gevent
@@ -170,3 +171,35 @@ def test_proxy_from_the_environment_is_still_used(fake_blueflood, stats, monkeyp
     finally:
         c.close()
     assert any("blueflood.invalid" in r.path for r in fake_blueflood.requests)
+
+
+def test_a_body_goes_to_the_tenant_it_names(client, fake_blueflood):  # noqa: F811
+    with gevent.Timeout(15):
+        outcome = client.post(body("spooled"), "111")
+    assert outcome.kind is Kind.OK
+    assert fake_blueflood.requests[-1].path == "/v2.0/111/ingest"
+    assert fake_blueflood.points("111", "spooled") and not fake_blueflood.points("t1", "spooled")
+
+
+def test_connection_failures_are_told_in_plain_words(stats):
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        refused = BluefloodClient(f"http://127.0.0.1:{s.getsockname()[1]}", "t", stats)
+        outcome = post(refused, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.reason == "connection"
+    assert outcome.failure == "connection refused"
+    with socket.socket() as s:  # listens, never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        silent = BluefloodClient(f"http://127.0.0.1:{s.getsockname()[1]}", "t", stats, timeout=0.2)
+        outcome = post(silent, body("a"))
+    assert outcome.reason == "timeout"
+    assert outcome.failure == "timed out (--request-timeout 0.2s)"
+    unknown = BluefloodClient("http://no-such-host.invalid:19000", "t", stats)
+    assert post(unknown, body("a")).failure == "name not resolved"
+
+
+def test_an_http_failure_is_its_status(client, fake_blueflood):  # noqa: F811
+    fake_blueflood.push(503)
+    outcome = post(client, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.failure == "HTTP 503"

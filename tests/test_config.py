@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -236,3 +237,85 @@ def test_encoder_options() -> None:
     opts = c.encoder_options()
     assert opts["prefix"] == "pre" and opts["max_body_bytes"] == 1024
     assert opts["max_past_ms"] == 60_000
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http//blueflood:19000", "no '://'"),
+        ("http://host:notaport", "port 'notaport' is not a number"),
+        ("http://host:99999", "port '99999' is not a number"),
+        ("http://", "no host name"),
+        ("http://:19000", "no host name"),
+        ("http://host:", "port is missing"),
+        ("ftp://host:21", "scheme must be http or https"),
+        ("http://host:19000/v2.0/123/ingest", "would double it"),
+        ("http://host:19000/v2.0", "would double it"),
+        ("http://host:19000?tenant=1", "no query"),
+        ("http://ho st:19000", "contains spaces"),
+    ],
+)
+def test_malformed_blueflood_url_is_refused(url: str, problem: str) -> None:
+    with pytest.raises(
+        ConfigError, match=f"^--blueflood {re.escape(repr(url))}: .*{problem}"
+    ) as caught:
+        load(["-t", "t", "-b", url], environ={})
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "normalised"),
+    [
+        ("localhost:19000", "http://localhost:19000"),  # the original docker image's default
+        ("HTTPS://bf.example:443/", "https://bf.example:443"),
+        ("http://[::1]:19000", "http://[::1]:19000"),
+        ("http://proxy.example/blueflood/", "http://proxy.example/blueflood"),
+    ],
+)
+def test_good_blueflood_urls_are_normalised(url: str, normalised: str) -> None:
+    assert load(["-t", "t", "-b", url], environ={}).config.blueflood == normalised
+
+
+def test_tenant_with_a_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--tenant"):
+        load(["-t", "a\nb"], environ={})
+
+
+def test_misspelt_environment_variable_is_warned_about_with_a_hint() -> None:
+    env = {
+        "FASTFORWARD_SPOOLDIR": "/var/spool/ff",
+        "FASTFORWARD_TENANT": "t",
+        # known although not options: build switches and the test suite's variables
+        "FASTFORWARD_NO_EXTENSIONS": "1",
+        "FASTFORWARD_REQUIRE_EXTENSION": "1",
+        "FASTFORWARD_TEST_OUTAGE_SECONDS": "20",
+    }
+    loaded = load([], environ=env)
+    assert loaded.config.spool_dir == ""
+    assert loaded.warnings == [
+        "environment variable FASTFORWARD_SPOOLDIR is not a fastforward setting; ignored "
+        "(did you mean FASTFORWARD_SPOOL_DIR, the --spool-dir option?)"
+    ]
+
+
+def test_warnings_survive_a_refused_start(tmp_path: Path) -> None:
+    path = ini(tmp_path, "[blueflood_carbon_forwarder]\ntenent=111\n")
+    with pytest.raises(ConfigError, match="--tenant is required") as caught:
+        load(["-c", path], environ={"FASTFORWARD_SPOOLDIR": "/x"})
+    warnings = caught.value.warnings  # type: ignore[attr-defined]
+    assert any("FASTFORWARD_SPOOLDIR" in w and "FASTFORWARD_SPOOL_DIR" in w for w in warnings)
+    assert any(
+        "'tenent'" in w and "did you mean tenant, the --tenant option" in w for w in warnings
+    )
+
+
+def test_unknown_config_key_is_reported_even_beside_a_bad_value(tmp_path: Path) -> None:
+    path = ini(tmp_path, "[blueflood_carbon_forwarder]\ntenant=t\nttl=soon\nintervall=5\n")
+    with pytest.raises(ConfigError, match="ttl") as caught:
+        load(["-c", path], environ={})
+    assert any("'intervall'" in w and "interval" in w for w in caught.value.warnings)  # type: ignore[attr-defined]
+
+
+def test_misspelt_option_gets_a_hint() -> None:
+    with pytest.raises(UsageError, match=r"--spooldir .*did you mean --spool-dir\?"):
+        load(["-t", "t", "--spooldir", "/x"], environ={})

@@ -12,7 +12,7 @@ import pytest
 
 from fastforward.auth import TokenProvider
 from fastforward.blueflood import BluefloodClient
-from fastforward.forwarder import Forwarder
+from fastforward.forwarder import Forwarder, _reminder_seconds
 from fastforward.outbox import split_body
 from fastforward.stats import Stats
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, Scripted
@@ -71,10 +71,11 @@ class MemorySpool:
         self.max_bytes = max_bytes
         self.acked = 0
 
-    def put(self, body: bytes, datapoints: int) -> bool:
+    def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool:
         if self.bytes + len(body) > self.max_bytes:
             return False
-        self.entries.append(SimpleNamespace(body=body, datapoints=datapoints, claimed=False))
+        entry = SimpleNamespace(body=body, datapoints=datapoints, tenant=tenant, claimed=False)
+        self.entries.append(entry)
         return True
 
     def oldest(self):
@@ -492,3 +493,43 @@ def test_failing_bodies_in_flight_go_to_the_spool_when_the_cap_is_reached(bf, st
     wait_until(lambda: bf.stored == 700, timeout=20)
     wait_until(lambda: not spool.entries)
     assert bf.duplicates == 0
+
+
+# ---- a failing Blueflood is loud ----------------------------------------------------------------
+
+
+def test_failing_blueflood_is_logged_at_once_reminded_and_its_recovery_told(
+    bf, stopper, caplog, monkeypatch
+):
+    monkeypatch.setenv("FASTFORWARD_TEST_FAILURE_REMINDER_SECONDS", "0.2")
+    down = answer_while_down(bf, 503)
+    fwd, enc, stats = make(bf)
+    stopper.append(fwd)
+    assert stats.get("blueflood_failing_seconds") == 0
+    with caplog.at_level(logging.WARNING, logger="fastforward.forwarder"):
+        enc.add(7)
+        fwd.kick()
+        wait_until(lambda: sum("still failing" in r.getMessage() for r in caplog.records) >= 2)
+        assert stats.get("blueflood_failing_seconds") > 0
+        down[0] = False
+        wait_until(lambda: bf.stored == 7)
+    messages = [r.getMessage() for r in caplog.records]
+    first = [m for m in messages if m.startswith("Blueflood POST to")]
+    assert len(first) == 1  # once per outage; the reminders follow
+    assert first[0].startswith(
+        f"Blueflood POST to {bf.ingest_url('t1')} failed: HTTP 503; retrying with backoff, "
+        "7 datapoints ("
+    )
+    assert first[0].endswith("bytes) in memory, no spool (--spool-dir)")
+    reminder = next(m for m in messages if "still failing" in m)
+    assert reminder.startswith(f"Blueflood at {bf.ingest_url('t1')} still failing after ")
+    assert ": HTTP 503 (last attempt " in reminder and "7 datapoints" in reminder
+    assert any(m.endswith("s of failures (last: HTTP 503)") for m in messages)
+    assert stats.get("blueflood_failing_seconds") == 0
+
+
+def test_the_reminder_interval_is_at_most_a_minute():
+    assert _reminder_seconds("") == 60.0
+    assert _reminder_seconds("3600") == 60.0
+    assert _reminder_seconds("soon") == 60.0
+    assert _reminder_seconds("0.5") == 0.5

@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
-from fastforward.spool import CORRUPT_DIR, SUFFIX, Spool
+from fastforward.spool import CORRUPT_DIR, DESTINATION_FILE, SUFFIX, Spool, SpoolRefused
 from fastforward.stats import Stats
 
 NOW = 1_700_000_000.0  # the fake clock, seconds
@@ -335,8 +336,12 @@ def test_disk_error_refuses_the_body_and_leaves_no_temp_file(tmp_path, monkeypat
     assert os.listdir(tmp_path / "spool") == []
     assert (spool.files, stats.get("spool_written_bodies")) == (0, 0)
     assert any("Input/output error" in r.getMessage() for r in caplog.records)
+    for _ in range(5):  # an unwritable directory fails every put: one line, not one per body
+        assert spool.put(body_of(NOW_MS), 1) is False
+    assert sum("spool write to" in r.getMessage() for r in caplog.records) == 1
     monkeypatch.undo()
     assert spool.put(body_of(NOW_MS), 1)
+    assert "writable again after 6 failed writes" in caplog.text
 
 
 def test_trimmed_entry_stays_claimed_while_rewritten(tmp_path):
@@ -351,3 +356,78 @@ def test_trimmed_entry_stays_claimed_while_rewritten(tmp_path):
     assert again is not None and again.body == entry.body
     b.ack(again)
     assert spool_files(tmp_path) == []
+
+
+def test_each_body_keeps_its_tenant_whatever_the_next_process_says(tmp_path):
+    first = open_spool(tmp_path, tenant="111")
+    first.put(body_of(NOW_MS), 1)  # received for this spool's tenant
+    first.put(body_of(NOW_MS + 1), 1, tenant="333")  # one of another tenant (routing)
+    first.close()
+    second = open_spool(tmp_path, tenant="222")
+    replayed = []
+    while (entry := second.oldest()) is not None:
+        replayed.append((entry.tenant, entry.body))
+        second.ack(entry)
+    assert replayed == [("111", body_of(NOW_MS)), ("333", body_of(NOW_MS + 1))]
+
+
+def test_first_format_files_belong_to_the_opening_tenant_with_a_warning(tmp_path, caplog):
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    body = body_of(NOW_MS)
+    header = b"FFSPOOL1 1 %d %08x\n" % (len(body), zlib.crc32(body))
+    (directory / f"{1:020d}-1-00000001{SUFFIX}").write_bytes(header + body)
+    with caplog.at_level(logging.WARNING):
+        spool = open_spool(tmp_path, tenant="222")
+    assert "1 files of the first format name no tenant" in caplog.text
+    assert "'222'" in caplog.text
+    entry = spool.oldest()
+    assert entry is not None and (entry.tenant, entry.body) == ("222", body)
+
+
+def test_trimmed_body_keeps_its_tenant(tmp_path):
+    spool = open_spool(tmp_path, tenant="111")
+    spool.put(body_of(NOW_MS - 5000, NOW_MS), 2)
+    spool.close()
+    again = open_spool(tmp_path, tenant="222", max_past_ms=1000)
+    entry = again.oldest()
+    assert entry is not None and entry.tenant == "111" and entry.datapoints == 1
+    again.release(entry)
+    again.close()
+    entry = open_spool(tmp_path, tenant="222").oldest()  # the rewritten file
+    assert entry is not None and entry.tenant == "111"
+
+
+def test_directory_with_files_for_another_blueflood_is_refused(tmp_path):
+    a = open_spool(tmp_path, tenant="t", destination="http://a:19000")
+    a.put(body_of(NOW_MS), 1)
+    a.close()
+    with pytest.raises(SpoolRefused, match=r"holds 1 files for Blueflood http://a:19000, not "):
+        open_spool(tmp_path, tenant="t", destination="http://b:19000")
+    # the same Blueflood is fine, and once empty the directory may move to another one
+    same = open_spool(tmp_path, tenant="t", destination="http://a:19000")
+    assert drain(same) == [body_of(NOW_MS)]
+    same.close()
+    moved = open_spool(tmp_path, tenant="t", destination="http://b:19000")
+    assert (tmp_path / "spool" / DESTINATION_FILE).read_text() == "http://b:19000\n"
+    moved.close()
+
+
+def test_directory_in_use_for_another_blueflood_is_refused_even_when_empty(tmp_path):
+    running = open_spool(tmp_path, tenant="t", destination="http://a:19000")
+    with pytest.raises(SpoolRefused, match="in use by a fastforward for Blueflood http://a"):
+        open_spool(tmp_path, tenant="t", destination="http://b:19000")
+    beside = open_spool(tmp_path, tenant="u", destination="http://a:19000")  # workers, tenants
+    beside.close()
+    running.close()
+
+
+def test_unwritable_directory_is_refused_when_opened(tmp_path, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(SpoolRefused, match="cannot write a file there: Input/output error"):
+        open_spool(tmp_path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "spool") == []  # the probe file is gone

@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime
 import email.utils
 import enum
+import errno
 import gzip as gziplib
 import json
 import logging
+import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +49,14 @@ class Outcome:
     errors: list[dict] = field(default_factory=list)
     retry_after: float | None = None
     elapsed: float = 0.0
+    detail: str = ""  # the failure in plain words for the log: "connection refused", "HTTP 503"
+
+    @property
+    def failure(self) -> str:
+        """What went wrong, in words an operator reads without the source at hand."""
+        if self.detail:
+            return self.detail
+        return f"HTTP {self.status}" if self.status is not None else self.reason or "unknown"
 
 
 class TokenSource(Protocol):
@@ -81,6 +92,49 @@ def parse_errors(content: bytes) -> list[dict]:
     except (ValueError, KeyError, TypeError):
         return []
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (urllib3 nests the OS error a few levels deep)."""
+    out: list[BaseException] = []
+    todo = [exc]
+    while todo and len(out) < 16:
+        e = todo.pop()
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        reason = getattr(e, "reason", None)
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+        todo += [x for x in (reason, e.__cause__, e.__context__) if isinstance(x, BaseException)]
+    return out
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failed request in plain words: "name not resolved", "connection refused", ..."""
+    causes = _causes(exc)
+    for e in causes:
+        if isinstance(e, socket.gaierror):
+            return "name not resolved"
+    for e in causes:
+        if isinstance(e, ssl.SSLError):
+            return f"TLS error: {getattr(e, 'reason', None) or e}"
+        if isinstance(e, OSError) and e.errno in _ERRNO_WORDS:
+            return _ERRNO_WORDS[e.errno]
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    for e in causes:
+        if type(e).__name__ in ("RemoteDisconnected", "ProtocolError"):
+            return "connection closed without an answer"
+    return f"connection failed: {type(causes[-1]).__name__}"
 
 
 _CONFIG_STATUSES = {404: "wrong URL path", 405: "method not allowed", 501: "verb not implemented"}
@@ -124,7 +178,9 @@ class BluefloodClient:
         token_provider: TokenSource | None = None,
         pool_size: int = 4,
     ) -> None:
-        self.url = f"{base_url.rstrip('/')}/v2.0/{tenant}/ingest"
+        self.base_url = base_url.rstrip("/")
+        self.tenant = tenant
+        self.url = self.url_for(tenant)
         self.stats = stats
         self.timeout = timeout
         self.gzip = gzip
@@ -149,10 +205,16 @@ class BluefloodClient:
         self.session.trust_env = False
         self._warned: set[int] = set()
 
+    def url_for(self, tenant: str) -> str:
+        """The ingest URL of ``tenant`` (a spooled body keeps the tenant it was received for)."""
+        return f"{self.base_url}/v2.0/{tenant}/ingest"
+
     def close(self) -> None:
         self.session.close()
 
-    def post(self, body: bytes) -> Outcome:
+    def post(self, body: bytes, tenant: str | None = None) -> Outcome:
+        """POST one body to ``tenant`` (default: the client's own)."""
+        url = self.url if tenant is None or tenant == self.tenant else self.url_for(tenant)
         headers = {}
         token = None
         if self.token_provider is not None:
@@ -160,20 +222,32 @@ class BluefloodClient:
                 token = self.token_provider.token()
             except Exception as exc:  # any identity failure means "not now", retry later
                 log.debug("no token for Blueflood: %s", exc)
-                return Outcome(Kind.RETRY, None, "auth")
+                return Outcome(Kind.RETRY, None, "auth", detail=f"no identity token ({exc})")
             headers["X-Auth-Token"] = token
         data = gziplib.compress(body, compresslevel=1) if self.gzip else body
         started = time.monotonic()
         try:
             response = self.session.post(
-                self.url, data=data, headers=headers, timeout=self.timeout, **self._send_settings
+                url, data=data, headers=headers, timeout=self.timeout, **self._send_settings
             )
             content = response.content  # read it all so the connection goes back to the pool
-        except requests.Timeout:
-            return Outcome(Kind.RETRY, None, "timeout", elapsed=time.monotonic() - started)
+        except requests.Timeout as exc:
+            return Outcome(
+                Kind.RETRY,
+                None,
+                "timeout",
+                elapsed=time.monotonic() - started,
+                detail=f"{describe_error(exc)} (--request-timeout {self.timeout:g}s)",
+            )
         except requests.RequestException as exc:
-            log.debug("POST %s failed: %s", self.url, exc)
-            return Outcome(Kind.RETRY, None, "connection", elapsed=time.monotonic() - started)
+            log.debug("POST %s failed: %s", url, exc)
+            return Outcome(
+                Kind.RETRY,
+                None,
+                "connection",
+                elapsed=time.monotonic() - started,
+                detail=describe_error(exc),
+            )
         elapsed = time.monotonic() - started
         status = response.status_code
         self.stats.incr("http_responses", status=str(status))
@@ -214,7 +288,7 @@ class StdoutClient:
         self.stats = stats
         self.stream = stream if stream is not None else sys.stdout.buffer
 
-    def post(self, body: bytes) -> Outcome:
+    def post(self, body: bytes, tenant: str | None = None) -> Outcome:
         self.stream.write(body + b"\n")
         self.stream.flush()
         return Outcome(Kind.OK, 200, "200")

@@ -8,7 +8,8 @@ With ``--workers N`` (N > 1) this process becomes the supervisor (`supervisor.py
 N copies of this command as workers; a worker is recognised by its private environment
 variable and runs the normal service on the sockets the supervisor bound.
 
-Exit codes: 0 clean stop, 1 unexpected error, 2 bad options or config, 3 startup failure.
+Exit codes: 0 clean stop, 1 unexpected error, 2 bad options or config, 3 startup failure,
+4 stopped but some datapoints were neither delivered nor spooled (the log states how many).
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, UsageError, help_text, load
-from .errors import StartupError
+from .errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_STARTUP,
+    EXIT_UNDELIVERED,
+    EXIT_USAGE,
+    StartupError,
+)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_STARTUP = 3
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_STARTUP", "EXIT_UNDELIVERED", "EXIT_USAGE", "main"]
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, warnings: Sequence[str] = ()) -> int:
     print(f"fastforward: {message}", file=sys.stderr)
+    for warning in warnings:  # e.g. the misspelt name that left a required option unset
+        print(f"fastforward: warning: {warning}", file=sys.stderr)
     if code == EXIT_USAGE:
         print("Try 'fastforward --help' for the options.", file=sys.stderr)
     return code
@@ -50,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load(args)
     except UsageError as exc:
-        return _fail(f"error: {exc}", EXIT_USAGE)
+        return _fail(f"error: {exc}", EXIT_USAGE, getattr(exc, "warnings", ()))
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, getattr(exc, "warnings", ()))
     if loaded.help:
         sys.stdout.write(help_text())
         return EXIT_OK

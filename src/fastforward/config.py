@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import difflib
 import os
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .endpoints import Endpoint, parse_endpoint
 from .errors import ConfigError
@@ -48,10 +51,27 @@ PROTOCOLS = {
     "plaintext": "MetricLineReceiver",
 }
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
+# FASTFORWARD_* names that are not options but are known: the build switches of setup.py and
+# codec.py, the Docker build argument, and the variables of the test suite (a prefix).
+INTERNAL_ENV = frozenset(
+    {"FASTFORWARD_REQUIRE_EXTENSION", "FASTFORWARD_NO_EXTENSIONS", "FASTFORWARD_VERSION"}
+)
+INTERNAL_ENV_PREFIX = "FASTFORWARD_TEST_"
 
 
 class UsageError(ConfigError):
     """The command line itself is malformed (unknown option, missing value): exit code 2."""
+
+
+def _attach(exc: ConfigError, warnings: list[str]) -> ConfigError:
+    """Keep the warnings gathered so far on a refusal: a misspelt name is often its cause."""
+    exc.warnings = list(warnings)  # type: ignore[attr-defined]
+    return exc
+
+
+def _did_you_mean(name: str, candidates: Sequence[str], show: Any = str) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {show(close[0])}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -704,7 +724,32 @@ def read_ini(path: str) -> dict[str, str]:
     return {k.replace("-", "_").lower(): v for k, v in parser.items(INI_SECTION)}
 
 
+def _env_option(env_var: str) -> str:
+    """``FASTFORWARD_SPOOL_DIR`` -> ``FASTFORWARD_SPOOL_DIR, the --spool-dir option``."""
+    opt = BY_NAME.get(env_var[len(ENV_PREFIX) :].lower())
+    return f"{env_var}, the --{opt.name.replace('_', '-')} option" if opt else env_var
+
+
+def _ini_option(key: str) -> str:
+    return f"{key}, the --{key.replace('_', '-')} option"
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each FASTFORWARD_* variable that no option or internal switch reads."""
+    known = [o.env_var for o in OPTIONS if o.env]
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in INTERNAL_ENV:
+            continue
+        if name.startswith(INTERNAL_ENV_PREFIX):
+            continue
+        hint = _did_you_mean(name, known, _env_option)
+        out.append(f"environment variable {name} is not a fastforward setting; ignored{hint}")
+    return out
+
+
 def _from_env(environ: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
+    warnings += unknown_env_warnings(environ)
     out: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.env and opt.env_var in environ:
@@ -722,7 +767,10 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Loade
     args = _split_twistd(list(argv), warnings)
     ns, extra = build_parser().parse_known_args(args)
     if extra:
-        raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        flags = sorted({f for o in OPTIONS for f in o.flags if f.startswith("--") and "_" not in f})
+        first = extra[0].split("=", 1)[0]
+        hint = _did_you_mean(first, flags) if first.startswith("--") else ""
+        raise _attach(UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}"), warnings)
     given = vars(ns)
     cli: dict[str, Any] = {}
     for name, raw in given.items():
@@ -743,16 +791,29 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Loade
     if loaded.help or loaded.version:
         return loaded
 
+    try:
+        _merge(loaded, cli, env)
+    except ConfigError as exc:
+        raise _attach(exc, warnings) from None
+    return loaded
+
+
+def _merge(loaded: Loaded, cli: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Environment and config file under the command line, then validation, into ``loaded``."""
+    warnings = loaded.warnings
     env_values = _from_env(env, warnings)
     config_file = cli.get("config") or env_values.get("config") or ""
     ini_values: dict[str, Any] = {}
     if config_file:
-        for key, raw in read_ini(config_file).items():
-            opt = BY_NAME.get(key)
-            if opt is None or opt.name == "config":
-                warnings.append(f"config file {config_file}: unknown key {key!r} ignored")
-                continue
-            ini_values[key] = _convert(opt, raw, f"config file {config_file}:")
+        raw_values = read_ini(config_file)
+        keys = [o.name for o in OPTIONS if o.name != "config"]
+        for key in raw_values:  # every unknown key first, so a bad value does not hide them
+            if key not in keys:
+                hint = _did_you_mean(key, keys, _ini_option)
+                warnings.append(f"config file {config_file}: unknown key {key!r} ignored{hint}")
+        for key, raw in raw_values.items():
+            if key in keys:
+                ini_values[key] = _convert(BY_NAME[key], raw, f"config file {config_file}:")
     loaded.config_file = config_file
 
     merged: dict[str, Any] = {}
@@ -769,7 +830,6 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Loade
     if merged.pop("dry_run", False):
         merged["blueflood"] = "-"
     loaded.config = validate(merged)
-    return loaded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,6 +841,50 @@ def _check_range(values: dict[str, Any], name: str, lo: float, hi: float | None 
     if v < lo or (hi is not None and v > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise ConfigError(f"--{name} {v!r}: must be {bound}")
+
+
+# A scheme-less host[:port], as the original docker image's default `localhost:19000`.
+_BARE_HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+# A path that already holds the API part fastforward appends (/v2.0/TENANT/ingest).
+_API_PATH = re.compile(r"/v\d+(?:\.\d+)?(?:/|$)|/ingest(?:/|$)")
+
+
+def blueflood_url(raw: str) -> str:
+    """The normalised --blueflood base URL (scheme, host, port, optional proxy path), or
+    ConfigError naming what is wrong with it; "-" (dry run) passes through."""
+    text = raw.strip()
+    if text == "-":
+        return text
+    shown = f"--blueflood {raw!r}"
+    if any(c.isspace() for c in text):
+        raise ConfigError(f"{shown}: contains spaces")
+    if "://" not in text:
+        text = text.rstrip("/")
+        if not _BARE_HOST.fullmatch(text):
+            raise ConfigError(f"{shown}: not a URL; expected http://HOST:PORT (no '://' in it)")
+        text = "http://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{shown}: the scheme must be http or https, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{shown}: no host name; expected {scheme}://HOST:PORT")
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rsplit(":", 1)[-1]
+        raise ConfigError(f"{shown}: port {port_text!r} is not a number from 1 to 65535") from None
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ConfigError(f"{shown}: the port is missing or 0")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ConfigError(f"{shown}: a base URL has no query or fragment")
+    path = parts.path.rstrip("/")
+    if _API_PATH.search(path):
+        raise ConfigError(
+            f"{shown}: give the base URL only ({scheme}://HOST:PORT); fastforward appends "
+            f"/v2.0/TENANT/ingest itself, so the path {parts.path!r} would double it"
+        )
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 def validate(values: Mapping[str, Any]) -> Config:
@@ -796,22 +900,18 @@ def validate(values: Mapping[str, Any]) -> Config:
         )
     v["protocol"] = proto
 
-    bf = str(v["blueflood"]).strip().rstrip("/")
-    if bf != "-":
-        if "://" not in bf:
-            # The original docker image defaulted to `localhost:19000`, without a scheme.
-            bf = "http://" + bf
-        if not bf.startswith(("http://", "https://")) or len(bf.split("://", 1)[1]) == 0:
-            raise ConfigError(f"--blueflood {v['blueflood']!r}: not an http(s) URL")
+    bf = blueflood_url(str(v["blueflood"]))
     v["blueflood"] = bf
 
     tenant = str(v["tenant"]).strip()
     if bf != "-" and not tenant:
         raise ConfigError("--tenant is required (or use --dry-run / -b - to write to stdout)")
-    if any(c in tenant for c in "/.?#% \t"):
+    if any(c in tenant for c in "/.?#%") or any(c.isspace() for c in tenant):
         raise ConfigError(
             f"--tenant {tenant!r}: must not contain '/', '.', '?', '#', '%' or spaces"
         )
+    if len(tenant.encode()) > 255:
+        raise ConfigError(f"--tenant {tenant[:20]!r}...: longer than 255 bytes")
     v["tenant"] = tenant
 
     _check_range(v, "ttl", 1, 2147483646)

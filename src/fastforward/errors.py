@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# Exit statuses of the `fastforward` process (re-exported by `cli`; the supervisor and the
+# service return them too, so they live down here).
+EXIT_OK = 0  # stopped cleanly: everything delivered or spooled
+EXIT_ERROR = 1  # an unexpected error, or a second signal (exit without draining)
+EXIT_USAGE = 2  # bad options or configuration
+EXIT_STARTUP = 3  # a resource unusable at start: port, spool directory, log file, certificate
+EXIT_UNDELIVERED = 4  # stopped, but some datapoints were neither delivered nor spooled
+
 
 class FastforwardError(Exception):
     """Base class of every error fastforward raises on purpose."""

@@ -26,6 +26,7 @@ datapoint that keeps failing that way is parked: it leaves its sender, is writte
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -54,10 +55,15 @@ UNHEALTHY_AFTER_MIN = 5.0
 # its last, partial body is then sent at once instead of waiting up to an interval. Slow input
 # never fills a body, so it keeps the one-request-per-interval pace of the original.
 BURST_QUIET = 0.05
+# While Blueflood fails, the log says so again this often (the first failure is logged at once).
+# The variable is for tests, which cannot wait a minute; it is not an option.
+LOST_AT_STOP = "undelivered_at_stop"  # datapoints_dropped reason of what a stop could not save
+FAILURE_REMINDER_SECONDS = 60.0
+FAILURE_REMINDER_ENV = "FASTFORWARD_TEST_FAILURE_REMINDER_SECONDS"
 
 
 class Client(Protocol):
-    def post(self, body: bytes) -> Outcome: ...
+    def post(self, body: bytes, tenant: str | None = None) -> Outcome: ...
 
 
 class Encoder(Protocol):
@@ -69,6 +75,14 @@ class Encoder(Protocol):
     def pending_datapoints(self) -> int: ...
 
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
+
+
+def _reminder_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return FAILURE_REMINDER_SECONDS
+    return seconds if 0 < seconds <= FAILURE_REMINDER_SECONDS else FAILURE_REMINDER_SECONDS
 
 
 class _Stopped(Exception):
@@ -103,6 +117,9 @@ class Forwarder:
         self._failures = 0  # consecutive failed POSTs, any batch
         self._last_success = time.monotonic()
         self._failing_since: float | None = None
+        self._last_failure = ""  # the last failure in words, for the reminders
+        self._last_failure_at = 0.0
+        self.failure_reminder = _reminder_seconds(os.environ.get(FAILURE_REMINDER_ENV, ""))
         self._parked: list[Batch] = []  # suspected poison, without a spool
         self._burst = Event()  # set by kick(): full bodies left, input is fast
         self.park_retry = PARK_RETRY
@@ -122,6 +139,7 @@ class Forwarder:
             self._greenlets.append(gevent.spawn(self._replay_loop))
         self._greenlets.append(gevent.spawn(self._parked_loop))
         self._greenlets.append(gevent.spawn(self._burst_end_loop))
+        self._greenlets.append(gevent.spawn(self._failure_reminder_loop))
 
     def kick(self) -> None:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
@@ -151,10 +169,16 @@ class Forwarder:
                 spooled += batch.datapoints
             else:
                 lost += batch.datapoints
+        self.outbox.clear()  # each leftover is now spooled, kept in its spool file, or lost
         if spooled:
             log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
         if lost:
-            log.error("stop: %d datapoints could not be delivered before the deadline", lost)
+            self.stats.incr("datapoints_dropped", lost, reason=LOST_AT_STOP)
+            log.error(
+                "stop: %d datapoints could be neither delivered before --drain-timeout nor %s",
+                lost,
+                "written to the spool" if self.spool is not None else "spooled (no --spool-dir)",
+            )
         else:
             log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
         return lost
@@ -236,7 +260,7 @@ class Forwarder:
 
     def _spool_put(self, batch: Batch) -> bool:
         try:
-            ok = bool(self.spool.put(batch.body, batch.datapoints))
+            ok = bool(self.spool.put(batch.body, batch.datapoints, batch.tenant))
         except Exception:
             log.exception("writing to the spool failed")
             return False
@@ -267,7 +291,7 @@ class Forwarder:
     def _deliver(self, batch: Batch) -> None:
         """Send one batch until it is finished (delivered, dropped or split)."""
         while True:
-            outcome = self.client.post(batch.body)
+            outcome = self.client.post(batch.body, batch.tenant)
             kind = outcome.kind
             if kind in (Kind.OK, Kind.PARTIAL):
                 self._succeeded()
@@ -377,7 +401,7 @@ class Forwarder:
             batch.origin.pieces += 1
         # Right first, so the left half is at the very front.
         for body, n in ((right, n_right), (left, n_left)):
-            half = Batch(body, n, origin=batch.origin)
+            half = Batch(body, n, origin=batch.origin, tenant=batch.tenant)
             if suspect:  # the next 500 bisects again: log2(n) attempts to find the poison
                 half.attempts = BISECT_500_AFTER - 1
                 half.failing_since = batch.failing_since
@@ -413,7 +437,7 @@ class Forwarder:
             # Stays tied to its spool file: the file is kept (released) and replayed later.
             self._release_entry(batch.origin)
             return
-        parked = Batch(batch.body, batch.datapoints, attempts=batch.attempts)
+        parked = Batch(batch.body, batch.datapoints, attempts=batch.attempts, tenant=batch.tenant)
         parked.failing_since = batch.failing_since
         self._parked.append(parked)
         self.outbox.hold(parked)
@@ -436,8 +460,10 @@ class Forwarder:
     def _succeeded(self) -> None:
         if self._failing_since is not None:
             log.warning(
-                "Blueflood answers again after %.1fs of failures",
+                "Blueflood at %s recovered after %.1fs of failures (last: %s)",
+                self._target(),
                 time.monotonic() - self._failing_since,
+                self._last_failure,
             )
         self._failures = 0
         self._failing_since = None
@@ -445,16 +471,58 @@ class Forwarder:
 
     def _failed(self, batch: Batch, outcome: Outcome) -> None:
         batch.attempts += 1
+        now = time.monotonic()
         if batch.failing_since is None:
-            batch.failing_since = time.monotonic()
+            batch.failing_since = now
         self._failures += 1
+        self._last_failure, self._last_failure_at = outcome.failure, now
         if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            log.warning(
-                "POST to Blueflood failed (%s); retrying with backoff",
-                outcome.reason or outcome.status,
+            self._failing_since = now
+            log.error(
+                "Blueflood POST to %s failed: %s; retrying with backoff, %s",
+                self._url(batch),
+                outcome.failure,
+                self._holding(),
             )
         self._relieve()
+
+    # ---- telling the operator that Blueflood fails ----------------------------------------------
+
+    def _target(self) -> str:
+        return str(getattr(self.client, "url", "Blueflood"))
+
+    def _url(self, batch: Batch) -> str:
+        url_for = getattr(self.client, "url_for", None)
+        return url_for(batch.tenant) if batch.tenant and url_for else self._target()
+
+    def failing_seconds(self) -> float:
+        """Seconds since the first of the current run of failed POSTs; 0 while they succeed."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _holding(self) -> str:
+        """What waits for Blueflood now, in memory and on disk."""
+        memory = (
+            f"{self.outbox.datapoints + self.encoder.pending_datapoints} datapoints "
+            f"({self.outbox.memory_bytes} bytes) in memory"
+        )
+        if self.spool is None:
+            return f"{memory}, no spool (--spool-dir)"
+        return f"{memory}, {self.spool.files} files ({self.spool.bytes} bytes) spooled"
+
+    def _failure_reminder_loop(self) -> None:
+        while True:
+            gevent.sleep(self.failure_reminder)
+            if self._failing_since is None:
+                continue
+            log.error(
+                "Blueflood at %s still failing after %.0fs: %s (last attempt %.0fs ago); %s",
+                self._target(),
+                self.failing_seconds(),
+                self._last_failure,
+                time.monotonic() - self._last_failure_at,
+                self._holding(),
+            )
 
     def _backoff(self, batch: Batch) -> None:
         delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, batch.attempts - 1))
@@ -514,10 +582,12 @@ class Forwarder:
                 gevent.sleep(1.0)
                 continue
             ref = SpoolRef(entry)
-            self.outbox.put(Batch(entry.body, entry.datapoints, origin=ref))
+            batch = Batch(entry.body, entry.datapoints, origin=ref, tenant=entry.tenant)
+            self.outbox.put(batch)
             ref.done.wait()
 
     def _collect(self, stats: Stats) -> None:
+        stats.set("blueflood_failing_seconds", round(self.failing_seconds(), 3))
         stats.set("buffered_bytes", self.outbox.memory_bytes, place="memory")
         stats.set(
             "buffered_datapoints",

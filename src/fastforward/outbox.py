@@ -74,6 +74,7 @@ class Batch:
     attempts: int = 0  # consecutive failed attempts
     auth_replays: int = 0  # consecutive 401 replays
     origin: SpoolRef | None = None
+    tenant: str | None = None  # None: the process's --tenant; a replayed body keeps its own
     created: float = field(default_factory=time.monotonic)
     failing_since: float | None = None  # monotonic time of the first failed attempt
 
@@ -147,6 +148,14 @@ class Outbox:
         self.datapoints -= batch.datapoints
         if not self.queue and not self.inflight:
             self.idle.set()
+
+    def clear(self) -> None:
+        """Forget every batch (at the end of a stop, once each was spooled or counted lost)."""
+        self.queue.clear()
+        self.inflight.clear()
+        self.bytes = self.datapoints = 0
+        self.has_work.clear()
+        self.idle.set()
 
     def hold(self, batch: Batch) -> None:
         """Count a batch kept aside (parked) in the memory cap, outside the queue."""

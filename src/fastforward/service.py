@@ -29,11 +29,11 @@ from .blueflood import BluefloodClient, StdoutClient
 from .codec import DROP_REASONS, IMPLEMENTATION, NO_EXTENSIONS, Encoder
 from .config import Config
 from .endpoints import parse_endpoint
-from .errors import StartupError
+from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .forwarder import Forwarder
 from .pidfile import PidFile
 from .receiver import Receivers
-from .spool import Spool
+from .spool import Spool, SpoolRefused
 from .stats import RECEIVER_DROP_REASONS, Stats
 
 __all__ = ["Service", "StartupError"]
@@ -82,7 +82,11 @@ class Service:
                     config.spool_max_bytes,
                     self.stats,
                     max_past_ms=int(config.max_past * 1000),
+                    tenant=config.tenant,
+                    destination=config.blueflood,
                 )
+            except SpoolRefused as exc:
+                raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc.strerror}") from None
             except OSError as exc:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc}") from None
         self.forwarder = Forwarder(config, self.encoder, self.stats, self.client, spool=self.spool)
@@ -297,8 +301,16 @@ class Service:
                 raise
             self.stopping.wait()
             lost = self.stop()
-            log.info("fastforward stopped%s", f"; {lost} datapoints lost" if lost else "")
-            return 0
+            if lost:
+                log.error(
+                    "fastforward stopped; %d datapoints lost (neither delivered nor spooled), "
+                    "exit status %d",
+                    lost,
+                    EXIT_UNDELIVERED,
+                )
+                return EXIT_UNDELIVERED
+            log.info("fastforward stopped")
+            return EXIT_OK
         finally:
             for h in handlers:
                 h.cancel()

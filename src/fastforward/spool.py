@@ -6,7 +6,22 @@ Each body is one file named ``<time_ns>-<pid>-<seq>.ffspool`` (zero-padded, so n
 oldest first across restarts and across worker processes sharing the directory). The file is
 a one-line text header followed by the exact JSON bytes that would be POSTed::
 
-    FFSPOOL1 <datapoints> <body length> <crc32 of the body, 8 hex digits>\\n<body>
+    FFSPOOL2 <datapoints> <body length> <crc32 of the body, 8 hex digits> <tenant>\\n<body>
+
+The tenant is the one the body was received for; a replay POSTs the body to that tenant,
+whatever ``--tenant`` the replaying process has, so a restart with another tenant (or, with
+multi-tenant routing, one directory holding many tenants) never moves data between tenants.
+Files of the first format (``FFSPOOL1``, no tenant) are still read: they are attributed to the
+tenant of the process that opens the spool, with a WARNING that says so. That is what they
+meant when written (one directory served one configuration, and the format predates any
+release that could change tenants across a restart); moving them aside instead would strand
+their data on the upgrade.
+
+What the file does not say is which Blueflood the tenant lives on. The directory says it:
+``blueflood-destination`` holds the ``--blueflood`` URL of the processes using it. A process
+with another URL refuses to start on a directory that still holds spool files (or is in use
+by a running process, which keeps a shared ``flock`` on that file), so one cluster's data
+is never replayed into another. An empty, unused directory is simply rebound to the new URL.
 
 A body is written to ``.<pid>-<seq>.tmp`` (held under ``flock`` while it is written), fsync'd,
 renamed to its final name, and then the directory is fsync'd; ``put`` returns only after that.
@@ -79,14 +94,19 @@ log = logging.getLogger(__name__)
 SUFFIX = ".ffspool"
 TEMP_SUFFIX = ".tmp"
 CORRUPT_DIR = "corrupt"
-_MAGIC = b"FFSPOOL1"
-_HEADER_MAX = 64
+_MAGIC = b"FFSPOOL2"
+_MAGIC_V1 = b"FFSPOOL1"  # no tenant: read as the opening process's tenant
+_HEADER_MAX = 320  # magic, three numbers and a tenant of up to 255 bytes
+DESTINATION_FILE = "blueflood-destination"
+PROBE_PREFIX = ".probe-"
 _NAME_RE = re.compile(r"^\d{20}-\d+-\d+\.ffspool$")
 # A temp file that is empty may belong to a writer between open() and flock(); only remove
 # such a file once it is clearly stale.
 _EMPTY_TEMP_GRACE_S = 60.0
 # Without a visible change in the directory, look for files of other workers this often.
 _RESCAN_S = 1.0
+# A directory that stopped being writable fails every put: say so this often, not per body.
+_WRITE_ERROR_EVERY_S = 60.0
 
 # Process-wide, so two Spool objects in one process (tests) never make the same name.
 _seq = itertools.count()
@@ -96,6 +116,10 @@ class SpoolCorrupt(ValueError):
     """A spool file that cannot be replayed; the message says why."""
 
 
+class SpoolRefused(OSError):
+    """The directory cannot be used by this process (another Blueflood's data, unwritable)."""
+
+
 @dataclass(eq=False)
 class SpoolEntry:
     """One claimed spool file. Give it back with ``Spool.ack`` or ``Spool.release``."""
@@ -103,22 +127,39 @@ class SpoolEntry:
     body: bytes
     datapoints: int
     path: str
+    tenant: str = ""  # where the body belongs
     _fd: int = field(repr=False, default=-1)
     _size: int = field(repr=False, default=0)
 
 
-def _header(body: bytes, datapoints: int) -> bytes:
+@dataclass(frozen=True)
+class _Header:
+    datapoints: int
+    length: int
+    crc: int
+    size: int  # bytes of the header itself
+    tenant: str | None  # None: a first-format file, which names no tenant
+
+
+def _header(body: bytes, datapoints: int, tenant: str) -> bytes:
     crc = zlib.crc32(body) & 0xFFFFFFFF
-    return b"%s %d %d %08x\n" % (_MAGIC, datapoints, len(body), crc)
+    return b"%s %d %d %08x %s\n" % (_MAGIC, datapoints, len(body), crc, tenant.encode())
 
 
-def _parse_header(head: bytes) -> tuple[int, int, int, int]:
-    """(datapoints, body length, crc, header length) from the first bytes of a file."""
+def _parse_header(head: bytes) -> _Header:
+    """The header at the start of a file (both formats)."""
     end = head.find(b"\n")
     if end < 0:
         raise SpoolCorrupt("truncated header" if len(head) < _HEADER_MAX else "no header")
     parts = head[:end].split(b" ")
-    if len(parts) != 4 or parts[0] != _MAGIC:
+    if parts[0] == _MAGIC and len(parts) == 5:
+        try:
+            tenant: str | None = parts[4].decode()
+        except UnicodeDecodeError:
+            raise SpoolCorrupt("bad header") from None
+    elif parts[0] == _MAGIC_V1 and len(parts) == 4:
+        tenant = None
+    else:
         raise SpoolCorrupt("bad header")
     try:
         datapoints, length, crc = int(parts[1]), int(parts[2]), int(parts[3], 16)
@@ -126,7 +167,13 @@ def _parse_header(head: bytes) -> tuple[int, int, int, int]:
         raise SpoolCorrupt("bad header") from None
     if datapoints < 0 or length < 0:
         raise SpoolCorrupt("bad header")
-    return datapoints, length, crc, end + 1
+    return _Header(datapoints, length, crc, end + 1, tenant)
+
+
+def check_tenant(tenant: str) -> None:
+    """Refuse a tenant the header cannot carry (spaces, newlines, too long)."""
+    if len(tenant.encode()) > 255 or any(c.isspace() for c in tenant):
+        raise ValueError(f"tenant {tenant!r} cannot be stored in a spool header")
 
 
 def _try_lock(fd: int) -> bool:
@@ -166,8 +213,14 @@ class Spool:
         *,
         max_past_ms: int = 259_200_000,
         clock: Callable[[], float] = time.time,
+        tenant: str = "",
+        destination: str | None = None,
     ) -> None:
+        """``tenant``: of bodies put without one, and of first-format files; ``destination``:
+        the Blueflood URL the directory is bound to (None: not checked, for tests)."""
+        check_tenant(tenant)
         self.directory = os.path.abspath(directory)
+        self.tenant = tenant
         self.max_bytes = max_bytes
         self.max_past_ms = max_past_ms
         self._stats = stats
@@ -181,8 +234,18 @@ class Spool:
         self._scan_mtime = -1
         self._scan_at = 0.0
         self._full_refusals = 0  # > 0 during a "spool full" episode
+        self._destination_fd = -1
+        self._write_failures = 0  # in the current run of failed writes
+        self._write_failure_logged = -_WRITE_ERROR_EVERY_S
         os.makedirs(self.directory, exist_ok=True)
-        self._open_scan()
+        self._probe()
+        if destination is not None:
+            self._bind(destination)
+        try:
+            self._open_scan()
+        except BaseException:
+            self.close()
+            raise
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -200,9 +263,10 @@ class Spool:
         """True from a refused ``put`` (no room) until a ``put`` succeeds again."""
         return self._full_refusals > 0
 
-    def put(self, body: builtins.bytes, datapoints: int) -> bool:
-        """Store one body durably; False when the spool is full or the disk write failed."""
-        header = _header(body, datapoints)
+    def put(self, body: builtins.bytes, datapoints: int, tenant: str | None = None) -> bool:
+        """Store one body of ``tenant`` (default: the spool's) durably; False when the spool is
+        full or the disk write failed."""
+        header = _header(body, datapoints, self.tenant if tenant is None else tenant)
         size = len(header) + len(body)
         if self._bytes + size > self.max_bytes:
             self._rescan()  # other workers may have freed space meanwhile
@@ -219,8 +283,26 @@ class Spool:
         try:
             name = self._write_new(header + body)
         except OSError as exc:
-            log.error("spool write to %s failed: %s", self.directory, exc)
+            self._write_failures += 1
+            now = time.monotonic()
+            if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
+                self._write_failure_logged = now
+                log.error(
+                    "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
+                    "memory, a stop that cannot write them counts them as lost)",
+                    self.directory,
+                    exc,
+                    self._write_failures,
+                )
             return False
+        if self._write_failures:
+            log.warning(
+                "spool %s writable again after %d failed writes",
+                self.directory,
+                self._write_failures,
+            )
+            self._write_failures = 0
+            self._write_failure_logged = -_WRITE_ERROR_EVERY_S
         if self._full_refusals:
             log.warning(
                 "spool accepting bodies again after refusing %d while full", self._full_refusals
@@ -252,9 +334,77 @@ class Spool:
         self._publish()
 
     def close(self) -> None:
-        """Release every entry still claimed (their files stay)."""
+        """Release every entry still claimed (their files stay), and the directory."""
         for entry in list(self._claimed.values()):
             self._finish(entry, delete=False)
+        if self._destination_fd >= 0:
+            os.close(self._destination_fd)  # drops the shared lock: "in use" ends here
+            self._destination_fd = -1
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Create, write, fsync and remove a file, so an unwritable directory fails the start
+        instead of every later ``put``."""
+        path = os.path.join(self.directory, f"{PROBE_PREFIX}{os.getpid()}{TEMP_SUFFIX}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a worker opening beside us leaves it alone
+                _write_all(fd, b"probe\n")
+                os.fsync(fd)
+                os.unlink(path)
+            finally:
+                os.close(fd)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            _unlink_quiet(path)
+            raise SpoolRefused(
+                exc.errno or errno.EIO, f"cannot write a file there: {exc.strerror or exc}"
+            ) from None
+
+    def _bind(self, destination: str) -> None:
+        """Bind the directory to one Blueflood URL (see the module text); SpoolRefused if it
+        holds or serves another one's data. The shared lock is held until ``close``."""
+        path = os.path.join(self.directory, DESTINATION_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            alone = _try_lock(fd)
+            if not alone:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            bound = _read_text(fd)
+            if bound != destination:
+                if not alone:
+                    raise self._refusal(bound, destination, "is in use by a fastforward")
+                pending = [n for n in self._listdir() if _NAME_RE.match(n)]
+                if bound and pending:
+                    raise self._refusal(bound, destination, f"holds {len(pending)} files")
+                if bound:
+                    log.warning(
+                        "spool %s: empty, rebound from Blueflood %s to %s",
+                        self.directory,
+                        bound,
+                        destination,
+                    )
+                _replace_text(fd, destination)
+                _fsync_dir(self.directory)
+            if alone:
+                # Downgrading is not atomic: another process may have rebound it meanwhile.
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                now = _read_text(fd)
+                if now != destination:
+                    raise self._refusal(now, destination, "is in use by a fastforward")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._destination_fd = fd
+
+    def _refusal(self, bound: str, destination: str, what: str) -> SpoolRefused:
+        return SpoolRefused(
+            errno.EEXIST,
+            f"{what} for Blueflood {bound}, not {destination} (see its {DESTINATION_FILE}); "
+            f"use another --spool-dir, or run with -b {bound} until it is empty",
+        )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -325,6 +475,7 @@ class Spool:
             return []
 
     def _open_scan(self) -> None:
+        self._first_format = 0
         for name in self._listdir():
             path = os.path.join(self.directory, name)
             if name.endswith(TEMP_SUFFIX):
@@ -336,6 +487,14 @@ class Spool:
                 self._check_on_open(name)
         self._rescan(force=True)
         log.info("spool %s: %d files, %d bytes", self.directory, self.files, self.bytes)
+        if self._first_format:
+            log.warning(
+                "spool %s: %d files of the first format name no tenant; they are replayed to "
+                "tenant %r (this process's --tenant)",
+                self.directory,
+                self._first_format,
+                self.tenant,
+            )
 
     def _remove_stale_temp(self, path: str) -> None:
         try:
@@ -363,10 +522,11 @@ class Spool:
             return
         try:
             st = os.fstat(fd)
-            head = os.pread(fd, _HEADER_MAX, 0)
-            _dp, length, _crc, hlen = _parse_header(head)
-            if st.st_size != hlen + length:
-                raise SpoolCorrupt(f"size {st.st_size}, header says {hlen + length}")
+            h = _parse_header(os.pread(fd, _HEADER_MAX, 0))
+            if st.st_size != h.size + h.length:
+                raise SpoolCorrupt(f"size {st.st_size}, header says {h.size + h.length}")
+            if h.tenant is None:
+                self._first_format += 1
         except SpoolCorrupt as exc:
             self._move_aside(path, str(exc))
         except OSError as exc:
@@ -452,7 +612,8 @@ class Spool:
 
     def _read(self, name: str, path: str, fd: int) -> SpoolEntry | None:
         try:
-            datapoints, length, crc, hlen = _parse_header(os.pread(fd, _HEADER_MAX, 0))
+            h = _parse_header(os.pread(fd, _HEADER_MAX, 0))
+            datapoints, length, crc, hlen = h.datapoints, h.length, h.crc, h.size
             size = os.fstat(fd).st_size
             # Checked before reading, so a bogus header never makes us read a huge file.
             if size != hlen + length:
@@ -474,7 +635,8 @@ class Spool:
         except OSError as exc:
             log.error("spool: cannot read %s: %s", path, exc)
             return None
-        entry = SpoolEntry(body, datapoints, path, fd, size)
+        tenant = h.tenant or self.tenant  # none recorded (first format, or a test's spool)
+        entry = SpoolEntry(body, datapoints, path, tenant, fd, size)
         kept = self._unexpired(points)
         if len(kept) == len(points):
             return entry
@@ -506,7 +668,7 @@ class Spool:
         self, entry: SpoolEntry, body: builtins.bytes, datapoints: int
     ) -> SpoolEntry | None:
         """Replace a claimed file by its trimmed body, atomically and still claimed."""
-        data = _header(body, datapoints) + body
+        data = _header(body, datapoints, entry.tenant) + body
         _name, tname = self._new_name()
         temp = os.path.join(self.directory, tname)
         try:
@@ -522,12 +684,12 @@ class Spool:
         except OSError as exc:
             # Send the trimmed body anyway; the file keeps the expired points until acked.
             log.error("spool: cannot rewrite %s: %s", entry.path, exc)
-            return SpoolEntry(body, datapoints, entry.path, entry._fd, entry._size)
+            return SpoolEntry(body, datapoints, entry.path, entry.tenant, entry._fd, entry._size)
         os.close(entry._fd)  # the old inode is gone; drops its lock
         name = os.path.basename(entry.path)
         self._bytes += len(data) - self._sizes.get(name, 0)
         self._sizes[name] = len(data)
-        return SpoolEntry(body, datapoints, entry.path, fd, len(data))
+        return SpoolEntry(body, datapoints, entry.path, entry.tenant, fd, len(data))
 
     def _finish(self, entry: SpoolEntry, delete: bool) -> None:
         name = os.path.basename(entry.path)
@@ -566,6 +728,16 @@ def _read_exact(fd: int, offset: int, length: int) -> bytes:
         offset += len(chunk)
         length -= len(chunk)
     return b"".join(chunks)
+
+
+def _read_text(fd: int) -> str:
+    return _read_exact(fd, 0, 4096).decode("utf-8", "replace").strip()
+
+
+def _replace_text(fd: int, text: str) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode() + b"\n", 0)
+    os.fsync(fd)
 
 
 def _unlink_quiet(path: str) -> None:

@@ -51,6 +51,10 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "datapoints_rejected": ("counter", "Datapoints Blueflood rejected (207/400), by source."),
     "flush_latency_seconds": ("histogram", "Seconds per successful POST to Blueflood."),
     "auth_requests": ("counter", "Identity token requests, by result."),
+    "blueflood_failing_seconds": (
+        "gauge",
+        "Seconds since Blueflood started failing (every POST since failed); 0 while it answers.",
+    ),
     # buffering
     "buffered_bytes": ("gauge", "Bytes waiting to be sent, by place (memory, disk)."),
     "buffered_datapoints": ("gauge", "Datapoints waiting to be sent from memory."),
@@ -75,6 +79,8 @@ RECEIVER_DROP_REASONS: dict[str, str] = {
     "udp_backpressure": "line",
 }
 SPOOL_DROP_REASONS = ("expired_in_spool",)
+# What a stop could neither deliver nor spool (the process then exits 4).
+STOP_DROP_REASONS = ("undelivered_at_stop",)
 # Statuses and causes worth a series from the start: what Blueflood answers in normal life and
 # in the failures the alert rules watch.
 KNOWN_STATUSES = ("200", "202", "207", "400", "401", "403", "404", "413", "429", "500", "503")
@@ -91,7 +97,7 @@ REJECT_SOURCES = (
 
 
 def _known_labels() -> dict[str, list[dict[str, str]]]:
-    reasons = [*DROP_REASONS, *RECEIVER_DROP_REASONS, *SPOOL_DROP_REASONS]
+    reasons = [*DROP_REASONS, *RECEIVER_DROP_REASONS, *SPOOL_DROP_REASONS, *STOP_DROP_REASONS]
     protocols = [{"protocol": p} for p in ("pickle", "line")]
     return {
         "datapoints_received": protocols,

@@ -79,7 +79,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import StartupError
+from .errors import EXIT_ERROR, EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .pidfile import PidFile
 
 __all__ = [
@@ -114,6 +114,7 @@ MAX_GAUGES: frozenset[tuple[str, tuple[tuple[str, str], ...]]] = frozenset(
         ("buffered_bytes", (("place", "disk"),)),
         ("spool_files", ()),
         ("backpressure_active", ()),
+        ("blueflood_failing_seconds", ()),
     }
 )
 
@@ -751,17 +752,28 @@ class Supervisor:
                 break
             self.changed.clear()
             self.changed.wait(min(left, 0.5))
-        clean = True
+        code = EXIT_OK
         for slot in self.slots:
             if slot.alive:
+                # What it still held is lost, in an unknown amount.
                 log.error("worker %d (pid %d) did not stop in time: killed", slot.id, slot.proc.pid)
                 _kill(slot.proc, signal.SIGKILL)
                 slot.proc.wait()
-                clean = False
-            elif slot.exit_code != 0:
-                clean = False
-        log.info("fastforward supervisor stopped%s", "" if clean else " (not every worker drained)")
-        return 0 if clean else 1
+                code = EXIT_UNDELIVERED
+            elif slot.exit_code == EXIT_UNDELIVERED:
+                code = EXIT_UNDELIVERED  # its log line states the count
+            elif slot.exit_code != 0 and code == EXIT_OK:
+                code = EXIT_ERROR
+        if code == EXIT_UNDELIVERED:
+            log.error(
+                "fastforward supervisor stopped; some datapoints were neither delivered nor "
+                "spooled (see the workers' lines above), exit status %d",
+                code,
+            )
+        else:
+            drained = "" if code == EXIT_OK else " (not every worker drained)"
+            log.info("fastforward supervisor stopped%s", drained)
+        return code
 
     def _close(self) -> None:
         if self.admin is not None:

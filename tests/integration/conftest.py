@@ -10,7 +10,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import gevent
@@ -50,7 +50,13 @@ def send_tcp(port: int, data: bytes) -> None:
 class Process:
     """One running `python -m fastforward ...`, with its stdout and stderr in files."""
 
-    def __init__(self, args: Sequence[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.args = list(args)
         self.stdout_path = tmp / f"stdout-{id(self)}.txt"
         self.stderr_path = tmp / f"stderr-{id(self)}.txt"
@@ -63,6 +69,7 @@ class Process:
                 stderr=err,
                 env=full_env,
                 cwd=str(tmp),
+                preexec_fn=preexec_fn,
             )
 
     @property
@@ -104,9 +111,13 @@ def run_ff(tmp_path: Path) -> Iterator:
     started: list[Process] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, wait: bool = True, log: Path | None = None
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        log: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Process:
-        p = Process(args, tmp_path, env)
+        p = Process(args, tmp_path, env, preexec_fn)
         started.append(p)
         if wait:
             p.wait_started(log=log)

@@ -7,7 +7,9 @@ engineer's); this module only adds to them.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import re
 import socket
 import time
@@ -233,3 +235,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         gevent.sleep(0.1)
+
+
+# ---- file permissions that bind root too ------------------------------------------------------
+
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def obey_file_permissions() -> None:
+    """``preexec_fn`` making a child started as root obey file modes (so a directory of mode
+    0o555 is unwritable to it): drops the capabilities that bypass them from its bounding set.
+    Nothing to do for an unprivileged user."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")

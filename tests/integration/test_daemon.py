@@ -17,6 +17,7 @@ import gevent
 import pytest
 
 from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
+from .helpers import obey_file_permissions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -393,3 +394,89 @@ def test_second_signal_exits_at_once(fake_blueflood: FakeBlueflood, run_ff) -> N
     ff.proc.send_signal(signal.SIGINT)
     assert ff.wait(10) == 1
     assert "exiting now without draining" in ff.stderr
+
+
+# ---- bad configuration is refused at start --------------------------------------------------
+
+BAD_URLS = [
+    ("http//blueflood:19000", "--blueflood 'http//blueflood:19000': not a URL"),
+    ("http://blueflood:notaport", "--blueflood 'http://blueflood:notaport': port 'notaport'"),
+    ("http://", "--blueflood 'http://': no host name"),
+    ("http://blueflood:19000/v2.0/1/ingest", "would double it"),
+]
+
+
+def _refusal(ff, code: int) -> str:  # noqa: ANN001
+    """The one line stating why the start was refused; nothing else but warnings and logs."""
+    assert ff.wait(30) == code, ff.stderr
+    assert "Traceback" not in ff.stderr
+    lines = [ln for ln in ff.stderr.splitlines() if ln.startswith("fastforward: ")]
+    problems = [ln for ln in lines if not ln.startswith("fastforward: warning: ")]
+    assert len(problems) == 1, ff.stderr
+    return problems[0]
+
+
+@pytest.mark.parametrize(("url", "message"), BAD_URLS)
+def test_malformed_blueflood_url_is_refused(run_ff, url: str, message: str) -> None:  # noqa: ANN001
+    ff = run_ff("-e", f"tcp:port={free_port()}:interface=127.0.0.1", "-t", "t", "-b", url,
+                wait=False)  # fmt: skip
+    assert message in _refusal(ff, 2)
+
+
+def test_misspelt_names_are_named_beside_the_refusal(run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    conf = tmp_path / "ff.conf"
+    conf.write_text("[blueflood_carbon_forwarder]\nendpoint=tcp:0\ntenent=111\n")
+    ff = run_ff("-c", str(conf), env={"FASTFORWARD_SPOOLDIR": str(tmp_path)}, wait=False)
+    assert _refusal(ff, 2).startswith("fastforward: --tenant is required")
+    assert (
+        "fastforward: warning: config file " + str(conf) + ": unknown key 'tenent' ignored "
+        "(did you mean tenant, the --tenant option?)"
+    ) in ff.stderr
+    assert "FASTFORWARD_SPOOLDIR is not a fastforward setting; ignored (did you mean " \
+        "FASTFORWARD_SPOOL_DIR, the --spool-dir option?)" in ff.stderr  # fmt: skip
+
+
+def test_misspelt_variable_is_warned_about_when_the_start_succeeds(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    env = {"FASTFORWARD_SPOOLDIR": "/var/spool/fastforward", "FASTFORWARD_TEST_ANYTHING": "1"}
+    ff = run_ff(*base_args(fake_blueflood, free_port()), env=env)
+    assert "FASTFORWARD_SPOOLDIR is not a fastforward setting" in ff.stderr
+    assert "FASTFORWARD_TEST_ANYTHING" not in ff.stderr  # the test suite's own: known
+    assert "spool off" in ff.stderr
+    assert ff.terminate() == 0
+
+
+def test_unwritable_spool_directory_is_refused(run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spool.chmod(0o555)
+    listen = f"tcp:port={free_port()}:interface=127.0.0.1"
+    ff = run_ff("--dry-run", "-e", listen, "--spool-dir", str(spool), wait=False,
+                preexec_fn=obey_file_permissions)  # fmt: skip
+    line = _refusal(ff, 3)
+    assert line == f"fastforward: --spool-dir {str(spool)!r}: cannot write a file there: " \
+        "Permission denied"  # fmt: skip
+    assert os.listdir(spool) == []
+
+
+def test_spool_directory_of_another_blueflood_is_refused(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    spool, port = tmp_path / "spool", free_port()
+    elsewhere = f"http://127.0.0.1:{free_port()}"  # another Blueflood, down
+    ff = run_ff("-e", f"tcp:port={port}:interface=127.0.0.1", "-b", elsewhere, "-t", TENANT,
+                "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5")  # fmt: skip
+    send_tcp(port, frame([("kept.for.elsewhere", (int(time.time()), 1))]))
+    wait_until(lambda: "Blueflood POST to" in ff.stderr, what="a failed POST")
+    assert ff.terminate() == 0
+    assert list(spool.glob("*.ffspool"))
+    ff = run_ff(*base_args(fake_blueflood, free_port()), "--spool-dir", str(spool), wait=False)
+    line = _refusal(ff, 3)
+    assert line.startswith(f"fastforward: --spool-dir {str(spool)!r}: holds 1 files for "
+                           f"Blueflood {elsewhere}, not {fake_blueflood.url}")  # fmt: skip
+    assert f"run with -b {elsewhere} until it is empty" in line
+    assert fake_blueflood.stored == 0

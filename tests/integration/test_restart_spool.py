@@ -15,7 +15,7 @@ from fastforward.spool import Spool
 from fastforward.stats import Stats
 
 from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
-from .helpers import Outage, http_get, scrape, wait_for
+from .helpers import Outage, http_get, obey_file_permissions, scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -201,3 +201,84 @@ def test_full_spool_applies_backpressure_and_loses_nothing(
     wait_for(lambda: not list(spool.glob("*.ffspool")), 20, "the spool emptied")
     assert ff.terminate() == 0
     assert "ERROR" in next(ln for ln in ff.stderr.splitlines() if "spool full" in ln)
+
+
+def test_spooled_data_goes_to_the_tenant_it_was_received_for(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Received for tenant 111 while Blueflood is down, spooled at stop; the next start says
+    -t 222: the spooled data still lands in 111, and only new data in 222."""
+    bf, spool = fake_blueflood, tmp_path / "spool"
+    outage = Outage(bf)
+    outage.mode = "503"
+    port, admin = free_port(), free_port()
+    ff = run_ff(*[a if a != TENANT else "111" for a in _args(bf, port, admin, spool)])
+    sent = _send(port, "t111", int(time.time()), frames=2)
+    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+             "every datapoint read")  # fmt: skip
+    assert ff.terminate() == 0
+    assert _spooled(spool) == sent
+
+    outage.mode = None
+    port, admin = free_port(), free_port()
+    ff2 = run_ff(*[a if a != TENANT else "222" for a in _args(bf, port, admin, spool)])
+    fresh = _send(port, "t222", int(time.time()), frames=1)
+    wait_for(lambda: bf.stored >= len(sent) + len(fresh), 30, "the spool replayed")
+    assert ff2.terminate() == 0
+    by_tenant: dict[str, set] = {}
+    for (tenant, name), points in bf.store.items():
+        by_tenant.setdefault(tenant, set()).update((name, ct) for ct in points)
+    assert by_tenant == {"111": sent, "222": fresh}
+
+
+def _no_spool_args(bf_url: str, port: int, *extra: str) -> list[str]:
+    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf_url, "-t", TENANT,
+            "-i", "0.2", "--drain-timeout", "1", *extra]  # fmt: skip
+
+
+def test_stop_that_could_not_save_everything_exits_4_with_the_count(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    """Blueflood down, no spool, a short --drain-timeout: SIGTERM exits 4 and says how many
+    datapoints were lost; the final summary counts them as dropped. (With a spool, the same
+    stop exits 0: test_sigterm_with_blueflood_down_spools_and_replays_at_next_start.)"""
+    outage = Outage(fake_blueflood)
+    outage.mode = "503"
+    port, admin = free_port(), free_port()
+    ff = run_ff(*_no_spool_args(fake_blueflood.url, port, "--admin-endpoint",
+                                f"tcp:port={admin}:interface=127.0.0.1"))  # fmt: skip
+    sent = _send(port, "lost", int(time.time()), frames=3)
+    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+             "every datapoint read")  # fmt: skip
+    assert ff.terminate() == 4
+    err = ff.stderr
+    assert f"fastforward stopped; {len(sent)} datapoints lost (neither delivered nor " \
+        "spooled), exit status 4" in err  # fmt: skip
+    summary = [ln for ln in err.splitlines() if "datapoints: received" in ln][-1]
+    assert f"dropped {len(sent)}," in summary and "buffered 0;" in summary
+    assert f"reason=undelivered_at_stop: {len(sent)}" in err
+    assert fake_blueflood.stored == 0
+
+
+def test_spool_unwritable_while_running_is_not_a_clean_stop(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """The spool directory becomes read-only after the start; the bodies it then cannot take
+    at stop are counted as lost, and the exit status is 4, not 0."""
+    outage = Outage(fake_blueflood)
+    outage.mode = "503"
+    spool, port = tmp_path / "spool", free_port()
+    ff = run_ff(*_no_spool_args(fake_blueflood.url, port, "--spool-dir", str(spool)),
+                preexec_fn=obey_file_permissions)  # fmt: skip
+    spool.chmod(0o555)
+    sent = _send(port, "ro", int(time.time()), frames=1)
+    wait_for(lambda: "Blueflood POST to" in ff.stderr, 15, "a failed POST")
+    assert ff.terminate() == 4
+    assert "spool write to" in ff.stderr and "Permission denied" in ff.stderr
+    assert f"fastforward stopped; {len(sent)} datapoints lost" in ff.stderr
+    assert not list(spool.glob("*.ffspool"))

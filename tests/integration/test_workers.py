@@ -16,7 +16,7 @@ import gevent
 import pytest
 
 from .conftest import TENANT, FakeBlueflood, frame, free_port, wait_until
-from .helpers import datapoint_counts, http_get, scrape
+from .helpers import Outage, datapoint_counts, http_get, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -282,6 +282,24 @@ def test_sigterm_drains_both_workers_and_exits_0(
     assert "died" not in ff.stderr
     assert "Traceback" not in ff.stderr
     assert not pidfile.exists()
+
+
+def test_a_worker_that_lost_data_at_stop_makes_the_supervisor_exit_4(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    Outage(fake_blueflood).mode = "503"  # down for the whole run, and no spool
+    ff, port, admin = start_two(run_ff, fake_blueflood, "--drain-timeout", "1")
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        sent = send_frames(s, "lost", 2, int(time.time()))
+    wait_until(
+        lambda: scrape(admin)["fastforward_datapoints_received_total"] == len(sent), 10, "rx"
+    )
+    ff.proc.send_signal(signal.SIGTERM)
+    assert ff.wait(30) == 4
+    assert f"{len(sent)} datapoints lost (neither delivered nor spooled)" in ff.stderr
+    assert "supervisor stopped; some datapoints were neither delivered nor spooled" in ff.stderr
+    assert "Traceback" not in ff.stderr
 
 
 def test_workers_start_failure_stops_the_start(run_ff, tmp_path: Path) -> None:  # noqa: ANN001
