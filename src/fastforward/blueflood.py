@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import email.utils
 import enum
-import gzip as gziplib
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ from typing import IO, Protocol
 import requests
 from requests.adapters import HTTPAdapter
 
+from .compression import gzip_body
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class BluefloodClient:
                 log.debug("no token for Blueflood: %s", exc)
                 return Outcome(Kind.RETRY, None, "auth")
             headers["X-Auth-Token"] = token
-        data = gziplib.compress(body, compresslevel=1) if self.gzip else body
+        data = gzip_body(body) if self.gzip else body
         started = time.monotonic()
         try:
             response = self.session.post(
