@@ -107,6 +107,14 @@ PRESETS: dict[str, Forwarder] = {
         {"pickle": "http", "line": "http"},
         note="carbon in, Blueflood HTTP JSON out",
     ),
+    "io-floor": Forwarder(
+        "io-floor",
+        "{VENV_PYTHON} {BENCH}/iofloor.py --port {PORT} --protocol {PROTOCOL} --sink {SINK_PORT} "
+        "--tenant {TENANT}",
+        {"pickle": "http", "line": "http"},
+        note="the I/O floor (iofloor.py): fastforward's socket reads and POSTs, no codec; "
+        "run with --no-track-unique",
+    ),
     "carbon-relay": Forwarder(
         "carbon-relay",
         "{CARBON_VENV}/bin/carbon-relay.py --config={RUN_DIR}/carbon.conf --nodaemon "
@@ -132,6 +140,11 @@ DEFAULT_VARS = {
     if os.path.exists(REPO_FASTFORWARD)
     else (shutil.which("fastforward") or "fastforward"),
     "PYTHON": sys.executable,
+    # The Python that has gevent: the project's venv when there is one (iofloor.py needs it).
+    "VENV_PYTHON": os.path.join(os.path.dirname(REPO_FASTFORWARD), "python")
+    if os.path.exists(REPO_FASTFORWARD)
+    else sys.executable,
+    "BENCH": HERE,
 }
 
 

@@ -15,7 +15,8 @@ the batch that made the distinct count reach ``--expect``).  ``--latency`` recor
 ``(arrival time, oldest timestamp, datapoints)`` per batch, written to ``--stats-file`` at exit.
 
 ``GET /stats`` on the HTTP port (``--stats-port`` in carbon modes) returns the counters as JSON:
-``datapoints``, ``requests``, ``bytes``, ``first_ts``, ``last_ts`` (wall-clock arrival of the
+``datapoints``, ``requests``, ``bytes`` (JSON, after inflating ``Content-Encoding: gzip`` bodies),
+``compressed_bytes`` (gzip bodies as received), ``first_ts``, ``last_ts`` (wall-clock arrival of the
 first/last datapoint), ``invalid``.
 
 One thread, one ``selectors`` loop; it exits on SIGTERM/SIGINT or after ``--max-seconds``.
@@ -33,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from typing import Any
 
 NEEDLE = b'"metricName"'
@@ -58,6 +60,7 @@ class Stats:
         self.datapoints = 0
         self.requests = 0
         self.bytes = 0
+        self.compressed_bytes = 0  # bytes on the wire of gzip bodies (``bytes`` is after inflating)
         self.invalid = 0
         self.connections = 0
         self.ingest_connections = 0  # connections that posted data (not /stats polls)
@@ -109,6 +112,7 @@ class Stats:
             "datapoints": self.datapoints,
             "requests": self.requests,
             "bytes": self.bytes,
+            "compressed_bytes": self.compressed_bytes,
             "invalid": self.invalid,
             "connections": self.connections,
             "ingest_connections": self.ingest_connections,
@@ -262,7 +266,8 @@ class Sink:
         conn.got += n
         if conn.got == len(conn.body):
             body, conn.body = conn.body, None
-            self.request(conn, *conn.request[:2], body, conn.request[2])
+            method, path, keep, gz = conn.request
+            self.request(conn, method, path, body, keep, gz)
 
     def feed_http(self, conn: Conn) -> None:
         buf = conn.buf
@@ -280,22 +285,28 @@ class Sink:
                 clen = int(head[i + 17 : j if j >= 0 else len(head)])
             line = head.split(b"\r\n", 1)[0].split(b" ")
             keep = not (b"\r\nconnection: close" in head or line[-1] == b"http/1.0")
+            gz = b"\r\ncontent-encoding: gzip" in head
             path = line[1] if len(line) > 1 else b""
             if len(buf) < he + 4 + clen:
                 if clen > RECV_SIZE:
                     conn.body = bytearray(clen)
                     conn.got = len(buf) - he - 4
                     conn.body[: conn.got] = buf[he + 4 :]
-                    conn.request = (line[0], path, keep)
+                    conn.request = (line[0], path, keep, gz)
                     buf.clear()
                 return
             body = buf[he + 4 : he + 4 + clen]
             del buf[: he + 4 + clen]
-            self.request(conn, line[0], path, body, keep)
+            self.request(conn, line[0], path, body, keep, gz)
 
-    def request(self, conn: Conn, method: bytes, path: bytes, body: bytearray, keep: bool) -> None:
+    def request(
+        self, conn: Conn, method: bytes, path: bytes, body: bytearray, keep: bool, gz: bool
+    ) -> None:
         st = self.st
         if method == b"post" and b"/ingest" in path:
+            if gz:  # count what Blueflood would store: the decompressed JSON
+                st.compressed_bytes += len(body)
+                body = bytearray(zlib.decompress(body, wbits=31))
             oldest = None
             if not conn.ingested:
                 conn.ingested = True

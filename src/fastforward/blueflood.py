@@ -12,7 +12,6 @@ import datetime
 import email.utils
 import enum
 import errno
-import gzip as gziplib
 import json
 import logging
 import socket
@@ -25,6 +24,7 @@ from typing import IO, Protocol
 import requests
 from requests.adapters import HTTPAdapter
 
+from .compression import gzip_body
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class BluefloodClient:
                 log.debug("no token for Blueflood: %s", exc)
                 return Outcome(Kind.RETRY, None, "auth", detail=f"no identity token ({exc})")
             headers["X-Auth-Token"] = token
-        data = gziplib.compress(body, compresslevel=1) if self.gzip else body
+        data = gzip_body(body) if self.gzip else body
         started = time.monotonic()
         try:
             response = self.session.post(

@@ -52,9 +52,15 @@ PROTOCOLS = {
 }
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 # FASTFORWARD_* names that are not options but are known: the build switches of setup.py and
-# codec.py, the Docker build argument, and the variables of the test suite (a prefix).
+# codec.py, compression.py's choice of gzip, the Docker build argument, and the variables of
+# the test suite (a prefix).
 INTERNAL_ENV = frozenset(
-    {"FASTFORWARD_REQUIRE_EXTENSION", "FASTFORWARD_NO_EXTENSIONS", "FASTFORWARD_VERSION"}
+    {
+        "FASTFORWARD_REQUIRE_EXTENSION",
+        "FASTFORWARD_NO_EXTENSIONS",
+        "FASTFORWARD_GZIP_IMPLEMENTATION",
+        "FASTFORWARD_VERSION",
+    }
 )
 INTERNAL_ENV_PREFIX = "FASTFORWARD_TEST_"
 

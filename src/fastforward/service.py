@@ -27,6 +27,7 @@ from .admin import AdminServer, self_metric_lines
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, StdoutClient
 from .codec import DROP_REASONS, IMPLEMENTATION, NO_EXTENSIONS, Encoder
+from .compression import GZIP_IMPLEMENTATION
 from .config import Config
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
@@ -180,6 +181,8 @@ class Service:
         else:
             auth = f"identity user {c.user!r} at {c.auth_url}" if c.user else "no auth"
             log.info("  Blueflood: %s tenant %s (%s)", c.blueflood, c.tenant, auth)
+            if c.gzip:
+                log.info("  gzip bodies with %s", GZIP_IMPLEMENTATION)
         log.info(
             "  interval %gs, body limit %d bytes / %d datapoints, %d in flight, buffer cap %d "
             "bytes, spool %s",
