@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 import struct
 
 import pytest
@@ -84,3 +85,26 @@ def test_send_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 def test_send_connection_refused(unused_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["send", "-e", f"tcp:{unused_port}", "a.b", "1"]) == 3
     assert "cannot send" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [(["a.b", "1"], "sent 1 datapoint to"), (["a.b", "1", "c", "2"], "sent 2 datapoints to")],
+)
+def test_send_says_what_it_sent(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        # The connection waits in the listen backlog; the frames fit in the socket buffers.
+        assert cli.main(["send", "-e", f"tcp:port={port}:interface=127.0.0.1", *argv]) == 0
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    (n,) = struct.unpack("!L", data[:4])
+    assert len(pickle.loads(data[4 : 4 + n])) == len(argv) // 2
+    out = capsys.readouterr().out
+    assert out == f"{said} tcp:127.0.0.1:{port} (pickle protocol 2)\n"
