@@ -28,7 +28,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from fastforward import config, stats
+from fastforward import cli, config, stats
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "docker-entrypoint.sh"
@@ -537,6 +537,12 @@ def _seconds(value: str) -> float:
     return total
 
 
+def test_unit_installs_the_project_from_pypi_by_its_own_name() -> None:
+    # "fastforward" on PyPI is an unrelated project: the install line must not name it.
+    installs = re.findall(r"pip install (\S+)", UNIT.read_text())
+    assert installs == ["blueflood-fastforward"]
+
+
 def test_unit_settings_are_sound() -> None:
     unit = _read_unit(UNIT.read_text())
     assert set(unit) == {"Unit", "Service", "Install"}
@@ -550,6 +556,8 @@ def test_unit_settings_are_sound() -> None:
             svc[key] = value
     assert svc["ExecStart"].startswith("/") and svc["ExecStart"].endswith("/fastforward")
     assert svc["Restart"] == "on-failure"
+    # A configuration error (2) or an unusable port or spool (3) is not restart-looped.
+    assert svc["RestartPreventExitStatus"].split() == [str(cli.EXIT_USAGE), str(cli.EXIT_STARTUP)]
     assert svc["KillSignal"] == "SIGTERM"
     assert svc.get("DynamicUser") == "yes" or svc.get("User") not in (None, "", "root")
     assert int(svc["LimitNOFILE"]) >= 2 * config.Config().max_connections

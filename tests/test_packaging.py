@@ -421,3 +421,16 @@ def test_wheels_workflow_clones_with_history() -> None:
     text = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
     checkouts = text.count("uses: actions/checkout@")
     assert checkouts >= 2 and text.count("fetch-depth: 0") == checkouts
+
+
+def test_workflows_publish_our_name_and_lint_with_the_pinned_tools() -> None:
+    wheels = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
+    assert "https://pypi.org/p/blueflood-fastforward" in wheels
+    assert "dist/fastforward-" not in wheels and "pypi.org/p/fastforward" not in wheels
+    # The lint job runs the very versions the `lint` extra pins.
+    pins = re.findall(r'"((?:ruff|cython-lint)==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert len(pins) == 2, pins
+    ci = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    for pin in pins:
+        assert f"--spec {pin} " in ci, pin
+    assert not re.search(r"pipx run (ruff|cython-lint)\b", ci)  # nothing unpinned
