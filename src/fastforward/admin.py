@@ -90,6 +90,8 @@ class AdminServer:
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/" and method in ("GET", "HEAD"):
+            return _reply(start_response, "200 OK", INDEX)
         if path not in ("/metrics", "/health"):
             return _reply(start_response, "404 Not Found", b"not found\n")
         if method not in ("GET", "HEAD"):
@@ -111,6 +113,14 @@ class AdminServer:
         if ok:  # the reason may say more: "ok; Blueflood failing for 9s, the spool takes ..."
             return _reply(start_response, "200 OK", (reason or "ok").encode() + b"\n")
         return _reply(start_response, "503 Service Unavailable", reason.encode() + b"\n")
+
+
+# GET /: what a person who opens the admin address in a browser or with curl can ask for.
+INDEX = (
+    b"fastforward admin endpoint\n"
+    b"/metrics  counters and gauges, Prometheus text format\n"
+    b"/health   200 ok, or 503 with the reason\n"
+)
 
 
 def _reply(
