@@ -5,6 +5,7 @@ its verdict when one of them makes a release; their settings live in pyproject.t
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,18 @@ def test_cython_lint_is_clean():
     main = "import sys; from cython_lint.cython_lint import main; sys.exit(main())"
     proc = run("-c", main, *pyx)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+def test_references_to_docs_resolve():
+    # Docstrings cite docs/NAME.md (and a section number): both must exist in the repository.
+    cited = re.compile(r"docs/([\w-]+\.md)(?: section (\d+(?:\.\d+)?))?")
+    found = 0
+    for path in [*SRC.rglob("*.py"), *SRC.glob("*.pyx"), *(ROOT / "tests").rglob("*.py")]:
+        for name, section in cited.findall(path.read_text()):
+            doc = ROOT / "docs" / name
+            assert doc.is_file(), f"{path.name} cites docs/{name}, which does not exist"
+            if section:
+                heading = re.compile(rf"^#+ {re.escape(section)}\.? ", re.M)
+                assert heading.search(doc.read_text()), f"{path.name}: docs/{name} has no {section}"
+            found += 1
+    assert found >= 5  # the codec, the client and the fake Blueflood all point there
