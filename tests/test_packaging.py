@@ -434,3 +434,21 @@ def test_workflows_publish_our_name_and_lint_with_the_pinned_tools() -> None:
     for pin in pins:
         assert f"--spec {pin} " in ci, pin
     assert not re.search(r"pipx run (ruff|cython-lint)\b", ci)  # nothing unpinned
+
+
+def _readme_commands(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {section}\n")
+    body = text[start : text.index("\n## ", start + 1)]
+    return re.findall(r"^    \$ (.+)$", body, re.M)
+
+
+def test_readme_gives_two_set_up_commands_install_and_run_then_test() -> None:
+    # .ci/run runs exactly these two, in this order, in one clone (see its header).
+    run, test = _readme_commands("Set up")
+    assert "pip install . " in run and "fastforward --dry-run" in run
+    assert "interface=127.0.0.1" in run  # the dry run does not listen on every interface
+    assert "pip install -e '.[test]'" in test and test.endswith("python -m pytest")
+    assert "pip install fastforward" not in (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "--dry-run" in ci and "pytest" in ci and "README.md" in ci
