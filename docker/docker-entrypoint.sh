@@ -16,13 +16,13 @@ fi
 
 # No default tenant (the original image silently sent to tenant 123): without one, refuse to
 # start, unless this is a dry run or a config file may name it. Options given to `docker run`
-# count too.
+# count too (and `--help` / `--version` need no tenant).
 tenant_given() {
   [ -n "$TENANT_ID" ] || [ -n "$FASTFORWARD_TENANT" ] || [ -n "$FASTFORWARD_CONFIG" ] && return 0
   local prev="" a
   for a in "$@"; do
     case "$a" in
-      -t?* | --tenant=?* | -c?* | --config=?*) return 0 ;;
+      -t?* | --tenant=?* | -c?* | --config=?* | -h | --help | -V | --version) return 0 ;;
     esac
     case "$prev" in
       -t | --tenant | -c | --config) [ -n "$a" ] && return 0 ;;

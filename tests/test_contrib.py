@@ -174,6 +174,8 @@ def test_entrypoint_dry_run_needs_no_tenant(run_entrypoint, env, args) -> None:
         ({}, ("-t999",)),
         ({"FASTFORWARD_CONFIG": "/etc/ff.ini"}, ()),  # fastforward checks the file's tenant
         ({}, ("-c", "/etc/ff.ini")),
+        ({}, ("--help",)),  # needs no tenant
+        ({}, ("--version",)),
     ],
 )
 def test_entrypoint_takes_the_tenant_from_anywhere_fastforward_does(run_entrypoint, env, args):
