@@ -963,8 +963,9 @@ def help_text(width: int = 100) -> str:
     out += [
         "",
         "EXAMPLES",
-        "    Try it without Blueflood (bodies go to stdout), then send a datapoint:",
-        "        fastforward --dry-run -i 1",
+        "    Try it without Blueflood (bodies go to stdout), on loopback only (tcp:2004 alone",
+        "    listens on every interface), then send a datapoint:",
+        "        fastforward --dry-run -i 1 -e tcp:port=2004:interface=127.0.0.1",
         "        fastforward send my.metric 42",
         "",
         "    Forward carbon-relay's pickle stream to Blueflood:",
