@@ -8,8 +8,10 @@ A forwarder command is a template; these placeholders are replaced before it sta
 ``{PORT}`` (where it must listen for the load), ``{PROTOCOL}`` (``pickle`` or ``line``),
 ``{SINK_URL}`` (``http://127.0.0.1:{SINK_PORT}``), ``{SINK_PORT}``, ``{INTERVAL}``, ``{TENANT}``,
 ``{ADMIN_PORT}`` (a spare free port), ``{RUN_DIR}`` (per-run scratch directory), ``{PYTHON}``,
-``{FASTFORWARD}`` and any ``--var NAME=VALUE``.  ``@fastforward``, ``@carbon-relay`` and
-``@carbon-c-relay`` are presets (command, config files, sink shape; see ``--list-presets``).
+``{FASTFORWARD}``, ``{PEERS}`` and ``{CARBON_VENV}`` (see ``--peers``) and any ``--var
+NAME=VALUE``.  ``@fastforward``, ``@carbon-relay`` and ``@carbon-c-relay`` are presets (command,
+config files, sink shape; see ``--list-presets``). The peers' venvs are found in ``--peers DIR``,
+else ``$FASTFORWARD_BENCH_PEERS``, else ``~/.cache/fastforward-bench`` (``bench/peers.md``).
 
 Per run: start the sink (``sink.py``), the forwarder (own session), wait until it listens, start
 ``loadgen.py`` (frames pre-built before its clock starts), poll the sink until every datapoint
@@ -133,8 +135,21 @@ PRESETS: dict[str, Forwarder] = {
     ),
 }
 
+# The peers installed by hand (graphite's carbon-relay, py-spy) live in scratch venvs outside
+# the project: in --peers DIR, else $FASTFORWARD_BENCH_PEERS, else the user's cache (peers.md).
+PEERS_ENV = "FASTFORWARD_BENCH_PEERS"
+DEFAULT_PEERS = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+    "fastforward-bench",
+)
+
+
+def peers_dir(option: str = "") -> str:
+    """Where the peers' venvs are: the option, the environment variable, or the default."""
+    return os.path.expanduser(option or os.environ.get(PEERS_ENV) or DEFAULT_PEERS)
+
+
 DEFAULT_VARS = {
-    "CARBON_VENV": "/work/peers/carbon-venv",
     "CCR_WORKERS": "1",
     "FASTFORWARD": REPO_FASTFORWARD
     if os.path.exists(REPO_FASTFORWARD)
@@ -290,7 +305,10 @@ def one_run(
     )
     os.makedirs(run_dir, exist_ok=True)
     m: dict[str, Any] = dict(DEFAULT_VARS)
+    peers = peers_dir(a.peers)
     m.update(
+        PEERS=peers,
+        CARBON_VENV=os.path.join(peers, "carbon-venv"),
         PORT=port,
         PROTOCOL=proto,
         SINK_PORT=sink_port,
@@ -605,7 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra placeholder; defaults: " + ", ".join(DEFAULT_VARS),
+        help="extra placeholder; defaults: " + ", ".join([*DEFAULT_VARS, "PEERS", "CARBON_VENV"]),
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        metavar="DIR",
+        help=f"{{PEERS}}: directory of the peers' venvs ({{CARBON_VENV}} is DIR/carbon-venv); "
+        f"default ${PEERS_ENV}, else {DEFAULT_PEERS.replace(os.path.expanduser('~'), '~')}",
     )
     p.add_argument(
         "--no-track-unique",

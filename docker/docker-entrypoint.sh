@@ -2,6 +2,8 @@
 # Starts fastforward the way the blueflood-carbon-forwarder image started `twistd
 # blueflood-forward`, from the same environment variables and with the same defaults, so an
 # existing `docker run -e ...` line keeps working. Every FASTFORWARD_<OPTION> variable works too.
+# Three differences keep the "lossless" promise: TENANT_ID has no default (refused unless a dry
+# run), a disk spool is on (SPOOL_DIR), and so is the admin endpoint (ADMIN_PORT, for /health).
 # Options given to `docker run IMAGE ...` are appended (they win over the variables); a first
 # argument that is not an option is run as a command instead (`docker run IMAGE fastforward
 # decode ...`, `docker run -it IMAGE bash`).
@@ -10,6 +12,48 @@ set -f  # no globbing: ENDPOINT is split on commas and spaces below, nothing els
 
 if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ]; then
   exec "$@"
+fi
+
+# No default tenant (the original image silently sent to tenant 123): without one, refuse to
+# start, unless this is a dry run or a config file may name it. Options given to `docker run`
+# count too (and `--help` / `--version` need no tenant).
+tenant_given() {
+  [ -n "$TENANT_ID" ] || [ -n "$FASTFORWARD_TENANT" ] || [ -n "$FASTFORWARD_CONFIG" ] && return 0
+  local prev="" a
+  for a in "$@"; do
+    case "$a" in
+      -t?* | --tenant=?* | -c?* | --config=?* | -h | --help | -V | --version) return 0 ;;
+    esac
+    case "$prev" in
+      -t | --tenant | -c | --config) [ -n "$a" ] && return 0 ;;
+    esac
+    prev=$a
+  done
+  return 1
+}
+
+dry_run() {
+  [ "$BLUEFLOOD_URL" = - ] || [ "$FASTFORWARD_BLUEFLOOD" = - ] && return 0
+  case "${FASTFORWARD_DRY_RUN,,}" in
+    1 | true | yes | on | y | t) return 0 ;;
+  esac
+  local prev="" a
+  for a in "$@"; do
+    case "$a" in
+      --dry-run | --dry_run | --dry-run=true | --dry_run=true | -b- | --blueflood=-) return 0 ;;
+    esac
+    case "$prev" in
+      -b | --blueflood) [ "$a" = - ] && return 0 ;;
+    esac
+    prev=$a
+  done
+  return 1
+}
+
+if ! tenant_given "$@" && ! dry_run "$@"; then
+  echo "docker-entrypoint: TENANT_ID is not set: set it to your Blueflood tenant" \
+    "(docker run -e TENANT_ID=...), or BLUEFLOOD_URL=- for a dry run" >&2
+  exit 2
 fi
 
 args=()
@@ -38,12 +82,22 @@ option() {
 option -e ENDPOINT FASTFORWARD_ENDPOINT "tcp:2004"
 # No scheme, as in the original image; fastforward assumes http://.
 option -b BLUEFLOOD_URL FASTFORWARD_BLUEFLOOD "localhost:19000"
-option --tenant TENANT_ID FASTFORWARD_TENANT "123"
+if [ -n "$TENANT_ID" ]; then
+  args+=(--tenant "$TENANT_ID")
+fi
 option --ttl DEFAULT_TTL FASTFORWARD_TTL "86400"
 option --limit LIMIT FASTFORWARD_LIMIT "1000000"
 # The original image defined METRICS_SEND_INTERVAL but never passed it on; it is honoured here.
 option -i METRICS_SEND_INTERVAL FASTFORWARD_INTERVAL "30.0"
 option --auth_url AUTH_URL FASTFORWARD_AUTH_URL "https://identity.api.rackspacecloud.com/v2.0/tokens"
+# Lossless by default: bodies Blueflood cannot take now wait in the spool, a VOLUME in the
+# image, and are replayed after a restart. SPOOL_DIR= (empty) turns it off.
+option --spool-dir SPOOL_DIR FASTFORWARD_SPOOL_DIR "/var/lib/fastforward/spool"
+# /metrics and /health (the image's HEALTHCHECK reads /health on ADMIN_PORT). All interfaces
+# of the container by default, so Prometheus can scrape it once the port is published.
+if [ -z "${FASTFORWARD_ADMIN_ENDPOINT+set}" ] && [ -n "${ADMIN_PORT-9108}" ]; then
+  args+=(--admin-endpoint "tcp:port=${ADMIN_PORT-9108}:interface=${ADMIN_INTERFACE:-0.0.0.0}")
+fi
 if [ -n "$METRIC_PREFIX" ]; then
   args+=(-p "$METRIC_PREFIX")
 fi

@@ -1,7 +1,7 @@
 """A faithful fake Blueflood ingest server and a fake Rackspace/Keystone identity service.
 
 Both run in the test process on gevent.pywsgi, bound to 127.0.0.1 on a kernel-chosen port.
-The behaviour follows /work/shared/blueflood-api.md section 10: media checks before routing,
+The behaviour follows docs/blueflood-api.md section 8: media checks before routing,
 gzip/deflate bodies, 413-and-close over ``max_content_length``, routing 404/405/501, Jackson-1.x
 like parsing, per-metric validation against an injectable clock, 200/207/400/500 outcomes and an
 upsert store. Test hooks: the request log, a queue of scripted responses, settable limits, and
@@ -120,7 +120,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _long_field(value: Any, lo: int, hi: int) -> int:
-    """Jackson's coercion of a JSON value into a Java long/int field (verified cases, §10.4)."""
+    """Jackson's coercion of a JSON value into a Java long/int field.
+
+    The verified cases of docs/blueflood-api.md section 8, item 4.
+    """
     if value is None:
         return 0
     if isinstance(value, bool) or isinstance(value, (dict, list)):

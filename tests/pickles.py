@@ -1,6 +1,6 @@
 """Hand-built pickle frames: one helper per opcode, and the frames real carbon senders write.
 
-Each sender function follows carbon-protocol.md section 1.4; none of them uses the stdlib
+Each sender function follows docs/carbon-protocol.md section 1.4; none of them uses the stdlib
 pickler, so the tests see exactly the byte shapes those senders put on the wire.
 """
 

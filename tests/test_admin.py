@@ -148,8 +148,17 @@ def test_health_check_that_raises_is_503(server, health):
     assert status == 503 and b"boom" in body
 
 
+def test_root_lists_the_paths(server):
+    status, headers, body = http(server.port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    listed = [line.split()[0] for line in body.decode().splitlines() if line.startswith("/")]
+    assert listed == ["/metrics", "/health", "/debug/senders", "/debug/rejects"]
+    for path in listed:  # every path listed answers
+        assert http(server.port, path)[0] == 200
+
+
 def test_unknown_path_is_404_and_other_methods_405(server):
-    assert http(server.port, "/")[0] == 404
+    assert http(server.port, "/index.html")[0] == 404
     assert http(server.port, "/metrics/extra")[0] == 404
     assert http(server.port, "/metrics", method="POST")[0] == 405
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pickle
+import re
+import socket
 import struct
+from pathlib import Path
 
 import pytest
 
 from fastforward import cli, send
-from fastforward.config import OPTIONS
+from fastforward.config import OPTIONS, help_text
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_help_is_a_man_page(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +33,51 @@ def test_help_is_a_man_page(capsys: pytest.CaptureFixture[str]) -> None:
     assert "default: tcp:2004" in out
     assert "config file override the command line" in out
     assert "fastforward send" in out
+
+
+def _help_section(title: str) -> str:
+    text = help_text()
+    start = text.index(f"\n{title}\n") + len(title) + 2
+    end = text.find("\n\n", start)
+    return text[start : end if end >= 0 else None]
+
+
+def test_help_prints_defaults_as_users_write_them() -> None:
+    defaults = re.findall(r"default: (\S+)", help_text())
+    assert "86400" in defaults and "1048576" in defaults
+    assert not [d for d in defaults if re.fullmatch(r"\d+(_\d+)+", d)], defaults
+
+
+def test_help_lists_sighup_under_signals() -> None:
+    signals = _help_section("SIGNALS")
+    assert "SIGTERM, SIGINT:" in signals
+    assert re.search(r"SIGHUP: reopen the log file.*never\s+stops\s+fastforward", signals, re.S)
+
+
+def _exit_codes_in_help() -> dict[int, str]:
+    codes: dict[int, str] = {}
+    for line in _help_section("EXIT STATUS").splitlines():
+        if m := re.match(r"    (\d)  (.*)", line):
+            code = int(m[1])
+            codes[code] = m[2]
+        else:
+            codes[code] += " " + line.strip()
+    return codes
+
+
+def _exit_codes_in_readme() -> dict[int, str]:
+    text = README.read_text()
+    table = text[text.index("| exit status | meaning |") :].split("\n\n", 1)[0]
+    return {int(m[1]): m[2] for m in re.finditer(r"^\| (\d) \| (.*) \|$", table, re.M)}
+
+
+def test_exit_status_matches_the_readme_and_the_code() -> None:
+    in_help = _exit_codes_in_help()
+    assert in_help == _exit_codes_in_readme()
+    assert sorted(in_help) == [0, 1, 2, 3, 4]
+    # Every exit code the command defines is documented (EXIT_OK, EXIT_USAGE, ...).
+    defined = {v for k, v in vars(cli).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    assert defined <= set(in_help) and {0, 1, 2, 3} <= defined
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,3 +134,26 @@ def test_send_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 def test_send_connection_refused(unused_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["send", "-e", f"tcp:{unused_port}", "a.b", "1"]) == 3
     assert "cannot send" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [(["a.b", "1"], "sent 1 datapoint to"), (["a.b", "1", "c", "2"], "sent 2 datapoints to")],
+)
+def test_send_says_what_it_sent(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        # The connection waits in the listen backlog; the frames fit in the socket buffers.
+        assert cli.main(["send", "-e", f"tcp:port={port}:interface=127.0.0.1", *argv]) == 0
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    (n,) = struct.unpack("!L", data[:4])
+    assert len(pickle.loads(data[4 : 4 + n])) == len(argv) // 2
+    out = capsys.readouterr().out
+    assert out == f"{said} tcp:127.0.0.1:{port} (pickle protocol 2)\n"

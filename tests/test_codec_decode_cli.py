@@ -159,3 +159,42 @@ def test_as_a_process_reading_stdin(no_ext):
     assert b"forbidden opcode GLOBAL" in proc.stderr
     if no_ext:
         assert b"(python codec)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--line", "--prefix", "pfx"],
+        ["--protocol", "MetricLineReceiver", "-p", "pfx"],
+        ["--protocol", "line", "--metric-prefix", "pfx"],
+        ["--protocol=metriclinereceiver", "--metric_prefix", "pfx"],
+    ],
+)
+def test_decode_takes_the_daemon_option_names(capsysbinary, tmp_path, options):
+    # A daemon command line's -p/--metric-prefix/--protocol can be reused as is.
+    path = tmp_path / "lines.txt"
+    path.write_bytes(f"a.b 1.5 {TS}\nc.d 7 {TS}\n".encode())
+    rc, out, err = run_main(
+        capsysbinary, [*options, "--max_past", "-1", "--max_future", "-1", str(path)]
+    )
+    assert rc == 0, err
+    assert datapoints(out) == [("pfx.a.b", TS * 1000, 1.5, 86400), ("pfx.c.d", TS * 1000, 7, 86400)]
+
+
+def test_decode_protocol_pickle_and_snake_case_limits(capsysbinary, tmp_path):
+    path = tmp_path / "cap.bin"
+    path.write_bytes(capture(GOOD1))
+    rc, out, err = run_main(
+        capsysbinary,
+        ["--protocol", "MetricPickleReceiver", "--max_body_datapoints", "1",
+         "--overwrite_collection_timestamp", "--max_frame_bytes", "100000", str(path)],
+    )  # fmt: skip
+    assert rc == 0, err
+    assert [(name, value) for name, _ts, value, _ttl in datapoints(out)] == [("a.b", 1.5)]
+    assert all(ts != TS * 1000 for _n, ts, _v, _t in datapoints(out))  # overwritten by now
+
+
+def test_decode_refuses_an_unknown_protocol(capsysbinary):
+    assert decode.main(["--protocol", "MetricJsonReceiver"]) == 2
+    err = capsysbinary.readouterr().err.decode()
+    assert "'MetricJsonReceiver': use MetricPickleReceiver or MetricLineReceiver" in err

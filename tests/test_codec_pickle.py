@@ -112,7 +112,7 @@ def test_memo_shares_one_object(codec_impl):
     assert got == ([1], [1]) and got[0] is got[1]
 
 
-# --- the senders of carbon-protocol.md section 1.4 ----------------------------------------------
+# --- the senders of docs/carbon-protocol.md section 1.4 -----------------------------------------
 
 
 def test_carbon_relay_py3_protocol2_with_memo(codec_impl):

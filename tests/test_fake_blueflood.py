@@ -1,4 +1,4 @@
-"""The fake Blueflood and fake identity service behave as blueflood-api.md section 10 says."""
+"""The fake Blueflood and fake identity service behave as docs/blueflood-api.md section 8 says."""
 
 from __future__ import annotations
 

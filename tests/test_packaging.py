@@ -1,12 +1,16 @@
 """What a user gets from `pip install`: the wheel and the sdist, built from a clean clone.
 
-A clone of HEAD, tagged v9.8.7, is built once with `python -m build` (sdist, then the wheel
-from the sdist). The wheel goes into a fresh virtual environment on a PATH with no C compiler
-and no Cython, and must run with the compiled codec: `fastforward --version` and a short
-dry-run forward of one pickle frame. The sdist, installed where no compiler works, must fall
-back to the pure-Python codec with a warning, and still forward. A `git archive` tarball must
-build, with its version from the tag (.git_archival.txt). The cibuildwheel configuration must
-list exactly the wheels wheels.yml is meant to ship.
+A clone of HEAD, tagged v9.8.7, is built once with `python -m build` (sdist, then the wheel from
+the sdist), under the distribution name `blueflood-fastforward` (files `blueflood_fastforward-*`;
+the import package and the command stay `fastforward`). The wheel goes into a fresh virtual
+environment on a PATH with no C compiler and no Cython, and must run with the compiled codec:
+`fastforward --version` and a short dry-run forward of one pickle frame. The sdist, installed where
+no compiler works, must fall back to the pure-Python codec with a warning, and still forward. A
+`git archive` tarball must build, with its version from the tag (.git_archival.txt). The
+cibuildwheel configuration must list exactly the wheels wheels.yml is meant to ship.
+
+The build tool runs from a scratch directory: a `build/` folder left in the checkout by `pip
+install .` (the README's first command) must not pass for the `build` package.
 
 These tests need git, network access to PyPI (or a warm pip cache) and a compiler for the first
 build; they are `slow` and excluded from the cibuildwheel test run.
@@ -30,7 +34,6 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -99,14 +102,34 @@ class Built:
     tmp: Path
 
 
+DIST = "blueflood_fastforward"  # the distribution name as it appears in file names
+
+
+def _has_build_tool(python: str | Path, cwd: Path) -> bool:
+    """Whether `python -m build` would run the real `build` package when started in `cwd`.
+
+    Asked in a subprocess started in `cwd`, because that is where the build runs: a `build/`
+    directory in the current directory imports as an empty namespace package (no __file__),
+    which `find_spec` in this process would happily report.
+    """
+    probe = "import build, sys; sys.exit(getattr(build, '__file__', None) is None)"
+    proc = subprocess.run([str(python), "-c", probe], cwd=cwd, env=_clean_env(),
+                          capture_output=True, timeout=60)  # fmt: skip
+    return proc.returncode == 0
+
+
 def _build_command(tmp: Path) -> list[str]:
-    """`python -m build`, from this venv when it has it, else from a scratch venv."""
-    if find_spec("build") is not None:
+    """`python -m build`, from this venv when it has it, else from a scratch venv.
+
+    Always run with `cwd=tmp` (outside the checkout), where no stray `build/` can shadow it.
+    """
+    if _has_build_tool(sys.executable, tmp):
         return [sys.executable, "-m", "build"]
     venv = tmp / "build-tool"
     _run([sys.executable, "-m", "venv", venv])  # with pip: build installs build deps with it
     py = venv / "bin" / "python"
     _run([py, "-m", "pip", "install", "-q", "build"])
+    assert _has_build_tool(py, tmp), "pip installed build, but it does not import"
     return [str(py), "-m", "build"]
 
 
@@ -121,9 +144,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     _run(["git", "-C", clone, "tag", f"v{TAG_VERSION}"])
     build_cmd = _build_command(tmp)
     dist = tmp / "dist"
-    _run([*build_cmd, "--outdir", dist, clone], env=_clean_env())
-    (sdist,) = dist.glob("fastforward-*.tar.gz")
-    (wheel,) = dist.glob("fastforward-*.whl")
+    _run([*build_cmd, "--outdir", dist, clone], env=_clean_env(), cwd=tmp)
+    built_files = sorted(p.name for p in dist.iterdir())
+    assert [name.split("-")[0] for name in built_files] == [DIST, DIST], built_files
+    (sdist,) = dist.glob(f"{DIST}-*.tar.gz")
+    (wheel,) = dist.glob(f"{DIST}-*.whl")
     return Built(clone=clone, sdist=sdist, wheel=wheel, build_cmd=build_cmd, tmp=tmp)
 
 
@@ -247,7 +272,7 @@ def _stderr(proc: subprocess.Popen[str]) -> str:
 @needs_git
 @not_in_pure_run
 def test_sdist_carries_the_cython_source(built: Built) -> None:
-    assert built.sdist.name == f"fastforward-{TAG_VERSION}.tar.gz"
+    assert built.sdist.name == f"{DIST}-{TAG_VERSION}.tar.gz"
     with tarfile.open(built.sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in (
@@ -266,7 +291,7 @@ def test_sdist_carries_the_cython_source(built: Built) -> None:
 @needs_git
 @not_in_pure_run
 def test_wheel_has_the_compiled_codec_and_no_sources(built: Built) -> None:
-    assert built.wheel.name.startswith(f"fastforward-{TAG_VERSION}-cp")
+    assert built.wheel.name.startswith(f"{DIST}-{TAG_VERSION}-cp")
     with zipfile.ZipFile(built.wheel) as zf:
         names = zf.namelist()
     assert any(re.fullmatch(r"fastforward/_codec\.[^/]+\.so", n) for n in names), names
@@ -274,6 +299,37 @@ def test_wheel_has_the_compiled_codec_and_no_sources(built: Built) -> None:
     assert not [n for n in names if n.endswith((".pyx", ".c", ".h"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
+
+
+@slow
+@needs_git
+@not_in_pure_run
+def test_wheel_is_named_for_pypi_and_installs_the_fastforward_command(built: Built) -> None:
+    # "fastforward" on PyPI is somebody else's project: the distribution has its own name,
+    # while the import package and the command keep ours.
+    with zipfile.ZipFile(built.wheel) as zf:
+        names = zf.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        headers = zf.read(metadata).decode()
+        scripts = zf.read(entry_points).decode()
+    assert re.search(r"^Name: blueflood-fastforward$", headers, re.M), headers[:500]
+    assert re.search(r"^fastforward = fastforward\.cli:main$", scripts, re.M), scripts
+    assert {n.split("/")[0] for n in names if not n.startswith(f"{DIST}-")} == {"fastforward"}
+
+
+def test_a_build_folder_is_not_taken_for_the_build_tool(tmp_path: Path) -> None:
+    # `pip install .` leaves build/ in the checkout; started there, `import build` finds it as
+    # an empty namespace package. The probe must see through that, with or without the tool.
+    (tmp_path / "build" / "lib.linux-x86_64-cpython-3" / "fastforward").mkdir(parents=True)
+    bare = tmp_path / "bare-venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", bare])
+    assert not _has_build_tool(bare / "bin" / "python", tmp_path)
+    try:
+        import build  # noqa: F401 - only whether the test extra's build tool is here
+    except ImportError:
+        return
+    assert _has_build_tool(sys.executable, tmp_path)
 
 
 @slow
@@ -322,10 +378,11 @@ def test_git_archive_builds_with_the_tag_version(built: Built) -> None:
     assert f"describe-name: v{TAG_VERSION}" in (src / ".git_archival.txt").read_text()
     dist = built.tmp / "dist-archive"
     # Pure-Python wheel: this checks versioning, not the compiler (the tests above do that).
-    _run([*built.build_cmd, "--outdir", dist, src], env=_clean_env(FASTFORWARD_NO_EXTENSIONS="1"))
+    _run([*built.build_cmd, "--outdir", dist, src],
+         env=_clean_env(FASTFORWARD_NO_EXTENSIONS="1"), cwd=built.tmp)  # fmt: skip
     assert sorted(p.name for p in dist.iterdir()) == [
-        f"fastforward-{TAG_VERSION}-py3-none-any.whl",
-        f"fastforward-{TAG_VERSION}.tar.gz",
+        f"{DIST}-{TAG_VERSION}-py3-none-any.whl",
+        f"{DIST}-{TAG_VERSION}.tar.gz",
     ]
 
 
@@ -364,3 +421,34 @@ def test_wheels_workflow_clones_with_history() -> None:
     text = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
     checkouts = text.count("uses: actions/checkout@")
     assert checkouts >= 2 and text.count("fetch-depth: 0") == checkouts
+
+
+def test_workflows_publish_our_name_and_lint_with_the_pinned_tools() -> None:
+    wheels = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
+    assert "https://pypi.org/p/blueflood-fastforward" in wheels
+    assert "dist/fastforward-" not in wheels and "pypi.org/p/fastforward" not in wheels
+    # The lint job runs the very versions the `lint` extra pins.
+    pins = re.findall(r'"((?:ruff|cython-lint)==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert len(pins) == 2, pins
+    ci = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    for pin in pins:
+        assert f"--spec {pin} " in ci, pin
+    assert not re.search(r"pipx run (ruff|cython-lint)\b", ci)  # nothing unpinned
+
+
+def _readme_commands(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {section}\n")
+    body = text[start : text.index("\n## ", start + 1)]
+    return re.findall(r"^    \$ (.+)$", body, re.M)
+
+
+def test_readme_gives_two_set_up_commands_install_and_run_then_test() -> None:
+    # .ci/run runs exactly these two, in this order, in one clone (see its header).
+    run, test = _readme_commands("Set up")
+    assert "pip install . " in run and "fastforward --dry-run" in run
+    assert "interface=127.0.0.1" in run  # the dry run does not listen on every interface
+    assert "pip install -e '.[test]'" in test and test.endswith("python -m pytest")
+    assert "pip install fastforward" not in (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "--dry-run" in ci and "pytest" in ci and "README.md" in ci

@@ -114,6 +114,8 @@ class AdminServer:
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/" and method in ("GET", "HEAD"):
+            return _reply(start_response, "200 OK", INDEX)
         if path not in ("/metrics", "/health", *DEBUG_PATHS):
             return _reply(start_response, "404 Not Found", b"not found\n")
         if method not in ("GET", "HEAD"):
@@ -149,6 +151,16 @@ class AdminServer:
 
 
 DEBUG_PATHS = {"/debug/senders": "senders", "/debug/rejects": "rejects"}
+
+
+# GET /: what a person who opens the admin address in a browser or with curl can ask for.
+INDEX = (
+    b"fastforward admin endpoint\n"
+    b"/metrics  counters and gauges, Prometheus text format\n"
+    b"/health   200 ok, or 503 with the reason\n"
+    b"/debug/senders  per source address: connections, datapoints, drops (JSON)\n"
+    b"/debug/rejects  recent samples of dropped input per reason (JSON)\n"
+)
 
 
 def _reply(

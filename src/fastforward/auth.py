@@ -1,4 +1,4 @@
-"""Keystone / Rackspace Identity v2.0 tokens for ``X-Auth-Token`` (blueflood-api.md section 6).
+"""Keystone / Rackspace Identity v2.0 tokens for ``X-Auth-Token`` (docs/blueflood-api.md section 6).
 
 Unlike txKeystone (which the original used) this reads ``access.token.expires`` and refreshes
 ahead of it, accepts 200 and 203, refreshes after a 401, lets only one token request run at a

@@ -1,4 +1,4 @@
-"""One POST of one body to Blueflood, and what the answer means (blueflood-api.md section 9).
+"""One POST of one body to Blueflood, and what the answer means (docs/blueflood-api.md section 7).
 
 ``BluefloodClient.post`` never raises for anything the network or the server does: every
 status, connection error and timeout becomes an ``Outcome`` whose ``kind`` tells the forwarder

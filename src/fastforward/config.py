@@ -979,9 +979,18 @@ def _default_text(opt: Option) -> str:
         return ",".join(d) if d else "none"
     if d == "":
         return "empty"
-    if isinstance(d, int) and d >= 10_000:
-        return f"{d:,}".replace(",", "_")
-    return str(d)
+    return str(d)  # as a user would type it: 86400, not 86_400
+
+
+# The EXIT STATUS section of --help; the README's "Exit status" table says the same.
+EXIT_STATUS_LINES = (
+    "    0  stopped by SIGTERM/SIGINT with everything delivered or spooled",
+    "    1  an unexpected error, or a second SIGTERM/SIGINT (exit at once, no drain)",
+    "    2  bad options or configuration (the message names the option and the value)",
+    "    3  a resource unusable at start (endpoint in use, certificate, spool directory, log)",
+    "    4  stopped, but some datapoints could be neither delivered nor spooled (the count is",
+    "       on stderr and in the log)",
+)
 
 
 def help_text(width: int = 100) -> str:
@@ -1060,8 +1069,9 @@ def help_text(width: int = 100) -> str:
     out += [
         "",
         "EXAMPLES",
-        "    Try it without Blueflood (bodies go to stdout), then send a datapoint:",
-        "        fastforward --dry-run -i 1",
+        "    Try it without Blueflood (bodies go to stdout), on loopback only (tcp:2004 alone",
+        "    listens on every interface), then send a datapoint:",
+        "        fastforward --dry-run -i 1 -e tcp:port=2004:interface=127.0.0.1",
         "        fastforward send my.metric 42",
         "",
         "    Forward carbon-relay's pickle stream to Blueflood:",
@@ -1075,13 +1085,13 @@ def help_text(width: int = 100) -> str:
         "        fastforward -e ssl:2004:privateKey=key.pem:certKey=cert.pem -t 123456",
         "",
         "EXIT STATUS",
-        "    0  stopped cleanly (SIGTERM/SIGINT, after draining what was buffered)",
-        "    1  an unexpected error",
-        "    2  bad options or config (the message names the option and the value)",
-        "    3  startup failure (endpoint in use or unusable, certificate unreadable, ...)",
+        *EXIT_STATUS_LINES,
         "",
         "SIGNALS",
         "    SIGTERM, SIGINT: stop accepting, read what is buffered in open connections, deliver",
-        "    everything within --drain-timeout, exit 0. A second signal exits at once.",
+        "    everything within --drain-timeout, spool the rest (with --spool-dir), then exit. A",
+        "    second signal exits at once (status 1).",
+        "    SIGHUP: reopen the log file (-l), e.g. after logrotate moved it; never stops",
+        "    fastforward. With --workers, it is passed on to every worker.",
     ]
     return "\n".join(out) + "\n"

@@ -23,6 +23,7 @@ from ._codec_rules import (
     looks_like_plaintext,
 )
 from .codec import IMPLEMENTATION, Encoder
+from .config import PROTOCOLS
 from .errors import FrameError
 
 SAFE_BODY_BYTES = 1_000_000  # --limit 0 means this, as in the daemon
@@ -39,7 +40,19 @@ PLAINTEXT_HINT = (
 PICKLE_HINT = f"{LOOKS_LIKE_PICKLE}: decode it without --line (the daemon: a pickle --endpoint)"
 
 
+def _protocol_is_line(value: str) -> bool:
+    """--protocol as the daemon takes it: True for the plaintext line protocol."""
+    proto = PROTOCOLS.get(value.strip().lower())
+    if proto is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use MetricPickleReceiver or MetricLineReceiver (or pickle, line)"
+        )
+    return proto == "MetricLineReceiver"
+
+
 def _parser() -> argparse.ArgumentParser:
+    # The daemon's option names and spellings (-p, --metric-prefix, --protocol, snake_case)
+    # work here too, so a daemon command line can be reused to decode what it receives.
     p = argparse.ArgumentParser(
         prog="fastforward decode",
         description="Decode a capture of carbon pickle frames (or plaintext lines) into the "
@@ -47,26 +60,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for stdin (default)")
     p.add_argument("--line", action="store_true", help="the input is plaintext lines")
-    p.add_argument("--prefix", default="", help="metric name prefix (prefix.name)")
+    p.add_argument(
+        "--protocol",
+        dest="line",
+        type=_protocol_is_line,
+        default=argparse.SUPPRESS,
+        metavar="PROTOCOL",
+        help="MetricPickleReceiver (default) or MetricLineReceiver, as the daemon's --protocol; "
+        "pickle and line work too",
+    )
+    p.add_argument(
+        "-p",
+        "--metric-prefix",
+        "--metric_prefix",
+        "--prefix",
+        dest="prefix",
+        default="",
+        help="metric name prefix (prefix.name)",
+    )
     p.add_argument("--ttl", type=int, default=86400, help="ttlInSeconds (default 86400)")
     p.add_argument(
-        "--limit", type=int, default=0, help="body byte limit; 0 means 1,000,000 (default)"
+        "--limit", type=int, default=0, help="body byte limit; 0 means 1000000 (default)"
     )
-    p.add_argument("--max-body-datapoints", type=int, default=5000, help="default 5000")
+    p.add_argument(
+        "--max-body-datapoints",
+        "--max_body_datapoints",
+        type=int,
+        default=5000,
+        help="default 5000",
+    )
     p.add_argument(
         "--overwrite-collection-timestamp",
+        "--overwrite_collection_timestamp",
         action="store_true",
         help="use the time of decoding instead of the timestamps sent",
     )
-    p.add_argument("--max-frame-bytes", type=int, default=1_048_576, help="default 1 MiB")
+    p.add_argument(
+        "--max-frame-bytes",
+        "--max_frame_bytes",
+        type=int,
+        default=1048576,
+        help="default 1048576 (1 MiB)",
+    )
     p.add_argument(
         "--max-past",
+        "--max_past",
         type=float,
-        default=259_200.0,
-        help="seconds; older datapoints are dropped (default 3 days; negative: no limit)",
+        default=259200.0,
+        help="seconds; older datapoints are dropped (default 259200, 3 days; negative: no limit)",
     )
     p.add_argument(
         "--max-future",
+        "--max_future",
         type=float,
         default=600.0,
         help="seconds; later datapoints are dropped (default 600; negative: no limit)",

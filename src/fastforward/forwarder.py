@@ -6,7 +6,7 @@ partial last body goes too. ``concurrency`` senders pop batches; a batch is
 owned by exactly one sender until it is delivered, dropped for good, split into two new
 batches, or spooled, so nothing is sent twice unless a POST failed. A failing batch is retried
 by its sender with exponential backoff and jitter, never waiting for new traffic. What
-Blueflood answers decides the rest (blueflood-api.md section 9): 207 and per-metric 400 are
+Blueflood answers decides the rest (docs/blueflood-api.md section 7): 207 and per-metric 400 are
 logged and counted, never retried; "Cannot parse content" is bisected down to the bad
 datapoint; 401 replays the same bytes after re-authenticating; 413 without Retry-After splits.
 

@@ -184,5 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         kind = "plaintext" if line else f"pickle protocol {args.pickle_protocol}"
         where = ep.path if ep.kind == "unix" else f"{_target_host(ep)}:{ep.port}"
-        print(f"sent {len(datapoints)} datapoints to {ep.kind}:{where} ({kind})")
+        count = f"{len(datapoints)} datapoint{'' if len(datapoints) == 1 else 's'}"
+        print(f"sent {count} to {ep.kind}:{where} ({kind})")
     return 0
