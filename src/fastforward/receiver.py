@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import ssl
 import stat
@@ -46,6 +47,11 @@ READ_BUFFER = 256 * 1024
 MAX_LINE_BYTES = 65_536
 BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
 UDP_MAX_DATAGRAM = 65_535
+# Closing a connection on purpose (shutdown drain, --max-connection-age): after our FIN, a
+# sender that reads closes its side; one that never reads (carbon-c-relay) is reset after it
+# paused this long, so its next write() fails and it keeps that metric (see `_recv_closing`).
+QUIET_GAP = 0.05
+AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection
 _unpack_len = struct.Struct("!I").unpack_from
 
 
@@ -77,10 +83,34 @@ def _peer(address: Any) -> str:
     return str(address) or "unix"
 
 
+def age_deadline(max_age: float, now: float, rng: random.Random | None = None) -> float:
+    """When a connection opened at `now` is closed by --max-connection-age; 0.0 for never.
+
+    Jittered by +-10% per connection, so senders that a fleet accepted together do not all
+    reconnect (and pile onto one instance) at the same moment.
+    """
+    if max_age <= 0:
+        return 0.0
+    return now + max_age * (rng or random).uniform(0.9, 1.1)
+
+
 class _Conn:
     """State of one stream connection."""
 
-    __slots__ = ("sock", "peer", "buf", "mv", "start", "end", "bad_frames", "drain_until")
+    __slots__ = (
+        "sock",
+        "peer",
+        "buf",
+        "mv",
+        "start",
+        "end",
+        "bad_frames",
+        "drain_until",
+        "age_at",
+        "fin_sent",
+        "eof",
+        "reset",
+    )
 
     def __init__(self, sock: Any, peer: str, size: int) -> None:
         self.sock = sock
@@ -90,7 +120,11 @@ class _Conn:
         self.start = 0
         self.end = 0
         self.bad_frames = 0
-        self.drain_until = 0.0  # > 0 once shutdown began
+        self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
+        self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
+        self.fin_sent = False
+        self.eof = False  # the sender closed its side
+        self.reset = False  # close with RST, not FIN (a sender that does not read)
 
     def make_room(self, need: int) -> None:
         """Make sure `need` bytes from `start` fit; move the tail down or grow the buffer."""
@@ -182,6 +216,7 @@ class _StreamListener:
         me = gevent.getcurrent()
         owner.running.add(me)
         idle = owner.config.idle_timeout or None
+        conn: _Conn | None = None
         try:
             sock.settimeout(idle)
             if self.ssl_context is not None:
@@ -194,6 +229,7 @@ class _StreamListener:
                     return
             conn = _Conn(sock, peer, INITIAL_BUFFER)
             conn.drain_until = owner.drain_until
+            conn.age_at = age_deadline(owner.config.max_connection_age, time.monotonic())
             serve = self._serve_pickle if self.protocol == "pickle" else self._serve_lines
             while True:
                 try:
@@ -213,6 +249,8 @@ class _StreamListener:
             owner.open_connections -= 1
             stats.set("connections_open", owner.open_connections)
             try:
+                if conn is not None and conn.reset:
+                    _set_abortive_close(sock)
                 sock.close()
             except OSError:
                 pass
@@ -220,20 +258,62 @@ class _StreamListener:
     # -- reading ----------------------------------------------------------------------------
 
     def _recv(self, conn: _Conn) -> int:
-        """One read into the free space of the buffer; 0 means EOF (or the drain is over)."""
+        """One read into the free space of the buffer; 0 means EOF (or the close is done)."""
+        if conn.age_at and not conn.drain_until and time.monotonic() >= conn.age_at:
+            self._begin_ageing(conn)
         if conn.drain_until:
-            remaining = conn.drain_until - time.monotonic()
-            if remaining <= 0:
-                return 0
-            # Only what is already there or arrives right away: the sender was told nothing,
-            # but the kernel has acknowledged these bytes, so they are ours to deliver.
-            conn.sock.settimeout(min(remaining, 0.1))
-            try:
-                return conn.sock.recv_into(conn.mv[conn.end :])
-            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
-                return 0
+            return self._recv_closing(conn)
         _wait_for_room(self.owner.flow.gate)
         return conn.sock.recv_into(conn.mv[conn.end :])
+
+    def _begin_ageing(self, conn: _Conn) -> None:
+        conn.drain_until = time.monotonic() + AGED_CLOSE_SECONDS
+        self.owner.stats.incr("connections_aged", protocol=self.protocol)
+        log.debug("closing %s: --max-connection-age reached", conn.peer)
+
+    def _recv_closing(self, conn: _Conn) -> int:
+        """Read while closing on purpose, losing nothing the sender wrote.
+
+        carbon has no acknowledgement: whatever our kernel accepted is the sender's "sent". So
+        we send FIN but keep reading. A sender that reads answers with its own close (EOF
+        here). One that never reads (carbon-c-relay) learns of a FIN only from a failing
+        write, and the write that meets our closed socket is lost; so once it pauses for
+        QUIET_GAP at a frame/line boundary we reset instead: its next write() fails at once
+        and it keeps (requeues) that metric.
+        """
+        sock = conn.sock
+        if not conn.fin_sent:
+            conn.fin_sent = True
+            if not isinstance(sock, ssl.SSLSocket):  # a TLS half-close would end reading too
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        while True:
+            remaining = conn.drain_until - time.monotonic()
+            if remaining <= 0:
+                # No pause within the bound: a reset still tells the sender something failed.
+                conn.reset = True
+                return 0
+            if not self.owner.drain_until:  # ageing, not shutdown: backpressure still holds
+                _wait_for_room(self.owner.flow.gate)
+            sock.settimeout(min(remaining, QUIET_GAP))
+            try:
+                n: int = sock.recv_into(conn.mv[conn.end :])
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                if conn.end > conn.start and self._mid_record(conn):
+                    continue  # the rest of a frame or line is on its way: wait for it
+                conn.reset = True
+                return 0
+            if not n:
+                conn.eof = True
+            return n
+
+    def _mid_record(self, conn: _Conn) -> bool:
+        """Whether the unread bytes end inside a pickle frame or a line."""
+        if self.protocol == "pickle":
+            return True  # a decoded pickle buffer keeps only an incomplete frame
+        return conn.buf[conn.end - 1] != 0x0A
 
     def _serve_pickle(self, conn: _Conn) -> None:
         owner = self.owner
@@ -257,7 +337,7 @@ class _StreamListener:
                 # read in before the gate closed may overshoot --max-buffer-bytes.
                 if encoder.ready_bodies:
                     owner.flow.kick()
-                if not conn.drain_until:  # at shutdown the forwarder is draining anyway
+                if not owner.drain_until:  # at shutdown the forwarder is draining anyway
                     _wait_for_room(owner.flow.gate)
                 (length,) = _unpack_len(buf, conn.start)
                 if length > max_frame:
@@ -365,8 +445,8 @@ class _StreamListener:
             if encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not skipping:
-            if conn.drain_until:
-                # Cut by our shutdown, not ended by the sender: the line may be incomplete.
+            if conn.drain_until and not conn.eof:
+                # Cut by our close, not ended by the sender: the line may be incomplete.
                 stats.incr("datapoints_dropped", reason="truncated_line")
             else:
                 view = conn.mv[conn.start : conn.end]
@@ -451,6 +531,14 @@ class _UdpListener:
         self.server.stop_accepting()
         self.drain()
         self.server.close()
+
+
+def _set_abortive_close(sock: Any) -> None:
+    """Make close() send RST (SO_LINGER 0) instead of FIN; see `_recv_closing`."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
 
 
 def _family(host: str) -> socket.AddressFamily:
