@@ -1,0 +1,252 @@
+"""A fleet on one machine: real carbon-c-relay and haproxy in front of several fastforward
+instances, the bench sink as their Blueflood, and a bounded plaintext stream.
+
+Every process is started here with its own log file and stopped by its PID. The tools are the
+Debian packages: a test skips without them, unless the CI environment variable is set (CI
+installs them, so there a missing tool is a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import gevent
+import pytest
+
+from .conftest import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SINK_SCRIPT = REPO / "bench" / "sink.py"
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a tool, or skip (fail in CI) naming the Debian package that provides it."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} not found; CI must install the Debian package {package}")
+    pytest.skip(f"{name} not installed (Debian package {package})")
+
+
+def free_port_on(host: str) -> int:
+    """A free TCP port on a given loopback address (127.0.0.0/8 is all ours on Linux)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(host: str, port: int, what: str, timeout: float = 20.0) -> None:
+    def up() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, timeout, f"{what} to listen on {host}:{port}")
+
+
+class Daemon:
+    """A child process with its output in a file; stopped by its PID."""
+
+    def __init__(self, name: str, argv: list[str], tmp: Path) -> None:
+        self.name = name
+        self.log_path = tmp / f"{name}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        self.send(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.log}") from None
+
+
+class Sink(Daemon):
+    """bench/sink.py as one instance's Blueflood, remembering every distinct datapoint."""
+
+    def __init__(self, name: str, tmp: Path) -> None:
+        self.port = free_port_on("127.0.0.1")
+        self.keys_path = tmp / f"{name}.keys"
+        argv = [sys.executable, str(SINK_SCRIPT), "--port", str(self.port), "--track-unique",
+                "--keys-file", str(self.keys_path), "--max-seconds", "600"]  # fmt: skip
+        super().__init__(name, argv, tmp)
+        wait_listening("127.0.0.1", self.port, name)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/stats", timeout=10) as resp:
+            return dict(json.load(resp))
+
+    def finish(self) -> tuple[int, set[tuple[str, int]]]:
+        """Stop it; (datapoints received, the distinct (name, collectionTime) pairs)."""
+        received = int(self.stats()["datapoints"])
+        assert self.stop() == 0, self.log
+        keys = set()
+        for line in self.keys_path.read_bytes().splitlines():
+            name, _, ts = line.rstrip(b",").rpartition(b":")
+            keys.add((name.decode(), int(ts)))
+        return received, keys
+
+
+class LineStream:
+    """A bounded plaintext sender: ``series`` names x ``steps`` timestamps, every pair once.
+
+    Everything is built before it starts; one step (a line per series) is written every
+    ``1 / steps_per_second`` seconds over ``connections`` TCP connections, round robin.
+    ``sent`` counts lines handed to the kernel, so progress can be waited on.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        prefix: str,
+        series: int,
+        steps: int,
+        steps_per_second: float,
+        connections: int = 1,
+    ) -> None:
+        self.address = address
+        self.series = series
+        self.steps_per_second = steps_per_second
+        self.connections = connections
+        self.base_ts = int(time.time()) - steps  # all inside fastforward's --max-past
+        self.names = [f"{prefix}.s{i}.value" for i in range(series)]
+        self.chunks = [
+            "".join(f"{n} {step}.5 {self.base_ts + step}\n" for n in self.names).encode()
+            for step in range(steps)
+        ]
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def total(self) -> int:
+        return self.series * len(self.chunks)
+
+    def expected(self) -> set[tuple[str, int]]:
+        times = [(self.base_ts + step) * 1000 for step in range(len(self.chunks))]
+        return {(n, t) for t in times for n in self.names}
+
+    def start(self) -> LineStream:
+        self._greenlet = gevent.spawn(self._run)
+        return self
+
+    def _run(self) -> None:
+        socks = [socket.create_connection(self.address, 60) for _ in range(self.connections)]
+        try:
+            started = time.monotonic()
+            for step, chunk in enumerate(self.chunks):
+                socks[step % len(socks)].sendall(chunk)
+                self.sent += self.series
+                due = started + (step + 1) / self.steps_per_second
+                gevent.sleep(max(0.0, due - time.monotonic()))
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            for s in socks:
+                s.close()
+
+    def wait_sent(self, fraction: float, timeout: float = 120.0) -> None:
+        want = int(self.total * fraction)
+
+        def reached() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"the stream failed: {self.error!r}")
+            return self.sent >= want
+
+        wait_until(reached, timeout, f"{want} of {self.total} lines sent")
+
+    def join(self, timeout: float = 120.0) -> None:
+        assert self._greenlet is not None
+        self._greenlet.join(timeout=timeout)
+        if not self._greenlet.ready():
+            raise AssertionError(f"stream still running after {timeout}s ({self.sent} sent)")
+        if self.error is not None:
+            raise AssertionError(f"the stream failed: {self.error!r}")
+
+
+# ---- carbon-c-relay ---------------------------------------------------------------------------
+
+
+class CarbonCRelay(Daemon):
+    """carbon-c-relay with one cluster; its statistics go to a file every second.
+
+    ``-q`` holds a whole restart's worth of metrics per destination and ``-L 15`` stalls the
+    sender rather than dropping, so anything missing is the forwarders' doing, not the relay's.
+    """
+
+    def __init__(self, tmp: Path, cluster: str, members: list[tuple[str, int]]) -> None:
+        binary = require_tool("carbon-c-relay", "carbon-c-relay")
+        self.port = free_port_on("127.0.0.1")
+        self.stats_path = tmp / "relay-stats.txt"
+        # The ring hashes host (and instance): distinct addresses spread the series.
+        dests = " ".join(f"{h}:{p}" for h, p in members)
+        conf = tmp / "relay.conf"
+        conf.write_text(
+            f"listen type linemode 127.0.0.1:{self.port} proto tcp;\n"
+            f"cluster relaystats file {self.stats_path};\n"
+            f"cluster tier {cluster} {dests};\n"
+            "statistics submit every 1 seconds prefix with relaystats send to relaystats stop;\n"
+            "match * send to tier stop;\n"
+        )
+        argv = [binary, "-f", str(conf), "-q", "2000000", "-L", "15", "-w", "2", "-B", "128"]
+        super().__init__(f"carbon-c-relay-{cluster}", argv, tmp)
+        wait_listening("127.0.0.1", self.port, "carbon-c-relay")
+
+    def stats(self) -> dict[str, float]:
+        """The latest value of each of its own statistics (``metricsDropped``, ...)."""
+        latest: dict[str, float] = {}
+        if self.stats_path.exists():
+            for line in self.stats_path.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0].startswith("relaystats."):
+                    latest[parts[0].removeprefix("relaystats.")] = float(parts[1])
+        return latest
+
+    def totals(self) -> dict[str, float]:
+        s = self.stats()
+        keys = ("metricsReceived", "metricsSent", "metricsQueued", "metricsDropped", "metricStalls")
+        return {k: s.get(k, 0.0) for k in keys}
+
+
+def duplicates(received: int, keys: set) -> int:
+    return received - len(keys)
+
+
+def home_of(keysets: dict[str, set[tuple[str, int]]]) -> dict[str, str]:
+    """For each series name, the instance that received most of its datapoints."""
+    counts: dict[str, Counter[str]] = {}
+    for instance, keys in keysets.items():
+        for name, _ts in keys:
+            counts.setdefault(name, Counter())[instance] += 1
+    return {name: c.most_common(1)[0][0] for name, c in counts.items()}
