@@ -51,6 +51,7 @@ UDP_MAX_DATAGRAM = 65_535
 # sender that reads closes its side; one that never reads (carbon-c-relay) is reset after it
 # paused this long, so its next write() fails and it keeps that metric (see `_recv_closing`).
 QUIET_GAP = 0.05
+FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
 AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection
 _unpack_len = struct.Struct("!I").unpack_from
 
@@ -107,7 +108,7 @@ class _Conn:
         "bad_frames",
         "drain_until",
         "age_at",
-        "fin_sent",
+        "fin_at",
         "eof",
         "reset",
     )
@@ -122,7 +123,7 @@ class _Conn:
         self.bad_frames = 0
         self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
         self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
-        self.fin_sent = False
+        self.fin_at = 0.0  # when closing began (our FIN)
         self.eof = False  # the sender closed its side
         self.reset = False  # close with RST, not FIN (a sender that does not read)
 
@@ -278,12 +279,13 @@ class _StreamListener:
         we send FIN but keep reading. A sender that reads answers with its own close (EOF
         here). One that never reads (carbon-c-relay) learns of a FIN only from a failing
         write, and the write that meets our closed socket is lost; so once it pauses for
-        QUIET_GAP at a frame/line boundary we reset instead: its next write() fails at once
-        and it keeps (requeues) that metric.
+        QUIET_GAP at a frame/line boundary (after FIN_GRACE, time enough for a reading sender
+        to close first) we reset instead: its next write() fails at once and it keeps
+        (requeues) that metric.
         """
         sock = conn.sock
-        if not conn.fin_sent:
-            conn.fin_sent = True
+        if not conn.fin_at:
+            conn.fin_at = time.monotonic()
             if not isinstance(sock, ssl.SSLSocket):  # a TLS half-close would end reading too
                 try:
                     sock.shutdown(socket.SHUT_WR)
@@ -303,6 +305,8 @@ class _StreamListener:
             except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
                 if conn.end > conn.start and self._mid_record(conn):
                     continue  # the rest of a frame or line is on its way: wait for it
+                if time.monotonic() < conn.fin_at + FIN_GRACE:
+                    continue  # a sender that reads may still be about to close
                 conn.reset = True
                 return 0
             if not n:

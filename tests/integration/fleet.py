@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -250,3 +252,111 @@ def home_of(keysets: dict[str, set[tuple[str, int]]]) -> dict[str, str]:
         for name, _ts in keys:
             counts.setdefault(name, Counter())[instance] += 1
     return {name: c.most_common(1)[0][0] for name, c in counts.items()}
+
+
+# ---- haproxy ----------------------------------------------------------------------------------
+
+
+class Haproxy(Daemon):
+    """haproxy in ``mode tcp`` with ``balance leastconn``; servers switched on at run time.
+
+    Servers listed in ``standby`` start in maintenance and are enabled through the runtime
+    API on the stats socket (``enable server``): no reload, no dropped connections.
+    """
+
+    def __init__(self, tmp: Path, servers: dict[str, int], standby: set[str]) -> None:
+        binary = require_tool("haproxy", "haproxy")
+        self.port = free_port_on("127.0.0.1")
+        self.socket_path = tmp / "haproxy.sock"
+        lines = [
+            "global",
+            f"    stats socket {self.socket_path} mode 600 level admin",
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 2s",
+            "    timeout client 60s",
+            "    timeout server 60s",
+            "frontend carbon",
+            f"    bind 127.0.0.1:{self.port}",
+            "    default_backend fleet",
+            "backend fleet",
+            "    balance leastconn",
+        ]
+        for name, port in servers.items():
+            lines.append(
+                f"    server {name} 127.0.0.1:{port}" + (" disabled" if name in standby else "")
+            )
+        conf = tmp / "haproxy.cfg"
+        conf.write_text("\n".join(lines) + "\n")
+        super().__init__("haproxy", [binary, "-db", "-f", str(conf)], tmp)
+        wait_listening("127.0.0.1", self.port, "haproxy")
+
+    def command(self, line: str) -> str:
+        """One runtime API command; its answer."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.socket_path))
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+
+class ReconnectingSender:
+    """A long-lived carbon pickle connection that, like carbon-relay, reads its socket: when
+    the receiver closes, it stops writing, closes, and connects again (through the balancer).
+
+    Frames of ``per_frame`` distinct datapoints every ``period`` seconds, until stopped or
+    ``max_frames`` (a bound). ``expected`` is every datapoint handed to the kernel.
+    """
+
+    def __init__(
+        self, address: tuple[str, int], prefix: str, *, per_frame: int = 100,
+        period: float = 0.02, max_frames: int = 5000,
+    ) -> None:  # fmt: skip
+        self.address = address
+        self.prefix = prefix
+        self.per_frame = per_frame
+        self.period = period
+        self.max_frames = max_frames
+        self.ts = int(time.time())
+        self.expected: set[tuple[str, int]] = set()
+        self.reconnects = 0
+        self._stop = False
+        self._greenlet = gevent.spawn(self._run)
+
+    def _closed_by_peer(self, s: socket.socket) -> bool:
+        s.settimeout(0.0)
+        try:
+            return s.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            return True
+        finally:
+            s.settimeout(30)
+
+    def _run(self) -> None:
+        s = socket.create_connection(self.address, timeout=30)
+        try:
+            for f in range(self.max_frames):
+                if self._stop:
+                    break
+                if self._closed_by_peer(s):
+                    s.close()
+                    s = socket.create_connection(self.address, timeout=30)
+                    self.reconnects += 1
+                names = [f"{self.prefix}.{f}.{i}" for i in range(self.per_frame)]
+                payload = pickle.dumps([(n, (self.ts, i)) for i, n in enumerate(names)], 2)
+                s.sendall(struct.pack("!L", len(payload)) + payload)
+                self.expected.update((n, self.ts * 1000) for n in names)
+                gevent.sleep(self.period)
+        finally:
+            s.close()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._greenlet.join(timeout=30)
+        if not self._greenlet.successful():
+            raise AssertionError(f"sender {self.prefix} failed: {self._greenlet.exception!r}")
