@@ -39,8 +39,9 @@ SHORTEST_LINE = len("tier.s0.value 0.5 1700000000\n")
 class Instance:
     """One fastforward of the tier, restartable on the same address and port."""
 
-    def __init__(self, run_ff, host: str, sink: Sink) -> None:  # noqa: ANN001
+    def __init__(self, run_ff, host: str, sink: Sink, *extra: str) -> None:  # noqa: ANN001
         self.run_ff = run_ff
+        self.extra = extra
         self.host = host
         self.port = free_port_on(host)
         self.admin = free_port_on("127.0.0.1")
@@ -52,7 +53,7 @@ class Instance:
         self.proc = self.run_ff(
             "--protocol", "line", "-e", f"tcp:port={self.port}:interface={self.host}",
             "-b", self.sink.url, "-t", TENANT, "-i", "0.2", "--drain-timeout", "10",
-            "--admin-endpoint", f"tcp:port={self.admin}:interface=127.0.0.1",
+            "--admin-endpoint", f"tcp:port={self.admin}:interface=127.0.0.1", *self.extra,
         )  # fmt: skip
 
     def unread_kernel_bytes(self) -> int:
@@ -160,3 +161,36 @@ def test_relay_tier_sigterm_loses_nothing_sigkill_bounded(
     assert lost_by[termed.host] == 0, f"lost from the SIGTERM'd instance: {lost_by}"
     assert len(lost) <= kill["bound"], (len(lost), kill)
     assert dups <= kill["bound"], (dups, kill)
+
+
+def test_aged_connections_of_carbon_c_relay_lose_nothing(run_ff, tmp_path: Path) -> None:  # noqa: ANN001
+    """carbon-c-relay never reads its destination socket: an aged connection must be closed
+    so that the relay's next write fails (it then reconnects and resends that metric)."""
+    sink = Sink("sink", tmp_path)
+    inst = Instance(run_ff, "127.0.0.2", sink, "--max-connection-age", "1")
+    relay = CarbonCRelay(tmp_path, "any_of", [(inst.host, inst.port)])
+    stream = LineStream(
+        ("127.0.0.1", relay.port), prefix="aged", series=200, steps=1200, steps_per_second=200
+    ).start()  # 240,000 datapoints over 6 s: several ages
+    stream.join()
+    wait_until(
+        lambda: (
+            (t := relay.totals())["metricsQueued"] == 0 and t["metricsReceived"] >= stream.total
+        ),
+        60,
+        "the relay to send everything",
+    )
+    relay_totals = relay.totals()
+    assert inst.proc is not None
+    aged = scrape(inst.admin)["fastforward_connections_aged_total"]
+    assert inst.proc.terminate() == 0, inst.proc.stderr
+    assert relay.stop() == 0, relay.log
+    received, keys = sink.finish()
+    lost = stream.expected() - keys
+    print(
+        f"\nageing under carbon-c-relay: {aged:.0f} connections aged, sent {stream.total}, "
+        f"lost {len(lost)}, duplicated {received - len(keys)}; relay: {relay_totals}"
+    )
+    assert aged >= 2
+    assert not lost, f"{len(lost)} lost, e.g. {sorted(lost)[:3]}"
+    assert received == len(keys), "duplicates"
