@@ -64,11 +64,15 @@ def wait_listening(host: str, port: int, what: str, timeout: float = 20.0) -> No
 class Daemon:
     """A child process with its output in a file; stopped by its PID."""
 
-    def __init__(self, name: str, argv: list[str], tmp: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], tmp: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = tmp / f"{name}.log"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env
+            )
 
     @property
     def log(self) -> str:
@@ -207,6 +211,8 @@ class CarbonCRelay(Daemon):
     sender rather than dropping, so anything missing is the forwarders' doing, not the relay's.
     """
 
+    datapoints_per_write = 1  # it writes one metric per write(); it never reads the socket
+
     def __init__(self, tmp: Path, cluster: str, members: list[tuple[str, int]]) -> None:
         binary = require_tool("carbon-c-relay", "carbon-c-relay")
         self.port = free_port_on("127.0.0.1")
@@ -239,6 +245,11 @@ class CarbonCRelay(Daemon):
         s = self.stats()
         keys = ("metricsReceived", "metricsSent", "metricsQueued", "metricsDropped", "metricStalls")
         return {k: s.get(k, 0.0) for k in keys}
+
+    def idle(self, total: int, _delivered: float) -> bool:
+        """Everything received (its own statistics on top) has left its queues."""
+        t = self.totals()
+        return t["metricsQueued"] == 0 and t["metricsReceived"] >= total
 
 
 def duplicates(received: int, keys: set) -> int:
@@ -360,3 +371,61 @@ class ReconnectingSender:
         self._greenlet.join(timeout=30)
         if not self._greenlet.successful():
             raise AssertionError(f"sender {self.prefix} failed: {self._greenlet.exception!r}")
+
+
+# ---- graphite's carbon-relay ------------------------------------------------------------------
+
+
+class CarbonRelay(Daemon):
+    """graphite's own carbon-relay (the ``carbon`` package of the test extra, Python < 3.12):
+    plaintext in, ``RELAY_METHOD = consistent-hashing`` over pickle out."""
+
+    datapoints_per_write = 500  # MAX_DATAPOINTS_PER_MESSAGE: one pickle frame per write
+
+    def __init__(self, tmp: Path, members: list[tuple[str, int]]) -> None:
+        script = Path(sys.executable).parent / "carbon-relay.py"
+        if not script.exists():
+            if sys.version_info >= (3, 12):  # carbon 1.1.10 does not install there
+                pytest.skip("graphite's carbon-relay does not install on Python 3.12+")
+            pytest.fail(f"{script} not found: install the test extra (carbon, whisper)")
+        self.port = free_port_on("127.0.0.1")
+        root = tmp / "graphite"
+        for d in ("conf", "storage", "log", "run"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (root / "conf" / "storage-schemas.conf").write_text(
+            "[default]\npattern = .*\nretentions = 60s:1d\n"
+        )
+        # Instances a, b, c: the ring hashes (host, instance), as carbon_ch does.
+        dests = ",".join(f"{h}:{p}:{chr(97 + i)}" for i, (h, p) in enumerate(members))
+        conf = root / "conf" / "carbon.conf"
+        conf.write_text(
+            f"[cache]\nSTORAGE_DIR = {root}/storage\nLOCAL_DATA_DIR = {root}/storage/whisper\n"
+            f"LOG_DIR = {root}/log\nPID_DIR = {root}/run\n\n[relay]\n"
+            f"LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {self.port}\n"
+            "PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = 0\n"
+            "ENABLE_UDP_LISTENER = False\nRELAY_METHOD = consistent-hashing\n"
+            f"REPLICATION_FACTOR = 1\nDESTINATIONS = {dests}\nDESTINATION_PROTOCOL = pickle\n"
+            "MAX_DATAPOINTS_PER_MESSAGE = 500\nMAX_QUEUE_SIZE = 2000000\n"
+            "USE_FLOW_CONTROL = True\nCARBON_METRIC_INTERVAL = 0\n"
+            "LOG_LISTENER_CONN_SUCCESS = False\n"
+        )
+        argv = [sys.executable, str(script), f"--config={conf}", "--nodaemon",
+                f"--pidfile={root}/run/relay.pid", f"--logdir={root}/log", "start"]  # fmt: skip
+        env = dict(os.environ, GRAPHITE_ROOT=str(root))
+        super().__init__("carbon-relay", argv, tmp, env)
+        wait_listening("127.0.0.1", self.port, "carbon-relay", timeout=30)
+        self._last = (-1.0, 0.0)
+
+    def totals(self) -> dict[str, float]:
+        return {}  # no statistics of its own here (CARBON_METRIC_INTERVAL = 0)
+
+    def idle(self, total: int, delivered: float) -> bool:
+        """It publishes no queue sizes: done once ``total`` datapoints were delivered
+        downstream, or (some lost) nothing more arrived for five seconds."""
+        now = time.monotonic()
+        if delivered >= total:
+            return True
+        if delivered != self._last[0]:
+            self._last = (delivered, now)
+            return False
+        return now - self._last[1] >= 5.0
