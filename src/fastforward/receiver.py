@@ -47,10 +47,11 @@ READ_BUFFER = 256 * 1024
 MAX_LINE_BYTES = 65_536
 BAD_FRAMES_LOGGED = 5  # per connection; the rest are summed up when it closes
 UDP_MAX_DATAGRAM = 65_535
-# Closing a connection on purpose (shutdown drain, --max-connection-age): after our FIN, a
-# sender that reads closes its side; one that never reads (carbon-c-relay) is reset after it
-# paused this long, so its next write() fails and it keeps that metric (see `_recv_closing`).
+# Closing a connection on purpose (shutdown drain, --max-connection-age), see `_recv_closing`:
+# FIN once the sender pauses this long; a sender that reads then closes its side, one that
+# never reads (carbon-c-relay) is reset at its next pause, so its next write() fails.
 QUIET_GAP = 0.05
+FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that never pauses)
 FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
 AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection
 _unpack_len = struct.Struct("!I").unpack_from
@@ -108,6 +109,7 @@ class _Conn:
         "bad_frames",
         "drain_until",
         "age_at",
+        "closing_at",
         "fin_at",
         "eof",
         "reset",
@@ -123,7 +125,8 @@ class _Conn:
         self.bad_frames = 0
         self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
         self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
-        self.fin_at = 0.0  # when closing began (our FIN)
+        self.closing_at = 0.0  # when closing began
+        self.fin_at = 0.0  # when we sent FIN
         self.eof = False  # the sender closed its side
         self.reset = False  # close with RST, not FIN (a sender that does not read)
 
@@ -275,28 +278,27 @@ class _StreamListener:
     def _recv_closing(self, conn: _Conn) -> int:
         """Read while closing on purpose, losing nothing the sender wrote.
 
-        carbon has no acknowledgement: whatever our kernel accepted is the sender's "sent". So
-        we send FIN but keep reading. A sender that reads answers with its own close (EOF
-        here). One that never reads (carbon-c-relay) learns of a FIN only from a failing
-        write, and the write that meets our closed socket is lost; so once it pauses for
-        QUIET_GAP at a frame/line boundary (after FIN_GRACE, time enough for a reading sender
-        to close first) we reset instead: its next write() fails at once and it keeps
-        (requeues) that metric.
+        carbon has no acknowledgement: whatever our kernel accepted is the sender's "sent".
+        1. Read until the sender pauses (QUIET_GAP at a frame/line boundary; FIN_WAIT at most):
+           a sender that reads (Twisted's carbon-relay) drops what it still buffers when it
+           sees a FIN, and in a pause it buffers nothing.
+        2. Send FIN and keep reading: that sender closes its side (EOF here).
+        3. One that never reads (carbon-c-relay) learns of a FIN only from a failing write, and
+           the write that meets a closed socket is lost. So after FIN_GRACE, at its next pause,
+           reset instead: its next write() fails at once and it keeps (requeues) that metric.
         """
         sock = conn.sock
-        if not conn.fin_at:
-            conn.fin_at = time.monotonic()
-            if not isinstance(sock, ssl.SSLSocket):  # a TLS half-close would end reading too
-                try:
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+        if not conn.closing_at:
+            conn.closing_at = time.monotonic()
         while True:
-            remaining = conn.drain_until - time.monotonic()
+            now = time.monotonic()
+            remaining = conn.drain_until - now
             if remaining <= 0:
                 # No pause within the bound: a reset still tells the sender something failed.
                 conn.reset = True
                 return 0
+            if not conn.fin_at and now >= conn.closing_at + FIN_WAIT:
+                self._send_fin(conn)
             if not self.owner.drain_until:  # ageing, not shutdown: backpressure still holds
                 _wait_for_room(self.owner.flow.gate)
             sock.settimeout(min(remaining, QUIET_GAP))
@@ -305,6 +307,9 @@ class _StreamListener:
             except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
                 if conn.end > conn.start and self._mid_record(conn):
                     continue  # the rest of a frame or line is on its way: wait for it
+                if not conn.fin_at:
+                    self._send_fin(conn)
+                    continue
                 if time.monotonic() < conn.fin_at + FIN_GRACE:
                     continue  # a sender that reads may still be about to close
                 conn.reset = True
@@ -312,6 +317,14 @@ class _StreamListener:
             if not n:
                 conn.eof = True
             return n
+
+    def _send_fin(self, conn: _Conn) -> None:
+        conn.fin_at = time.monotonic()
+        if not isinstance(conn.sock, ssl.SSLSocket):  # a TLS half-close would end reading too
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
     def _mid_record(self, conn: _Conn) -> bool:
         """Whether the unread bytes end inside a pickle frame or a line."""

@@ -1,15 +1,19 @@
-"""A relay tier: the real carbon-c-relay in front of three fastforward instances.
+"""A relay tier: real relays in front of three fastforward instances.
 
-Each instance listens on its own loopback address (127.0.0.2-4: the ring hashes addresses) and
-posts to its own bench sink. During a stream of 1,000,000 datapoints one instance is stopped
-with SIGTERM and started again, another is killed with SIGKILL and started again. Afterwards the
-sinks' distinct (name, time) pairs are compared with what was sent:
+carbon-c-relay (a ``carbon_ch`` and an ``any_of`` cluster, plaintext) and graphite's own
+carbon-relay (consistent hashing over pickle). Each instance listens on its own loopback
+address (127.0.0.2-4: the rings hash addresses) and posts to its own bench sink. During a
+stream of 1,000,000 datapoints one instance is stopped with SIGTERM and started again, another
+is killed with SIGKILL and started again. Afterwards the sinks' distinct (name, time) pairs are
+compared with what was sent:
 
-* nothing of the SIGTERM'd instance's series is missing: it closed its listener first, read
-  what its connection held, and closed it so that the relay kept the metric it was writing;
+* nothing of the SIGTERM'd instance's series is missing behind carbon-c-relay: it closed its
+  listener first, read what its connection held, and reset it at a pause so the relay kept the
+  metric it was writing. carbon-relay (Twisted) drops its unsent write buffer on any close, so
+  there the loss is bounded by that buffer instead, and printed;
 * what is missing is at most what the SIGKILL'd instance held in memory (read from its /metrics
-  just before the kill), what its kernel held unread, and the one write the relay makes into a
-  dead connection; the test prints the figures;
+  just before the kill), what its kernel held unread, and what the relay loses into a dead
+  connection (one write); the test prints the figures;
 * duplicates are counted, and bounded by the same figure.
 """
 
@@ -24,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import TENANT
-from .fleet import CarbonCRelay, CarbonRelay, LineStream, Sink, free_port_on, home_of
+from .fleet import CarbonCRelay, CarbonRelay, LineStream, Settled, Sink, free_port_on, home_of
 from .helpers import scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -95,7 +99,14 @@ def _kill_and_bound(victim: Instance, last_write: int) -> dict[str, float]:
         + 1  # in its kernel; a partial line in its read buffer
         + last_write  # the relay's next write into the dead connection, lost with it
     )
-    return {"held": held, "unread_bytes": unread, "window_s": window, "bound": bound}
+    return {
+        "held": held,
+        "unread_bytes": unread,
+        "window_s": window,
+        "bound": bound,
+        "rate": rate,
+        "recv": m["fastforward_datapoints_received_total"],
+    }
 
 
 @pytest.mark.parametrize("cluster", ["carbon_ch", "any_of", "carbon-relay"])
@@ -130,16 +141,15 @@ def test_relay_tier_sigterm_loses_nothing_sigkill_bounded(
     termed.start()
 
     stream.wait_sent(0.55)
-    kill = _kill_and_bound(killed, relay.datapoints_per_write)
+    kill = _kill_and_bound(killed, relay.lost_on_kill)
+    assert killed.proc is not None
+    killed_log = killed.proc.stderr[-3000:]
     killed.start()
 
     stream.join()
 
     # Everything the relay took in has left its queues, and every instance drains on SIGTERM.
-    def delivered_so_far() -> float:
-        return sum(sink.stats()["datapoints"] for sink in sinks.values())
-
-    wait_for(lambda: relay.idle(stream.total, delivered_so_far()), 60, "the relay to send all")
+    wait_for(Settled(relay, list(sinks.values()), stream.total), 60, "the end of the run")
     relay_totals = relay.totals()
     for inst in fleet.values():
         assert inst.proc is not None
@@ -164,8 +174,8 @@ def test_relay_tier_sigterm_loses_nothing_sigkill_bounded(
     )
     assert delivered <= expected | {k for k in delivered if not k[0].startswith("tier.")}
     assert relay_totals.get("metricsDropped", 0) == 0, relay_totals
-    assert lost_by[termed.host] == 0, f"lost from the SIGTERM'd instance: {lost_by}"
-    assert len(lost) <= kill["bound"], (len(lost), kill)
+    assert lost_by[termed.host] <= relay.lost_on_close, f"lost from the SIGTERM'd one: {lost_by}"
+    assert len(lost) <= kill["bound"], (len(lost), kill, relay.log[-3000:], killed_log)
     assert dups <= kill["bound"], (dups, kill)
 
 
@@ -179,7 +189,7 @@ def test_aged_connections_of_carbon_c_relay_lose_nothing(run_ff, tmp_path: Path)
         ("127.0.0.1", relay.port), prefix="aged", series=200, steps=1200, steps_per_second=200
     ).start()  # 240,000 datapoints over 6 s: several ages
     stream.join()
-    wait_for(lambda: relay.idle(stream.total, 0), 60, "the relay to send everything")
+    wait_for(Settled(relay, [sink], stream.total), 60, "the end of the run")
     relay_totals = relay.totals()
     assert inst.proc is not None
     aged = scrape(inst.admin)["fastforward_connections_aged_total"]
