@@ -12,8 +12,9 @@ compared with what was sent:
   metric it was writing. carbon-relay (Twisted) drops its unsent write buffer on any close, so
   there the loss is bounded by that buffer instead, and printed;
 * what is missing is at most what the SIGKILL'd instance held in memory (read from its /metrics
-  just before the kill), what its kernel held unread, and what the relay loses into a dead
-  connection (one write); the test prints the figures;
+  just before the kill, with the relay frozen meanwhile), what its kernel held unread, and what
+  the relay loses into a dead connection (carbon-c-relay: one write; carbon-relay: its write
+  buffer); the test prints the figures;
 * duplicates are counted, and bounded by the same figure.
 """
 
