@@ -14,6 +14,7 @@ import time
 import gevent
 import pytest
 
+from fastforward import receiver
 from fastforward.config import ConfigError, load
 from fastforward.receiver import QUIET_GAP, age_deadline
 from tests.test_receiver import connect, frame, make, names, wait_until
@@ -109,3 +110,28 @@ def test_ageing_waits_for_the_end_of_a_line(make) -> None:  # noqa: ANN001
     wait_until(lambda: r.open_connections == 0)
     assert names(r.encoder) == ["first", "second"]
     assert r.stats.get("datapoints_dropped") == 0
+
+
+def test_ageing_waits_out_backpressure_and_loses_nothing(
+    make,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(receiver, "AGED_CLOSE_SECONDS", 0.5)
+    r, ports = make("-e", "tcp:port=0:interface=127.0.0.1", "--max-connection-age", "0.1")
+    ts = int(time.time())
+    sent = 0
+    with connect(ports["tcp/pickle"]) as s:
+        # A sender that never reads; its connection is past its age, so it is being closed
+        # when the outbox fills: reading pauses for three times the bound on closing, while
+        # the sender's frames wait in the kernel. The close must wait for the gate too.
+        for f in range(40):
+            if f == 10:
+                r.flow.gate.clear()
+            s.sendall(frame([(f"held.{f}.{i}", (ts, i)) for i in range(10)]))
+            sent += 10
+            gevent.sleep(0.02)
+        gevent.sleep(1.5)
+        r.flow.gate.set()
+        wait_until(lambda: r.open_connections == 0, 10)
+    assert r.stats.get("connections_aged") == 1
+    assert r.encoder.pending_datapoints == sent

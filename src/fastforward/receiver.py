@@ -53,7 +53,7 @@ UDP_MAX_DATAGRAM = 65_535
 QUIET_GAP = 0.05
 FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that never pauses)
 FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
-AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection
+AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection (time spent waiting for it)
 _unpack_len = struct.Struct("!I").unpack_from
 
 
@@ -111,6 +111,7 @@ class _Conn:
         "age_at",
         "closing_at",
         "fin_at",
+        "age_budget",
         "eof",
         "reset",
     )
@@ -127,6 +128,7 @@ class _Conn:
         self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
         self.closing_at = 0.0  # when closing began
         self.fin_at = 0.0  # when we sent FIN
+        self.age_budget = 0.0  # ageing: seconds left to wait for the sender while closing
         self.eof = False  # the sender closed its side
         self.reset = False  # close with RST, not FIN (a sender that does not read)
 
@@ -271,7 +273,8 @@ class _StreamListener:
         return conn.sock.recv_into(conn.mv[conn.end :])
 
     def _begin_ageing(self, conn: _Conn) -> None:
-        conn.drain_until = time.monotonic() + AGED_CLOSE_SECONDS
+        conn.drain_until = time.monotonic() + AGED_CLOSE_SECONDS  # marks the close as begun
+        conn.age_budget = AGED_CLOSE_SECONDS
         self.owner.stats.incr("connections_aged", protocol=self.protocol)
         log.debug("closing %s: --max-connection-age reached", conn.peer)
 
@@ -291,16 +294,20 @@ class _StreamListener:
         if not conn.closing_at:
             conn.closing_at = time.monotonic()
         while True:
+            shutdown = bool(self.owner.drain_until)
+            if not shutdown:
+                # Ageing: backpressure still holds, and only time spent waiting for the sender
+                # counts against the bound (a reset after a pause would lose what the kernel
+                # holds); at shutdown the deadline is absolute.
+                _wait_for_room(self.owner.flow.gate)
             now = time.monotonic()
-            remaining = conn.drain_until - now
+            remaining = conn.drain_until - now if shutdown else conn.age_budget
             if remaining <= 0:
                 # No pause within the bound: a reset still tells the sender something failed.
                 conn.reset = True
                 return 0
             if not conn.fin_at and now >= conn.closing_at + FIN_WAIT:
                 self._send_fin(conn)
-            if not self.owner.drain_until:  # ageing, not shutdown: backpressure still holds
-                _wait_for_room(self.owner.flow.gate)
             sock.settimeout(min(remaining, QUIET_GAP))
             try:
                 n: int = sock.recv_into(conn.mv[conn.end :])
@@ -314,6 +321,8 @@ class _StreamListener:
                     continue  # a sender that reads may still be about to close
                 conn.reset = True
                 return 0
+            finally:
+                conn.age_budget -= time.monotonic() - now
             if not n:
                 conn.eof = True
             return n
