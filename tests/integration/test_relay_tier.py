@@ -24,7 +24,6 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-import gevent
 import pytest
 
 from .conftest import TENANT
@@ -80,17 +79,15 @@ def _hex_addr(host: str) -> str:
 def _kill_and_bound(victim: Instance, relay: CarbonCRelay | CarbonRelay) -> dict[str, float]:
     """SIGKILL the victim; the most that can be lost with it.
 
-    The relay is frozen (SIGSTOP, like a long pause) while the victim reads what its kernel
-    holds and /metrics is read, so nothing arrives between that reading and the kill.
+    The relay is frozen (SIGSTOP, like a long pause) from just before the victim's socket and
+    /metrics are read until the kill, so nothing arrives between those readings and the kill.
     """
     relay.send(signal.SIGSTOP)
     try:
-        for _ in range(100):  # let it read what its kernel holds (unless it is paused)
-            if victim.unread_kernel_bytes() == 0:
-                break
-            gevent.sleep(0.02)
-        held = scrape(victim.admin)["fastforward_buffered_datapoints"]
+        # Kernel first, then memory: what moves from one to the other in between is counted
+        # twice rather than not at all.
         unread = victim.unread_kernel_bytes()
+        held = scrape(victim.admin)["fastforward_buffered_datapoints"]
         assert victim.proc is not None
         victim.proc.proc.send_signal(signal.SIGKILL)
         victim.proc.proc.wait(timeout=10)
