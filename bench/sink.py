@@ -11,7 +11,8 @@ Modes:
 ``--track-unique`` keeps every batch and, on ``GET /stats?unique`` (and at exit), counts the
 distinct ``(metricName, collectionTime)`` pairs, so loss and duplication can be told apart
 without slowing the receive path (``unique``, ``duplicates``, and ``complete_ts``: the arrival of
-the batch that made the distinct count reach ``--expect``).  ``--latency`` records
+the batch that made the distinct count reach ``--expect``); ``--keys-file`` writes those distinct
+keys at exit, so a test can tell which datapoints are missing.  ``--latency`` records
 ``(arrival time, oldest timestamp, datapoints)`` per batch, written to ``--stats-file`` at exit.
 
 ``GET /stats`` on the HTTP port (``--stats-port`` in carbon modes) returns the counters as JSON:
@@ -384,6 +385,20 @@ class Sink:
             with open(tmp, "w") as f:
                 json.dump(d, f)
             os.replace(tmp, a.stats_file)
+        if a.keys_file and self.st.track_unique:
+            self.write_keys(a.keys_file)
+
+    def write_keys(self, path: str) -> None:
+        """One distinct key a line: ``name:collectionTime,`` (JSON) or ``name timestamp``."""
+        self.st.resolve()
+        with open(path + ".tmp", "wb") as f:
+            for key in self.st.unique:
+                if isinstance(key, bytes):
+                    f.write(key + b"\n")
+                else:
+                    name, ts = key
+                    f.write(b"%s %d\n" % (name if isinstance(name, bytes) else name.encode(), ts))
+        os.replace(path + ".tmp", path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -400,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency", action="store_true", help="record arrival per batch")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="safety bound")
     p.add_argument("--stats-file", default="", help="write the final stats JSON here at exit")
+    p.add_argument(
+        "--keys-file", default="", help="with --track-unique: write the distinct keys here at exit"
+    )
     a = p.parse_args(argv)
     if a.carbon and not a.stats_port:
         sys.exit("--carbon needs --stats-port")

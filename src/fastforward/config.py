@@ -318,6 +318,17 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     _O(
+        "max_connection_age",
+        None,
+        "float",
+        0.0,
+        "Close a client connection gracefully after this many seconds (+-10% jitter), at a "
+        "frame or line boundary, so senders reconnect and a load balancer can rebalance; "
+        "0 disables.",
+        "limits",
+        "SECONDS",
+    ),
+    _O(
         "max_buffer_bytes",
         None,
         "int",
@@ -520,6 +531,7 @@ class Config:
     max_frame_bytes: int = 1_048_576
     max_connections: int = 1024
     idle_timeout: float = 300.0
+    max_connection_age: float = 0.0
     max_buffer_bytes: int = 50_000_000
     concurrency: int = 4
     gzip: bool = False
@@ -932,6 +944,7 @@ def validate(values: Mapping[str, Any]) -> Config:
     _check_range(v, "max_frame_bytes", 16, 1 << 30)
     _check_range(v, "max_connections", 1, 1_000_000)
     _check_range(v, "idle_timeout", 0)
+    _check_range(v, "max_connection_age", 0)
     _check_range(v, "max_buffer_bytes", 1_048_576)
     _check_range(v, "concurrency", 1, 1024)
     _check_range(v, "request_timeout", 0.001)

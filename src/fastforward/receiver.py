@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import ssl
 import stat
@@ -49,6 +50,13 @@ MAX_LINE_BYTES = 65_536
 SAMPLE_BYTES = 64  # of a refused, oversize or truncated frame, for the log and /debug/rejects
 PLAINTEXT_HINT = f"{LOOKS_LIKE_PLAINTEXT}: use --protocol line or --line-endpoint"
 UDP_MAX_DATAGRAM = 65_535
+# Closing a connection on purpose (shutdown drain, --max-connection-age), see `_recv_closing`:
+# FIN once the sender pauses this long; a sender that reads then closes its side, one that
+# never reads (carbon-c-relay) is reset at its next pause, so its next write() fails.
+QUIET_GAP = 0.05
+FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that never pauses)
+FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
+AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection (time spent waiting for it)
 _unpack_len = struct.Struct("!I").unpack_from
 
 
@@ -80,10 +88,35 @@ def _peer(address: Any) -> str:
     return str(address) or "unix"
 
 
+def age_deadline(max_age: float, now: float, rng: random.Random | None = None) -> float:
+    """When a connection opened at `now` is closed by --max-connection-age; 0.0 for never.
+
+    Jittered by +-10% per connection, so senders that a fleet accepted together do not all
+    reconnect (and pile onto one instance) at the same moment.
+    """
+    if max_age <= 0:
+        return 0.0
+    return now + max_age * (rng or random).uniform(0.9, 1.1)
+
+
 class _Conn:
     """State of one stream connection."""
 
-    __slots__ = ("sock", "peer", "buf", "mv", "start", "end", "drain_until")
+    __slots__ = (
+        "sock",
+        "peer",
+        "buf",
+        "mv",
+        "start",
+        "end",
+        "drain_until",
+        "age_at",
+        "closing_at",
+        "fin_at",
+        "age_budget",
+        "eof",
+        "reset",
+    )
 
     def __init__(self, sock: Any, peer: str, size: int) -> None:
         self.sock = sock
@@ -92,7 +125,13 @@ class _Conn:
         self.mv = memoryview(self.buf)
         self.start = 0
         self.end = 0
-        self.drain_until = 0.0  # > 0 once shutdown began
+        self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
+        self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
+        self.closing_at = 0.0  # when closing began
+        self.fin_at = 0.0  # when we sent FIN
+        self.age_budget = 0.0  # ageing: seconds left to wait for the sender while closing
+        self.eof = False  # the sender closed its side
+        self.reset = False  # close with RST, not FIN (a sender that does not read)
 
     def make_room(self, need: int) -> None:
         """Make sure `need` bytes from `start` fit; move the tail down or grow the buffer."""
@@ -185,6 +224,7 @@ class _StreamListener:
         me = gevent.getcurrent()
         owner.running.add(me)
         idle = owner.config.idle_timeout or None
+        conn: _Conn | None = None
         try:
             sock.settimeout(idle)
             if self.ssl_context is not None:
@@ -197,6 +237,7 @@ class _StreamListener:
                     return
             conn = _Conn(sock, peer, INITIAL_BUFFER)
             conn.drain_until = owner.drain_until
+            conn.age_at = age_deadline(owner.config.max_connection_age, time.monotonic())
             serve = self._serve_pickle if self.protocol == "pickle" else self._serve_lines
             while True:
                 try:
@@ -217,6 +258,8 @@ class _StreamListener:
             owner.open_connections -= 1
             stats.set("connections_open", owner.open_connections)
             try:
+                if conn is not None and conn.reset:
+                    _set_abortive_close(sock)
                 sock.close()
             except OSError:
                 pass
@@ -224,20 +267,82 @@ class _StreamListener:
     # -- reading ----------------------------------------------------------------------------
 
     def _recv(self, conn: _Conn) -> int:
-        """One read into the free space of the buffer; 0 means EOF (or the drain is over)."""
+        """One read into the free space of the buffer; 0 means EOF (or the close is done)."""
+        if conn.age_at and not conn.drain_until and time.monotonic() >= conn.age_at:
+            self._begin_ageing(conn)
         if conn.drain_until:
-            remaining = conn.drain_until - time.monotonic()
-            if remaining <= 0:
-                return 0
-            # Only what is already there or arrives right away: the sender was told nothing,
-            # but the kernel has acknowledged these bytes, so they are ours to deliver.
-            conn.sock.settimeout(min(remaining, 0.1))
-            try:
-                return conn.sock.recv_into(conn.mv[conn.end :])
-            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
-                return 0
+            return self._recv_closing(conn)
         _wait_for_room(self.owner.flow.gate)
         return conn.sock.recv_into(conn.mv[conn.end :])
+
+    def _begin_ageing(self, conn: _Conn) -> None:
+        conn.drain_until = time.monotonic() + AGED_CLOSE_SECONDS  # marks the close as begun
+        conn.age_budget = AGED_CLOSE_SECONDS
+        self.owner.stats.incr("connections_aged", protocol=self.protocol)
+        log.debug("closing %s: --max-connection-age reached", conn.peer)
+
+    def _recv_closing(self, conn: _Conn) -> int:
+        """Read while closing on purpose, losing nothing the sender wrote.
+
+        carbon has no acknowledgement: whatever our kernel accepted is the sender's "sent".
+        1. Read until the sender pauses (QUIET_GAP at a frame/line boundary; FIN_WAIT at most):
+           a sender that reads (Twisted's carbon-relay) drops what it still buffers when it
+           sees a FIN, and in a pause it buffers nothing.
+        2. Send FIN and keep reading: that sender closes its side (EOF here).
+        3. One that never reads (carbon-c-relay) learns of a FIN only from a failing write, and
+           the write that meets a closed socket is lost. So after FIN_GRACE, at its next pause,
+           reset instead: its next write() fails at once and it keeps (requeues) that metric.
+        """
+        sock = conn.sock
+        if not conn.closing_at:
+            conn.closing_at = time.monotonic()
+        while True:
+            shutdown = bool(self.owner.drain_until)
+            if not shutdown:
+                # Ageing: backpressure still holds, and only time spent waiting for the sender
+                # counts against the bound (a reset after a pause would lose what the kernel
+                # holds); at shutdown the deadline is absolute.
+                _wait_for_room(self.owner.flow.gate)
+            now = time.monotonic()
+            remaining = conn.drain_until - now if shutdown else conn.age_budget
+            if remaining <= 0:
+                # No pause within the bound: a reset still tells the sender something failed.
+                conn.reset = True
+                return 0
+            if not conn.fin_at and now >= conn.closing_at + FIN_WAIT:
+                self._send_fin(conn)
+            sock.settimeout(min(remaining, QUIET_GAP))
+            try:
+                n: int = sock.recv_into(conn.mv[conn.end :])
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                if conn.end > conn.start and self._mid_record(conn):
+                    continue  # the rest of a frame or line is on its way: wait for it
+                if not conn.fin_at:
+                    self._send_fin(conn)
+                    continue
+                if time.monotonic() < conn.fin_at + FIN_GRACE:
+                    continue  # a sender that reads may still be about to close
+                conn.reset = True
+                return 0
+            finally:
+                conn.age_budget -= time.monotonic() - now
+            if not n:
+                conn.eof = True
+            return n
+
+    def _send_fin(self, conn: _Conn) -> None:
+        conn.fin_at = time.monotonic()
+        if not isinstance(conn.sock, ssl.SSLSocket):  # a TLS half-close would end reading too
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _mid_record(self, conn: _Conn) -> bool:
+        """Whether the unread bytes end inside a pickle frame or a line."""
+        if self.protocol == "pickle":
+            return True  # a decoded pickle buffer keeps only an incomplete frame
+        return conn.buf[conn.end - 1] != 0x0A
 
     def _serve_pickle(self, conn: _Conn) -> None:
         owner = self.owner
@@ -262,7 +367,7 @@ class _StreamListener:
                 if encoder.ready_bodies:
                     owner.flow.kick()
                 # (At shutdown the forwarder is draining anyway: no wait.)
-                if not conn.drain_until and not owner.flow.gate.is_set():
+                if not owner.drain_until and not owner.flow.gate.is_set():
                     owner.intake.settle(conn.peer)  # before other connections run
                     _wait_for_room(owner.flow.gate)
                 (length,) = _unpack_len(buf, conn.start)
@@ -365,8 +470,8 @@ class _StreamListener:
             if encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not skipping:
-            if conn.drain_until:
-                # Cut by our shutdown, not ended by the sender: the line may be incomplete.
+            if conn.drain_until and not conn.eof:
+                # Cut by our close, not ended by the sender: the line may be incomplete.
                 stats.incr("datapoints_dropped", reason="truncated_line")
                 head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
                 owner.intake.dropped(conn.peer, "truncated_line", head, "cut by the stop")
@@ -457,6 +562,14 @@ class _UdpListener:
         self.server.stop_accepting()
         self.drain()
         self.server.close()
+
+
+def _set_abortive_close(sock: Any) -> None:
+    """Make close() send RST (SO_LINGER 0) instead of FIN; see `_recv_closing`."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
 
 
 def _family(host: str) -> socket.AddressFamily:

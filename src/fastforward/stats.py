@@ -41,6 +41,7 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "connections_accepted": ("counter", "Client connections accepted, by protocol."),
     "connections_refused": ("counter", "Client connections refused at the connection cap."),
     "connections_timed_out": ("counter", "Client connections closed by the idle timeout."),
+    "connections_aged": ("counter", "Client connections closed by --max-connection-age."),
     "connections_open": ("gauge", "Client connections open now."),
     # sending
     "bodies_sent": ("counter", "Request bodies Blueflood accepted (200, 202, 207)."),
