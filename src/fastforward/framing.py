@@ -151,7 +151,7 @@ class LineFraming:
         line may be, drop it, skip to its newline, and return its sample; else None."""
         if rb.end - rb.start <= self.max_line:
             return None
-        sample = bytes(rb.mv[rb.start : rb.start + SAMPLE_BYTES])
+        sample = rb.sample()
         rb.start = rb.end = 0
         self.skipping = True
         return sample

@@ -4,9 +4,10 @@ Each stream connection runs in its own greenlet from a per-listener `Pool` of
 ``max_connections``; a connection beyond the cap is closed at once and counted rather than
 left waiting in the kernel's accept queue (carbon#428: a paused accept starves everyone).
 
-Reads go into one growing ``bytearray`` per connection through ``recv_into`` on a memoryview,
-and frames are handed to the codec as memoryview slices: no copy per frame. The unread tail is
-moved to the front only when the buffer is full.
+Reads go into one growing `ReadBuffer` per connection through ``recv_into`` on a memoryview,
+and frames are handed to the codec as memoryview slices: no copy per frame. How the bytes are
+cut into frames and lines (and the limits on them) is `framing`'s; binding the listening
+sockets and TLS is `sockets`'s. This module keeps the greenlets, backpressure and closing.
 
 Before every read a connection waits on ``forwarder.gate`` (closed while the outbox is at its
 byte cap): TCP backpressure, so a sender queues on its side instead of us dropping. UDP cannot
