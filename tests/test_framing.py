@@ -180,7 +180,9 @@ def test_a_short_partial_line_is_kept_for_the_next_read() -> None:
         ("pickle", b"\x00\x00", True),  # whatever is left of a pickle stream is a partial frame
     ],
 )
-def test_mid_record_tells_where_a_close_may_cut(protocol: str, pending: bytes, inside: bool) -> None:
+def test_mid_record_tells_where_a_close_may_cut(
+    protocol: str, pending: bytes, inside: bool
+) -> None:
     rb = ReadBuffer(64)
     receive(rb, b"consumed\n" + pending)
     rb.start = len(b"consumed\n")
