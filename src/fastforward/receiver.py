@@ -299,10 +299,7 @@ class _StreamListener:
                 pass
 
     def _serve_pickle(self, conn: _Conn) -> None:
-        owner = self.owner
-        encoder = owner.encoder
-        stats = owner.stats
-        max_frame = owner.config.max_frame_bytes
+        max_frame = self.owner.config.max_frame_bytes
         need = LENGTH_BYTES  # bytes from conn.start needed to make progress
         while True:
             if conn.end == len(conn.buf) or conn.start + need > len(conn.buf):
@@ -312,58 +309,72 @@ class _StreamListener:
                 break
             filled = conn.end + n == len(conn.buf)
             conn.end += n
-            buf, mv = conn.buf, conn.mv
-            ok = 0
-            while conn.end - conn.start >= LENGTH_BYTES:
-                # Hand full bodies over frame by frame, and stop decoding while the outbox is
-                # at its cap: neither one big read nor many connections that each got their
-                # read in before the gate closed may overshoot --max-buffer-bytes.
-                if encoder.ready_bodies:
-                    owner.flow.kick()
-                # (At shutdown the forwarder is draining anyway: no wait.)
-                if not owner.drain_until and not owner.flow.gate.is_set():
-                    owner.intake.settle(conn.peer)  # before other connections run
-                    _wait_for_room(owner.flow.gate)
-                try:
-                    stop = frame_stop(buf, conn.start, conn.end, max_frame)
-                except OversizeFrame as exc:
-                    stats.incr("frames_received", ok, result="ok")
-                    self._oversize(conn, exc)
-                    return
-                if stop > conn.end:
-                    need = stop - conn.start
-                    break
-                frame = mv[conn.start + LENGTH_BYTES : stop]
-                try:
-                    encoder.add_pickle(frame)
-                    ok += 1
-                except FrameError as exc:
-                    self._bad_frame(conn, frame, exc)
-                except Exception:  # a codec bug must not kill the connection's other frames
-                    log.exception("unexpected error decoding a frame from %s", conn.peer)
-                    stats.incr("frames_received", result="bad")
-                finally:
-                    frame.release()
-                conn.start = stop
-            else:
-                need = LENGTH_BYTES
-            owner.intake.settle(conn.peer)
-            if ok:
-                stats.incr("frames_received", ok, result="ok")
+            need = self._decode_frames(conn, max_frame)
+            if not need:
+                return  # an oversize frame: the stream cannot be resynchronised
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
             if filled:
                 conn.grow()
+            if self.owner.encoder.ready_bodies:
+                self.owner.flow.kick()
+        if conn.end > conn.start:
+            self._truncated_frame(conn)
+
+    def _decode_frames(self, conn: _Conn, max_frame: int) -> int:
+        """Decode every complete frame in the buffer; the bytes from ``conn.start`` needed for
+        the next one, or 0 after an oversize frame (the connection is to be closed)."""
+        owner = self.owner
+        encoder = owner.encoder
+        stats = owner.stats
+        buf, mv = conn.buf, conn.mv
+        ok = 0
+        need = LENGTH_BYTES
+        while conn.end - conn.start >= LENGTH_BYTES:
+            # Hand full bodies over frame by frame, and stop decoding while the outbox is at
+            # its cap: neither one big read nor many connections that each got their read in
+            # before the gate closed may overshoot --max-buffer-bytes.
             if encoder.ready_bodies:
                 owner.flow.kick()
-        leftover = conn.end - conn.start
-        if leftover:
-            stats.incr("frames_received", result="truncated")
-            stats.incr("datapoints_dropped", reason="truncated_frame")
-            head = conn.sample()
-            detail = truncated_detail(head, leftover)
-            owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
+            # (At shutdown the forwarder is draining anyway: no wait.)
+            if not owner.drain_until and not owner.flow.gate.is_set():
+                owner.intake.settle(conn.peer)  # before other connections run
+                _wait_for_room(owner.flow.gate)
+            try:
+                stop = frame_stop(buf, conn.start, conn.end, max_frame)
+            except OversizeFrame as exc:
+                stats.incr("frames_received", ok, result="ok")
+                self._oversize(conn, exc)
+                return 0
+            if stop > conn.end:
+                need = stop - conn.start
+                break
+            frame = mv[conn.start + LENGTH_BYTES : stop]
+            try:
+                encoder.add_pickle(frame)
+                ok += 1
+            except FrameError as exc:
+                self._bad_frame(conn, frame, exc)
+            except Exception:  # a codec bug must not kill the connection's other frames
+                log.exception("unexpected error decoding a frame from %s", conn.peer)
+                stats.incr("frames_received", result="bad")
+            finally:
+                frame.release()
+            conn.start = stop
+        owner.intake.settle(conn.peer)
+        if ok:
+            stats.incr("frames_received", ok, result="ok")
+        return need
+
+    def _truncated_frame(self, conn: _Conn) -> None:
+        """The sender closed in the middle of a frame: count and log what is lost."""
+        stats = self.owner.stats
+        stats.incr("frames_received", result="truncated")
+        stats.incr("datapoints_dropped", reason="truncated_frame")
+        head = conn.sample()
+        detail = truncated_detail(head, conn.end - conn.start)
+        self.owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
 
     def _oversize(self, conn: _Conn, exc: OversizeFrame) -> None:
         stats = self.owner.stats
@@ -380,8 +391,6 @@ class _StreamListener:
 
     def _serve_lines(self, conn: _Conn) -> None:
         owner = self.owner
-        encoder = owner.encoder
-        stats = owner.stats
         lines = LineFraming()
         while True:
             if conn.end == len(conn.buf):
@@ -394,37 +403,41 @@ class _StreamListener:
             if lines.skip_overlong(conn):
                 continue
             if conn.end > conn.start:
-                view = conn.mv[conn.start : conn.end]
-                try:
-                    conn.start += encoder.add_lines(view)
-                finally:
-                    view.release()
-                owner.intake.settle(conn.peer)
+                conn.start += self._decode_lines(conn)
             head = lines.cut_overlong(conn)
             if head is not None:
-                stats.incr("datapoints_dropped", reason="line_too_long")
+                owner.stats.incr("datapoints_dropped", reason="line_too_long")
                 owner.intake.dropped(conn.peer, "line_too_long", head, lines.overlong_detail())
             if conn.start == conn.end:
                 conn.start = conn.end = 0
             if filled:
                 conn.grow()
-            if encoder.ready_bodies:
+            if owner.encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not lines.skipping:
-            if conn.drain_until and not conn.eof:
-                # Cut by our close, not ended by the sender: the line may be incomplete.
-                stats.incr("datapoints_dropped", reason="truncated_line")
-                owner.intake.dropped(conn.peer, "truncated_line", conn.sample(), "cut by the stop")
-            else:
-                view = conn.mv[conn.start : conn.end]
-                try:
-                    encoder.add_lines(view, final=True)
-                finally:
-                    view.release()
-                owner.intake.settle(conn.peer)
+            self._last_line(conn)
         conn.start = conn.end = 0
-        if encoder.ready_bodies:
+        if owner.encoder.ready_bodies:
             owner.flow.kick()
+
+    def _decode_lines(self, conn: _Conn, final: bool = False) -> int:
+        """Hand the unconsumed bytes to the codec; the bytes of the complete lines it took."""
+        view = conn.mv[conn.start : conn.end]
+        try:
+            taken: int = self.owner.encoder.add_lines(view, final=final)
+        finally:
+            view.release()
+        self.owner.intake.settle(conn.peer)
+        return taken
+
+    def _last_line(self, conn: _Conn) -> None:
+        """A line without its newline when reading ended: the sender's last one, or cut."""
+        if conn.drain_until and not conn.eof:
+            # Cut by our close, not ended by the sender: the line may be incomplete.
+            self.owner.stats.incr("datapoints_dropped", reason="truncated_line")
+            self.owner.intake.dropped(conn.peer, "truncated_line", conn.sample(), "cut by the stop")
+        else:
+            self._decode_lines(conn, final=True)
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -250,18 +250,29 @@ class Spool:
         try:
             name = self._write_new(header + body)
         except OSError as exc:
-            self._write_failures += 1
-            now = time.monotonic()
-            if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
-                self._write_failure_logged = now
-                log.error(
-                    "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
-                    "memory, a stop that cannot write them counts them as lost)",
-                    self.directory,
-                    exc,
-                    self._write_failures,
-                )
+            self._write_failed(exc)
             return False
+        self._writable_again()
+        self._add(name, size)
+        self._stats.incr("spool_written_bodies")
+        self._publish()
+        return True
+
+    def _write_failed(self, exc: OSError) -> None:
+        self._write_failures += 1
+        now = time.monotonic()
+        if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
+            self._write_failure_logged = now
+            log.error(
+                "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
+                "memory, a stop that cannot write them counts them as lost)",
+                self.directory,
+                exc,
+                self._write_failures,
+            )
+
+    def _writable_again(self) -> None:
+        """A put succeeded: end the episodes of failed writes and of a full spool."""
         if self._write_failures:
             log.warning(
                 "spool %s writable again after %d failed writes",
@@ -275,10 +286,6 @@ class Spool:
                 "spool accepting bodies again after refusing %d while full", self._full_refusals
             )
             self._full_refusals = 0
-        self._add(name, size)
-        self._stats.incr("spool_written_bodies")
-        self._publish()
-        return True
 
     def oldest(self) -> SpoolEntry | None:
         """Claim and return the oldest replayable entry, or None when there is none."""
