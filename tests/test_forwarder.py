@@ -64,7 +64,7 @@ class FakeEncoder:
 
 
 class MemorySpool:
-    """The spool API (put/oldest/ack/release/bytes/files) in memory."""
+    """The spool API (put/oldest/ack/release/disk_bytes/files) in memory."""
 
     def __init__(self, max_bytes: int = 10**9) -> None:
         self.entries: list[SimpleNamespace] = []
@@ -72,7 +72,7 @@ class MemorySpool:
         self.acked = 0
 
     def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool:
-        if self.bytes + len(body) > self.max_bytes:
+        if self.disk_bytes + len(body) > self.max_bytes:
             return False
         entry = SimpleNamespace(body=body, datapoints=datapoints, tenant=tenant, claimed=False)
         self.entries.append(entry)
@@ -93,7 +93,7 @@ class MemorySpool:
         entry.claimed = False
 
     @property
-    def bytes(self) -> int:
+    def disk_bytes(self) -> int:
         return sum(len(e.body) for e in self.entries)
 
     @property

@@ -56,7 +56,7 @@ def test_round_trip_keeps_exact_bytes_and_datapoints(tmp_path):
     spool.ack(entry)
     assert not os.path.exists(entry.path)
     assert spool.oldest() is None
-    assert (spool.files, spool.bytes) == (0, 0)
+    assert (spool.files, spool.disk_bytes) == (0, 0)
 
 
 def test_no_temp_files_remain_after_put(tmp_path):
@@ -103,7 +103,7 @@ def test_capacity_refusal_logs_once_per_episode(tmp_path, caplog):
     spool = open_spool(tmp_path, stats, max_bytes=3 * (len(body) + 40))
     puts = [spool.put(body, 1) for _ in range(6)]
     assert puts == [True, True, True, False, False, False]
-    assert spool.bytes <= spool.max_bytes
+    assert spool.disk_bytes <= spool.max_bytes
     assert spool.full  # what /health reads
     full_logs = [r for r in caplog.records if "spool full" in r.getMessage()]
     assert len(full_logs) == 1 and full_logs[0].levelno == logging.ERROR
@@ -287,21 +287,21 @@ def test_gauges_follow_the_spool(tmp_path):
     for i in range(3):
         spool.put(body_of(NOW_MS + i), 1)
     assert stats.get("spool_files") == 3
-    assert stats.get("buffered_bytes", place="disk") == spool.bytes > 0
+    assert stats.get("buffered_bytes", place="disk") == spool.disk_bytes > 0
     on_disk = sum(os.path.getsize(tmp_path / "spool" / n) for n in spool_files(tmp_path))
-    assert spool.bytes == on_disk
+    assert spool.disk_bytes == on_disk
     entry = spool.oldest()
     assert entry is not None
     spool.ack(entry)
     assert stats.get("spool_files") == 2
-    assert stats.get("buffered_bytes", place="disk") == spool.bytes
+    assert stats.get("buffered_bytes", place="disk") == spool.disk_bytes
     assert stats.get("spool_written_bodies") == 3
     assert stats.get("spool_replayed_bodies") == 1
     # A fresh process sees what is on disk.
     stats2 = Stats()
     open_spool(tmp_path, stats2)
     assert stats2.get("spool_files") == 2
-    assert stats2.get("buffered_bytes", place="disk") == spool.bytes < on_disk
+    assert stats2.get("buffered_bytes", place="disk") == spool.disk_bytes < on_disk
 
 
 def test_ack_of_a_foreign_entry_is_refused(tmp_path):

@@ -508,7 +508,7 @@ class Forwarder:
         )
         if self.spool is None:
             return f"{memory}, no spool (--spool-dir)"
-        return f"{memory}, {self.spool.files} files ({self.spool.bytes} bytes) spooled"
+        return f"{memory}, {self.spool.files} files ({self.spool.disk_bytes} bytes) spooled"
 
     def _failure_reminder_loop(self) -> None:
         while True:
@@ -594,5 +594,5 @@ class Forwarder:
             self.outbox.datapoints + getattr(self.encoder, "pending_datapoints", 0),
         )
         if self.spool is not None:
-            stats.set("buffered_bytes", self.spool.bytes, place="disk")
+            stats.set("buffered_bytes", self.spool.disk_bytes, place="disk")
             stats.set("spool_files", self.spool.files)

@@ -4,9 +4,10 @@ Each stream connection runs in its own greenlet from a per-listener `Pool` of
 ``max_connections``; a connection beyond the cap is closed at once and counted rather than
 left waiting in the kernel's accept queue (carbon#428: a paused accept starves everyone).
 
-Reads go into one growing ``bytearray`` per connection through ``recv_into`` on a memoryview,
-and frames are handed to the codec as memoryview slices: no copy per frame. The unread tail is
-moved to the front only when the buffer is full.
+Reads go into one growing `ReadBuffer` per connection through ``recv_into`` on a memoryview,
+and frames are handed to the codec as memoryview slices: no copy per frame. How the bytes are
+cut into frames and lines (and the limits on them) is `framing`'s; binding the listening
+sockets and TLS is `sockets`'s. This module keeps the greenlets, backpressure and closing.
 
 Before every read a connection waits on ``forwarder.gate`` (closed while the outbox is at its
 byte cap): TCP backpressure, so a sender queues on its side instead of us dropping. UDP cannot
@@ -20,8 +21,6 @@ import os
 import random
 import socket
 import ssl
-import stat
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,24 +30,29 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import DatagramServer, StreamServer
 
-from ._codec_rules import LOOKS_LIKE_PLAINTEXT, looks_like_plaintext
 from .attribution import Intake, RejectLog, Senders, host_of
 from .config import Config
 from .endpoints import Endpoint
 from .errors import FrameError, StartupError
+from .framing import (
+    INITIAL_BUFFER,
+    LENGTH_BYTES,
+    SAMPLE_BYTES,
+    LineFraming,
+    OversizeFrame,
+    ReadBuffer,
+    frame_stop,
+    mid_record,
+    oversize_detail,
+    truncated_detail,
+)
+from .sockets import bind, peer_name, set_abortive_close, tls_context
 from .stats import Stats
 
 __all__ = ["Receivers", "StartupError"]
 
 log = logging.getLogger(__name__)
 
-# A connection starts small (a thousand idle relays must not cost 256 MiB) and its buffer
-# doubles while reads fill it, up to READ_BUFFER, where one recv takes ~8 frames of 500.
-INITIAL_BUFFER = 16 * 1024
-READ_BUFFER = 256 * 1024
-MAX_LINE_BYTES = 65_536
-SAMPLE_BYTES = 64  # of a refused, oversize or truncated frame, for the log and /debug/rejects
-PLAINTEXT_HINT = f"{LOOKS_LIKE_PLAINTEXT}: use --protocol line or --line-endpoint"
 UDP_MAX_DATAGRAM = 65_535
 # Closing a connection on purpose (shutdown drain, --max-connection-age), see `_recv_closing`:
 # FIN once the sender pauses this long; a sender that reads then closes its side, one that
@@ -57,7 +61,6 @@ QUIET_GAP = 0.05
 FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that never pauses)
 FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
 AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection (time spent waiting for it)
-_unpack_len = struct.Struct("!I").unpack_from
 
 
 class Flow(Protocol):
@@ -81,13 +84,6 @@ def _wait_for_room(gate: Event) -> None:
         gate.wait()
 
 
-def _peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = address[0]
-        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
-    return str(address) or "unix"
-
-
 def age_deadline(max_age: float, now: float, rng: random.Random | None = None) -> float:
     """When a connection opened at `now` is closed by --max-connection-age; 0.0 for never.
 
@@ -99,16 +95,12 @@ def age_deadline(max_age: float, now: float, rng: random.Random | None = None) -
     return now + max_age * (rng or random).uniform(0.9, 1.1)
 
 
-class _Conn:
-    """State of one stream connection."""
+class _Conn(ReadBuffer):
+    """One stream connection: its read buffer and the state of a close on purpose."""
 
     __slots__ = (
         "sock",
         "peer",
-        "buf",
-        "mv",
-        "start",
-        "end",
         "drain_until",
         "age_at",
         "closing_at",
@@ -119,12 +111,9 @@ class _Conn:
     )
 
     def __init__(self, sock: Any, peer: str, size: int) -> None:
+        super().__init__(size)
         self.sock = sock
         self.peer = peer
-        self.buf = bytearray(size)
-        self.mv = memoryview(self.buf)
-        self.start = 0
-        self.end = 0
         self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
         self.age_at = 0.0  # --max-connection-age: when closing begins; 0 = never
         self.closing_at = 0.0  # when closing began
@@ -132,35 +121,6 @@ class _Conn:
         self.age_budget = 0.0  # ageing: seconds left to wait for the sender while closing
         self.eof = False  # the sender closed its side
         self.reset = False  # close with RST, not FIN (a sender that does not read)
-
-    def make_room(self, need: int) -> None:
-        """Make sure `need` bytes from `start` fit; move the tail down or grow the buffer."""
-        size = len(self.buf)
-        pending = self.end - self.start
-        if need <= size and self.start > 0 and (self.end == size or self.start + need > size):
-            self.buf[:pending] = bytes(self.mv[self.start : self.end])  # occasional
-        elif need > size:
-            new = bytearray(max(need, min(size * 2, need * 2)))
-            new[:pending] = self.mv[self.start : self.end]
-            self.mv.release()
-            self.buf = new
-            self.mv = memoryview(new)
-        else:
-            return
-        self.start, self.end = 0, pending
-
-    def grow(self) -> None:
-        """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs)."""
-        if len(self.buf) < READ_BUFFER:
-            self.make_room(min(READ_BUFFER, 2 * len(self.buf)))
-
-    def shrink(self) -> None:
-        """After a frame larger than the read buffer, give the memory back once it is empty."""
-        if len(self.buf) > READ_BUFFER and self.start == self.end:
-            self.mv.release()
-            self.buf = bytearray(READ_BUFFER)
-            self.mv = memoryview(self.buf)
-            self.start = self.end = 0
 
 
 class _StreamListener:
@@ -200,7 +160,7 @@ class _StreamListener:
                     "%s: connection cap %d reached; refusing new connections (from %s first)",
                     self.endpoint.text,
                     self.cap,
-                    _peer(address),
+                    peer_name(address),
                 )
             self.refused_in_episode += 1
             return
@@ -216,7 +176,7 @@ class _StreamListener:
     def _handle(self, sock: Any, address: Any) -> None:
         owner = self.owner
         stats = owner.stats
-        peer = _peer(address) if self.endpoint.kind != "unix" else f"unix:{self.endpoint.path}"
+        peer = peer_name(address) if self.endpoint.kind != "unix" else f"unix:{self.endpoint.path}"
         stats.incr("connections_accepted", protocol=self.protocol)
         owner.senders.connected(host_of(peer))
         owner.open_connections += 1
@@ -259,7 +219,7 @@ class _StreamListener:
             stats.set("connections_open", owner.open_connections)
             try:
                 if conn is not None and conn.reset:
-                    _set_abortive_close(sock)
+                    set_abortive_close(sock)
                 sock.close()
             except OSError:
                 pass
@@ -315,7 +275,7 @@ class _StreamListener:
             try:
                 n: int = sock.recv_into(conn.mv[conn.end :])
             except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
-                if conn.end > conn.start and self._mid_record(conn):
+                if mid_record(conn, self.protocol):
                     continue  # the rest of a frame or line is on its way: wait for it
                 if not conn.fin_at:
                     self._send_fin(conn)
@@ -338,18 +298,9 @@ class _StreamListener:
             except OSError:
                 pass
 
-    def _mid_record(self, conn: _Conn) -> bool:
-        """Whether the unread bytes end inside a pickle frame or a line."""
-        if self.protocol == "pickle":
-            return True  # a decoded pickle buffer keeps only an incomplete frame
-        return conn.buf[conn.end - 1] != 0x0A
-
     def _serve_pickle(self, conn: _Conn) -> None:
-        owner = self.owner
-        encoder = owner.encoder
-        stats = owner.stats
-        max_frame = owner.config.max_frame_bytes
-        need = 4  # bytes from conn.start needed to make progress
+        max_frame = self.owner.config.max_frame_bytes
+        need = LENGTH_BYTES  # bytes from conn.start needed to make progress
         while True:
             if conn.end == len(conn.buf) or conn.start + need > len(conn.buf):
                 conn.make_room(need)
@@ -358,71 +309,80 @@ class _StreamListener:
                 break
             filled = conn.end + n == len(conn.buf)
             conn.end += n
-            buf, mv = conn.buf, conn.mv
-            ok = 0
-            while conn.end - conn.start >= 4:
-                # Hand full bodies over frame by frame, and stop decoding while the outbox is
-                # at its cap: neither one big read nor many connections that each got their
-                # read in before the gate closed may overshoot --max-buffer-bytes.
-                if encoder.ready_bodies:
-                    owner.flow.kick()
-                # (At shutdown the forwarder is draining anyway: no wait.)
-                if not owner.drain_until and not owner.flow.gate.is_set():
-                    owner.intake.settle(conn.peer)  # before other connections run
-                    _wait_for_room(owner.flow.gate)
-                (length,) = _unpack_len(buf, conn.start)
-                if length > max_frame:
-                    stats.incr("frames_received", ok, result="ok")
-                    self._oversize(conn, length, max_frame)
-                    return
-                stop = conn.start + 4 + length
-                if stop > conn.end:
-                    need = 4 + length
-                    break
-                frame = mv[conn.start + 4 : stop]
-                try:
-                    encoder.add_pickle(frame)
-                    ok += 1
-                except FrameError as exc:
-                    self._bad_frame(conn, frame, exc)
-                except Exception:  # a codec bug must not kill the connection's other frames
-                    log.exception("unexpected error decoding a frame from %s", conn.peer)
-                    stats.incr("frames_received", result="bad")
-                finally:
-                    frame.release()
-                conn.start = stop
-            else:
-                need = 4
-            owner.intake.settle(conn.peer)
-            if ok:
-                stats.incr("frames_received", ok, result="ok")
+            need = self._decode_frames(conn, max_frame)
+            if not need:
+                return  # an oversize frame: the stream cannot be resynchronised
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
             if filled:
                 conn.grow()
+            if self.owner.encoder.ready_bodies:
+                self.owner.flow.kick()
+        if conn.end > conn.start:
+            self._truncated_frame(conn)
+
+    def _decode_frames(self, conn: _Conn, max_frame: int) -> int:
+        """Decode every complete frame in the buffer; the bytes from ``conn.start`` needed for
+        the next one, or 0 after an oversize frame (the connection is to be closed)."""
+        owner = self.owner
+        encoder = owner.encoder
+        stats = owner.stats
+        buf, mv = conn.buf, conn.mv
+        ok = 0
+        need = LENGTH_BYTES
+        while conn.end - conn.start >= LENGTH_BYTES:
+            # Hand full bodies over frame by frame, and stop decoding while the outbox is at
+            # its cap: neither one big read nor many connections that each got their read in
+            # before the gate closed may overshoot --max-buffer-bytes.
             if encoder.ready_bodies:
                 owner.flow.kick()
-        leftover = conn.end - conn.start
-        if leftover:
-            stats.incr("frames_received", result="truncated")
-            stats.incr("datapoints_dropped", reason="truncated_frame")
-            head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
-            detail = f"the connection closed in the middle of a frame; {leftover} bytes discarded"
-            if looks_like_plaintext(head):  # only with a --max-frame-bytes of 512 MiB or more
-                detail += "; " + PLAINTEXT_HINT
-            owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
+            # (At shutdown the forwarder is draining anyway: no wait.)
+            if not owner.drain_until and not owner.flow.gate.is_set():
+                owner.intake.settle(conn.peer)  # before other connections run
+                _wait_for_room(owner.flow.gate)
+            try:
+                stop = frame_stop(buf, conn.start, conn.end, max_frame)
+            except OversizeFrame as exc:
+                stats.incr("frames_received", ok, result="ok")
+                self._oversize(conn, exc)
+                return 0
+            if stop > conn.end:
+                need = stop - conn.start
+                break
+            frame = mv[conn.start + LENGTH_BYTES : stop]
+            try:
+                encoder.add_pickle(frame)
+                ok += 1
+            except FrameError as exc:
+                self._bad_frame(conn, frame, exc)
+            except Exception:  # a codec bug must not kill the connection's other frames
+                log.exception("unexpected error decoding a frame from %s", conn.peer)
+                stats.incr("frames_received", result="bad")
+            finally:
+                frame.release()
+            conn.start = stop
+        owner.intake.settle(conn.peer)
+        if ok:
+            stats.incr("frames_received", ok, result="ok")
+        return need
 
-    def _oversize(self, conn: _Conn, length: int, max_frame: int) -> None:
+    def _truncated_frame(self, conn: _Conn) -> None:
+        """The sender closed in the middle of a frame: count and log what is lost."""
+        stats = self.owner.stats
+        stats.incr("frames_received", result="truncated")
+        stats.incr("datapoints_dropped", reason="truncated_frame")
+        head = conn.sample()
+        detail = truncated_detail(head, conn.end - conn.start)
+        self.owner.intake.dropped(conn.peer, "truncated_frame", head, detail)
+
+    def _oversize(self, conn: _Conn, exc: OversizeFrame) -> None:
         stats = self.owner.stats
         stats.incr("frames_received", result="oversize")
         stats.incr("datapoints_dropped", reason="oversize_frame")
-        head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
-        if looks_like_plaintext(head):
-            detail = PLAINTEXT_HINT
-        else:
-            detail = f"frame of {length} bytes over --max-frame-bytes {max_frame}"
-        self.owner.intake.dropped(conn.peer, "oversize_frame", head, detail + "; connection closed")
+        head = conn.sample()
+        detail = oversize_detail(head, exc) + "; connection closed"
+        self.owner.intake.dropped(conn.peer, "oversize_frame", head, detail)
 
     def _bad_frame(self, conn: _Conn, frame: memoryview, exc: FrameError) -> None:
         # Counted as bad_frame by the codec (and settled to this sender); here the sample.
@@ -431,9 +391,7 @@ class _StreamListener:
 
     def _serve_lines(self, conn: _Conn) -> None:
         owner = self.owner
-        encoder = owner.encoder
-        stats = owner.stats
-        skipping = False  # inside an over-long line, dropping bytes up to its newline
+        lines = LineFraming()
         while True:
             if conn.end == len(conn.buf):
                 conn.make_room(len(conn.buf))
@@ -442,49 +400,44 @@ class _StreamListener:
                 break
             filled = conn.end + n == len(conn.buf)
             conn.end += n
-            if skipping:
-                nl = conn.buf.find(b"\n", conn.start, conn.end)
-                if nl < 0:
-                    conn.start = conn.end = 0
-                    continue
-                conn.start = nl + 1
-                skipping = False
+            if lines.skip_overlong(conn):
+                continue
             if conn.end > conn.start:
-                view = conn.mv[conn.start : conn.end]
-                try:
-                    conn.start += encoder.add_lines(view)
-                finally:
-                    view.release()
-                owner.intake.settle(conn.peer)
-            if conn.end - conn.start > MAX_LINE_BYTES:
-                stats.incr("datapoints_dropped", reason="line_too_long")
-                head = bytes(conn.mv[conn.start : conn.start + SAMPLE_BYTES])
-                detail = f"line over {MAX_LINE_BYTES} bytes"
-                owner.intake.dropped(conn.peer, "line_too_long", head, detail)
-                conn.start = conn.end = 0
-                skipping = True
+                conn.start += self._decode_lines(conn)
+            head = lines.cut_overlong(conn)
+            if head is not None:
+                owner.stats.incr("datapoints_dropped", reason="line_too_long")
+                owner.intake.dropped(conn.peer, "line_too_long", head, lines.overlong_detail())
             if conn.start == conn.end:
                 conn.start = conn.end = 0
             if filled:
                 conn.grow()
-            if encoder.ready_bodies:
+            if owner.encoder.ready_bodies:
                 owner.flow.kick()
-        if conn.end > conn.start and not skipping:
-            if conn.drain_until and not conn.eof:
-                # Cut by our close, not ended by the sender: the line may be incomplete.
-                stats.incr("datapoints_dropped", reason="truncated_line")
-                head = bytes(conn.mv[conn.start : min(conn.end, conn.start + SAMPLE_BYTES)])
-                owner.intake.dropped(conn.peer, "truncated_line", head, "cut by the stop")
-            else:
-                view = conn.mv[conn.start : conn.end]
-                try:
-                    encoder.add_lines(view, final=True)
-                finally:
-                    view.release()
-                owner.intake.settle(conn.peer)
+        if conn.end > conn.start and not lines.skipping:
+            self._last_line(conn)
         conn.start = conn.end = 0
-        if encoder.ready_bodies:
+        if owner.encoder.ready_bodies:
             owner.flow.kick()
+
+    def _decode_lines(self, conn: _Conn, final: bool = False) -> int:
+        """Hand the unconsumed bytes to the codec; the bytes of the complete lines it took."""
+        view = conn.mv[conn.start : conn.end]
+        try:
+            taken: int = self.owner.encoder.add_lines(view, final=final)
+        finally:
+            view.release()
+        self.owner.intake.settle(conn.peer)
+        return taken
+
+    def _last_line(self, conn: _Conn) -> None:
+        """A line without its newline when reading ended: the sender's last one, or cut."""
+        if conn.drain_until and not conn.eof:
+            # Cut by our close, not ended by the sender: the line may be incomplete.
+            self.owner.stats.incr("datapoints_dropped", reason="truncated_line")
+            self.owner.intake.dropped(conn.peer, "truncated_line", conn.sample(), "cut by the stop")
+        else:
+            self._decode_lines(conn, final=True)
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -526,7 +479,7 @@ class _UdpListener:
 
     def _handle(self, data: bytes, address: Any) -> None:
         owner = self.owner
-        peer = _peer(address)
+        peer = peer_name(address)
         if not owner.flow.gate.is_set():
             owner.stats.incr("datapoints_dropped", reason="udp_backpressure")
             owner.intake.dropped(peer, "udp_backpressure", data[:SAMPLE_BYTES], "buffer full")
@@ -562,88 +515,6 @@ class _UdpListener:
         self.server.stop_accepting()
         self.drain()
         self.server.close()
-
-
-def _set_abortive_close(sock: Any) -> None:
-    """Make close() send RST (SO_LINGER 0) instead of FIN; see `_recv_closing`."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def bind(endpoint: Endpoint) -> socket.socket:
-    """Create and bind the listening socket of an endpoint; `StartupError` on failure."""
-    try:
-        if endpoint.kind == "unix":
-            return _bind_unix(endpoint)
-        host = endpoint.host or ("::" if endpoint.kind == "tcp6" else "0.0.0.0")
-        if endpoint.kind == "udp":
-            sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-            try:
-                sock.bind((host, endpoint.port))
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        sock = socket.socket(_family(host), socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, endpoint.port))
-            sock.listen(endpoint.backlog)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {endpoint.text!r}: {exc.strerror or exc}") from None
-
-
-def _bind_unix(endpoint: Endpoint) -> socket.socket:
-    path = endpoint.path
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartupError(f"cannot listen on {endpoint.text!r}: {path} exists, not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale socket of a process that is gone
-        else:
-            raise StartupError(f"cannot listen on {endpoint.text!r}: another process listens")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        if endpoint.mode is not None:
-            os.chmod(path, endpoint.mode)
-        sock.listen(endpoint.backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
-    """A server context from the endpoint's certKey / privateKey files."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(endpoint.cert_key, endpoint.private_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(
-            f"cannot listen on {endpoint.text!r}: certificate {endpoint.cert_key!r} / key "
-            f"{endpoint.private_key!r}: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    return ctx
 
 
 class Receivers:

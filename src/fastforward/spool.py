@@ -1,12 +1,11 @@
 """Disk spool: request bodies that could not be delivered yet, one durable file per body.
 
-Format and durability
----------------------
+Store and durability
+--------------------
 Each body is one file named ``<time_ns>-<pid>-<seq>.ffspool`` (zero-padded, so names sort
-oldest first across restarts and across worker processes sharing the directory). The file is
-a one-line text header followed by the exact JSON bytes that would be POSTed::
-
-    FFSPOOL2 <datapoints> <body length> <crc32 of the body, 8 hex digits> <tenant>\\n<body>
+oldest first across restarts and across worker processes sharing the directory), in the format
+of `spoolfile`: a one-line header (datapoints, length, CRC, tenant) and the exact JSON bytes
+that would be POSTed.
 
 The tenant is the one the body was received for; a replay POSTs the body to that tenant,
 whatever ``--tenant`` the replaying process has, so a restart with another tenant (or, with
@@ -40,10 +39,11 @@ power cut an already delivered body may be sent again, which Blueflood absorbs (
 same metric, timestamp and value).
 
 When a body is read for replay, datapoints older than ``now - max_past_ms`` are removed (they
-would only earn a 400) and counted as ``datapoints_dropped{reason=expired_in_spool}``; the
-trimmed body is written back atomically, so a later replay does not count them again. An
-entry with nothing left is deleted. The I/O here is blocking and not run in a thread: the spool
-is the rare path, and an fsync is milliseconds.
+would only earn a 400; the rule is Blueflood's, in `bodies`) and counted as
+``datapoints_dropped{reason=expired_in_spool}``; the trimmed body is written back atomically,
+so a later replay does not count them again. An entry with nothing left is deleted. The I/O
+here is blocking and not run in a thread: the spool is the rare path, and an fsync is
+milliseconds.
 
 Guarantee (README-ready)
 ------------------------
@@ -74,29 +74,44 @@ whose rejected datapoints are logged and counted).
 from __future__ import annotations
 
 import bisect
-import builtins  # inside Spool, `bytes` names its property
 import errno
 import fcntl
 import itertools
-import json
 import logging
 import os
 import re
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .bodies import BadBody, Datapoint, drop_expired, encode_body, oldest_accepted_ms, parse_body
+from .spoolfile import (
+    HEADER_MAX,
+    SpoolCorrupt,
+    check_body,
+    check_size,
+    check_tenant,
+    encode_header,
+    parse_header,
+)
 from .stats import Stats
+
+__all__ = [
+    "CORRUPT_DIR",
+    "DESTINATION_FILE",
+    "SUFFIX",
+    "Spool",
+    "SpoolCorrupt",
+    "SpoolEntry",
+    "SpoolRefused",
+    "check_tenant",
+]
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".ffspool"
 TEMP_SUFFIX = ".tmp"
 CORRUPT_DIR = "corrupt"
-_MAGIC = b"FFSPOOL2"
-_MAGIC_V1 = b"FFSPOOL1"  # no tenant: read as the opening process's tenant
-_HEADER_MAX = 320  # magic, three numbers and a tenant of up to 255 bytes
 DESTINATION_FILE = "blueflood-destination"
 PROBE_PREFIX = ".probe-"
 _NAME_RE = re.compile(r"^\d{20}-\d+-\d+\.ffspool$")
@@ -110,10 +125,6 @@ _WRITE_ERROR_EVERY_S = 60.0
 
 # Process-wide, so two Spool objects in one process (tests) never make the same name.
 _seq = itertools.count()
-
-
-class SpoolCorrupt(ValueError):
-    """A spool file that cannot be replayed; the message says why."""
 
 
 class SpoolRefused(OSError):
@@ -130,50 +141,6 @@ class SpoolEntry:
     tenant: str = ""  # where the body belongs
     _fd: int = field(repr=False, default=-1)
     _size: int = field(repr=False, default=0)
-
-
-@dataclass(frozen=True)
-class _Header:
-    datapoints: int
-    length: int
-    crc: int
-    size: int  # bytes of the header itself
-    tenant: str | None  # None: a first-format file, which names no tenant
-
-
-def _header(body: bytes, datapoints: int, tenant: str) -> bytes:
-    crc = zlib.crc32(body) & 0xFFFFFFFF
-    return b"%s %d %d %08x %s\n" % (_MAGIC, datapoints, len(body), crc, tenant.encode())
-
-
-def _parse_header(head: bytes) -> _Header:
-    """The header at the start of a file (both formats)."""
-    end = head.find(b"\n")
-    if end < 0:
-        raise SpoolCorrupt("truncated header" if len(head) < _HEADER_MAX else "no header")
-    parts = head[:end].split(b" ")
-    if parts[0] == _MAGIC and len(parts) == 5:
-        try:
-            tenant: str | None = parts[4].decode()
-        except UnicodeDecodeError:
-            raise SpoolCorrupt("bad header") from None
-    elif parts[0] == _MAGIC_V1 and len(parts) == 4:
-        tenant = None
-    else:
-        raise SpoolCorrupt("bad header")
-    try:
-        datapoints, length, crc = int(parts[1]), int(parts[2]), int(parts[3], 16)
-    except ValueError:
-        raise SpoolCorrupt("bad header") from None
-    if datapoints < 0 or length < 0:
-        raise SpoolCorrupt("bad header")
-    return _Header(datapoints, length, crc, end + 1, tenant)
-
-
-def check_tenant(tenant: str) -> None:
-    """Refuse a tenant the header cannot carry (spaces, newlines, too long)."""
-    if len(tenant.encode()) > 255 or any(c.isspace() for c in tenant):
-        raise ValueError(f"tenant {tenant!r} cannot be stored in a spool header")
 
 
 def _try_lock(fd: int) -> bool:
@@ -250,7 +217,7 @@ class Spool:
     # -- public API ---------------------------------------------------------------------------
 
     @property
-    def bytes(self) -> int:
+    def disk_bytes(self) -> int:
         """Bytes of spool files known to this process (its own and other workers')."""
         return self._bytes
 
@@ -263,10 +230,10 @@ class Spool:
         """True from a refused ``put`` (no room) until a ``put`` succeeds again."""
         return self._full_refusals > 0
 
-    def put(self, body: builtins.bytes, datapoints: int, tenant: str | None = None) -> bool:
+    def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool:
         """Store one body of ``tenant`` (default: the spool's) durably; False when the spool is
         full or the disk write failed."""
-        header = _header(body, datapoints, self.tenant if tenant is None else tenant)
+        header = encode_header(body, datapoints, self.tenant if tenant is None else tenant)
         size = len(header) + len(body)
         if self._bytes + size > self.max_bytes:
             self._rescan()  # other workers may have freed space meanwhile
@@ -283,18 +250,29 @@ class Spool:
         try:
             name = self._write_new(header + body)
         except OSError as exc:
-            self._write_failures += 1
-            now = time.monotonic()
-            if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
-                self._write_failure_logged = now
-                log.error(
-                    "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
-                    "memory, a stop that cannot write them counts them as lost)",
-                    self.directory,
-                    exc,
-                    self._write_failures,
-                )
+            self._write_failed(exc)
             return False
+        self._writable_again()
+        self._add(name, size)
+        self._stats.incr("spool_written_bodies")
+        self._publish()
+        return True
+
+    def _write_failed(self, exc: OSError) -> None:
+        self._write_failures += 1
+        now = time.monotonic()
+        if now - self._write_failure_logged >= _WRITE_ERROR_EVERY_S:
+            self._write_failure_logged = now
+            log.error(
+                "spool write to %s failed: %s (%d failed writes so far; bodies stay in "
+                "memory, a stop that cannot write them counts them as lost)",
+                self.directory,
+                exc,
+                self._write_failures,
+            )
+
+    def _writable_again(self) -> None:
+        """A put succeeded: end the episodes of failed writes and of a full spool."""
         if self._write_failures:
             log.warning(
                 "spool %s writable again after %d failed writes",
@@ -308,10 +286,6 @@ class Spool:
                 "spool accepting bodies again after refusing %d while full", self._full_refusals
             )
             self._full_refusals = 0
-        self._add(name, size)
-        self._stats.incr("spool_written_bodies")
-        self._publish()
-        return True
 
     def oldest(self) -> SpoolEntry | None:
         """Claim and return the oldest replayable entry, or None when there is none."""
@@ -415,7 +389,7 @@ class Spool:
         pid = os.getpid()  # not cached: a Spool used after fork must not reuse its parent's names
         return f"{now:020d}-{pid}-{seq:08d}{SUFFIX}", f".{pid}-{seq}{TEMP_SUFFIX}"
 
-    def _write_temp(self, temp: str, data: builtins.bytes) -> int:
+    def _write_temp(self, temp: str, data: bytes) -> int:
         """Write and fsync a temp file; return its fd, still locked."""
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -428,7 +402,7 @@ class Spool:
             raise
         return fd
 
-    def _write_new(self, data: builtins.bytes) -> str:
+    def _write_new(self, data: bytes) -> str:
         name, tname = self._new_name()
         temp = os.path.join(self.directory, tname)
         final = os.path.join(self.directory, name)
@@ -486,7 +460,7 @@ class Spool:
                     continue
                 self._check_on_open(name)
         self._rescan(force=True)
-        log.info("spool %s: %d files, %d bytes", self.directory, self.files, self.bytes)
+        log.info("spool %s: %d files, %d bytes", self.directory, self.files, self.disk_bytes)
         if self._first_format:
             log.warning(
                 "spool %s: %d files of the first format name no tenant; they are replayed to "
@@ -521,10 +495,8 @@ class Spool:
         if fd < 0:
             return
         try:
-            st = os.fstat(fd)
-            h = _parse_header(os.pread(fd, _HEADER_MAX, 0))
-            if st.st_size != h.size + h.length:
-                raise SpoolCorrupt(f"size {st.st_size}, header says {h.size + h.length}")
+            h = parse_header(os.pread(fd, HEADER_MAX, 0))
+            check_size(h, os.fstat(fd).st_size)
             if h.tenant is None:
                 self._first_format += 1
         except SpoolCorrupt as exc:
@@ -612,31 +584,20 @@ class Spool:
 
     def _read(self, name: str, path: str, fd: int) -> SpoolEntry | None:
         try:
-            h = _parse_header(os.pread(fd, _HEADER_MAX, 0))
-            datapoints, length, crc, hlen = h.datapoints, h.length, h.crc, h.size
+            h = parse_header(os.pread(fd, HEADER_MAX, 0))
             size = os.fstat(fd).st_size
-            # Checked before reading, so a bogus header never makes us read a huge file.
-            if size != hlen + length:
-                raise SpoolCorrupt(f"file is {size} bytes, header says {hlen + length}")
-            body = _read_exact(fd, hlen, length)
-            if len(body) != length:
-                raise SpoolCorrupt(f"body is {len(body)} bytes, header says {length}")
-            if zlib.crc32(body) & 0xFFFFFFFF != crc:
-                raise SpoolCorrupt("checksum mismatch")
-            try:
-                points = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise SpoolCorrupt(f"body is not JSON: {exc}") from None
-            if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
-                raise SpoolCorrupt("body is not a JSON array of objects")
-        except SpoolCorrupt as exc:
+            check_size(h, size)  # before reading: a bogus header never reads a huge file
+            body = _read_exact(fd, h.size, h.length)
+            check_body(h, body)
+            points = parse_body(body)
+        except (SpoolCorrupt, BadBody) as exc:
             self._move_aside(path, str(exc))
             return None
         except OSError as exc:
             log.error("spool: cannot read %s: %s", path, exc)
             return None
         tenant = h.tenant or self.tenant  # none recorded (first format, or a test's spool)
-        entry = SpoolEntry(body, datapoints, path, tenant, fd, size)
+        entry = SpoolEntry(body, h.datapoints, path, tenant, fd, size)
         kept = self._unexpired(points)
         if len(kept) == len(points):
             return entry
@@ -648,27 +609,16 @@ class Spool:
         if not kept:
             _unlink_quiet(path)
             return None
-        body = json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
-        return self._rewrite(entry, body, len(kept))
+        return self._rewrite(entry, encode_body(kept), len(kept))
 
-    def _unexpired(self, points: list[dict[str, object]]) -> list[dict[str, object]]:
-        if self.max_past_ms < 0:
+    def _unexpired(self, points: list[Datapoint]) -> list[Datapoint]:
+        if self.max_past_ms < 0:  # expiry off
             return points
-        oldest = int(self._clock() * 1000) - self.max_past_ms
-        kept = []
-        for p in points:
-            t = p.get("collectionTime")
-            # Anything not a plain number is left for Blueflood to judge.
-            if isinstance(t, (int, float)) and not isinstance(t, bool) and t < oldest:
-                continue
-            kept.append(p)
-        return kept
+        return drop_expired(points, oldest_accepted_ms(self._clock(), self.max_past_ms))
 
-    def _rewrite(
-        self, entry: SpoolEntry, body: builtins.bytes, datapoints: int
-    ) -> SpoolEntry | None:
+    def _rewrite(self, entry: SpoolEntry, body: bytes, datapoints: int) -> SpoolEntry | None:
         """Replace a claimed file by its trimmed body, atomically and still claimed."""
-        data = _header(body, datapoints, entry.tenant) + body
+        data = encode_header(body, datapoints, entry.tenant) + body
         _name, tname = self._new_name()
         temp = os.path.join(self.directory, tname)
         try:

@@ -441,7 +441,7 @@ class Supervisor:
     # -- start ------------------------------------------------------------------------------
 
     def _bind(self) -> None:
-        from .receiver import bind, tls_context  # noqa: PLC0415 - imports ssl: after the patch
+        from .sockets import bind, tls_context  # noqa: PLC0415 - imports ssl: after the patch
 
         for endpoint, _protocol in self.config.listeners():
             if endpoint.text in self.sockets:

@@ -1,0 +1,173 @@
+"""Carbon's stream framing over a read buffer, without sockets.
+
+A stream connection reads into one `ReadBuffer`; what is between ``start`` and ``end`` is
+received and not consumed yet. Two framings cut it into records:
+
+- pickle: a 4-byte big-endian length, then that many bytes of pickle (`frame_stop`); a length
+  over ``--max-frame-bytes`` ends the connection (`OversizeFrame`);
+- plaintext: lines ending in ``\\n``, split by the codec's ``add_lines``; a line longer than
+  `MAX_LINE_BYTES` is dropped up to its newline (`LineFraming`).
+
+`mid_record` says whether unconsumed bytes end inside a record: a close on purpose
+(``--max-connection-age``, the shutdown drain) waits for a record boundary so it cuts nothing.
+The receiver keeps the sockets, greenlets and backpressure; everything here is plain data.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ._codec_rules import LOOKS_LIKE_PLAINTEXT, looks_like_plaintext
+
+# A connection starts small (a thousand idle relays must not cost 256 MiB) and its buffer
+# doubles while reads fill it, up to READ_BUFFER, where one recv takes ~8 frames of 500.
+INITIAL_BUFFER = 16 * 1024
+READ_BUFFER = 256 * 1024
+MAX_LINE_BYTES = 65_536
+LENGTH_BYTES = 4  # the pickle frame's length prefix
+SAMPLE_BYTES = 64  # of a refused, oversize or truncated frame, for the log and /debug/rejects
+PLAINTEXT_HINT = f"{LOOKS_LIKE_PLAINTEXT}: use --protocol line or --line-endpoint"
+
+_unpack_len = struct.Struct("!I").unpack_from
+
+
+class ReadBuffer:
+    """Bytes read from one connection: ``buf[start:end]`` is received and not yet consumed.
+
+    Reads go into ``mv[end:]`` (a memoryview, so ``recv_into`` copies nothing) and records are
+    handed on as slices of ``mv``. The unread tail moves to the front only when needed.
+    """
+
+    __slots__ = ("buf", "mv", "start", "end")
+
+    def __init__(self, size: int = INITIAL_BUFFER) -> None:
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def sample(self) -> bytes:
+        """The first unconsumed bytes (at most SAMPLE_BYTES), for a log line or a reject."""
+        return bytes(self.mv[self.start : min(self.end, self.start + SAMPLE_BYTES)])
+
+    def make_room(self, need: int) -> None:
+        """Make sure `need` bytes from `start` fit; move the tail down or grow the buffer."""
+        size = len(self.buf)
+        pending = self.end - self.start
+        if need <= size and self.start > 0 and (self.end == size or self.start + need > size):
+            self.buf[:pending] = bytes(self.mv[self.start : self.end])  # occasional
+        elif need > size:
+            new = bytearray(max(need, min(size * 2, need * 2)))
+            new[:pending] = self.mv[self.start : self.end]
+            self.mv.release()
+            self.buf = new
+            self.mv = memoryview(new)
+        else:
+            return
+        self.start, self.end = 0, pending
+
+    def grow(self) -> None:
+        """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs)."""
+        if len(self.buf) < READ_BUFFER:
+            self.make_room(min(READ_BUFFER, 2 * len(self.buf)))
+
+    def shrink(self) -> None:
+        """After a frame larger than the read buffer, give the memory back once it is empty."""
+        if len(self.buf) > READ_BUFFER and self.start == self.end:
+            self.mv.release()
+            self.buf = bytearray(READ_BUFFER)
+            self.mv = memoryview(self.buf)
+            self.start = self.end = 0
+
+
+# -- pickle -------------------------------------------------------------------------------------
+
+
+class OversizeFrame(ValueError):
+    """A length prefix over ``--max-frame-bytes``: the stream cannot be resynchronised."""
+
+    def __init__(self, length: int, max_frame: int) -> None:
+        super().__init__(f"frame of {length} bytes over --max-frame-bytes {max_frame}")
+        self.length = length
+
+
+def frame_stop(buf: bytearray, start: int, end: int, max_frame: int) -> int:
+    """Where the pickle frame that begins at `start` ends.
+
+    Until its length prefix is complete that is ``start + LENGTH_BYTES``; after, the end of
+    its payload, ``buf[start + LENGTH_BYTES : stop]``. The frame is complete when
+    ``stop <= end``; otherwise ``stop - start`` bytes from `start` are needed. Raises
+    `OversizeFrame` for a length over `max_frame`.
+    """
+    if end - start < LENGTH_BYTES:
+        return start + LENGTH_BYTES
+    (length,) = _unpack_len(buf, start)
+    if length > max_frame:
+        raise OversizeFrame(length, max_frame)
+    return start + LENGTH_BYTES + length
+
+
+def oversize_detail(sample: bytes, exc: OversizeFrame) -> str:
+    """Why a frame was refused: plaintext sent to the pickle port is the usual cause."""
+    return PLAINTEXT_HINT if looks_like_plaintext(sample) else str(exc)
+
+
+def truncated_detail(sample: bytes, leftover: int) -> str:
+    """Why the bytes of a frame cut by the sender's close were dropped."""
+    detail = f"the connection closed in the middle of a frame; {leftover} bytes discarded"
+    if looks_like_plaintext(sample):  # only with a --max-frame-bytes of 512 MiB or more
+        detail += "; " + PLAINTEXT_HINT
+    return detail
+
+
+# -- plaintext ----------------------------------------------------------------------------------
+
+
+class LineFraming:
+    """The state of one plaintext stream beside the codec's line splitting: whether it is
+    inside an over-long line, whose bytes are dropped up to its newline."""
+
+    __slots__ = ("max_line", "skipping")
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self.skipping = False
+
+    def skip_overlong(self, rb: ReadBuffer) -> bool:
+        """Drop the rest of an over-long line from `rb`; True if no newline ended it yet
+        (everything was dropped and there is nothing else to look at)."""
+        if not self.skipping:
+            return False
+        nl = rb.buf.find(b"\n", rb.start, rb.end)
+        if nl < 0:
+            rb.start = rb.end = 0
+            return True
+        rb.start = nl + 1
+        self.skipping = False
+        return False
+
+    def cut_overlong(self, rb: ReadBuffer) -> bytes | None:
+        """After the complete lines were consumed: if what is left is already longer than a
+        line may be, drop it, skip to its newline, and return its sample; else None."""
+        if rb.end - rb.start <= self.max_line:
+            return None
+        sample = rb.sample()
+        rb.start = rb.end = 0
+        self.skipping = True
+        return sample
+
+    def overlong_detail(self) -> str:
+        return f"line over {self.max_line} bytes"
+
+
+def mid_record(rb: ReadBuffer, protocol: str) -> bool:
+    """Whether the unconsumed bytes of `rb` end inside a pickle frame or a line.
+
+    The receiver decodes every complete frame it holds, so any pickle bytes left are part of
+    an incomplete one; plaintext is at a boundary when its last byte is a newline.
+    """
+    if rb.end <= rb.start:
+        return False
+    if protocol == "pickle":
+        return True
+    return rb.buf[rb.end - 1] != 0x0A
