@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastforward.routing import Router, SeenSet, SeriesBudget, TopPrefixes, parse_rules
 
 
@@ -101,7 +103,7 @@ def test_router_budget_5000_new_names_under_1000_per_minute():
     assert (refused.drop, refused.tenant, refused.rule) == ("series_budget", "1", 0)
     assert all(r.decide(name).drop is None for name in existing)  # existing series unaffected
     assert r.decide("other.x").drop is None  # names outside the rule have no budget
-    report = r.series_report()
+    report = json.loads(json.dumps(r.series_report()))  # what GET /debug/series serves
     assert [(x["rule"], x["match"]) for x in report] == [(1, "prefix:app.")]
     assert report[0]["new_this_minute"] == 1000 and report[0]["refused_this_minute"] == 4001
     assert report[0]["top_prefixes"][0] == {"prefix": "app.burst", "new_series": 1000, "error": 0}

@@ -13,10 +13,11 @@ default 1,048,576 slots that is 8 MiB per budgeted rule, whatever the cardinalit
   budget left, and it stops being "new" as soon as it is admitted again.
 
 `SeriesBudget` lets names it has seen through untouched and admits at most ``limit`` never-seen
-names per clock minute; further new names are refused until the next minute (a refused name is
-not remembered, so it is new again, and admitted, once a later minute has budget). For the first
-``warmup_seconds`` after start it only learns: every series already flowing is new to a freshly
-started process, and refusing them would drop existing series after every restart.
+names per minute of its clock (injected; the wall clock by default, minutes as users read them);
+further new names are refused until the next minute (a refused name is not remembered, so it is
+new again, and admitted, once a later minute has budget). For the first ``warmup_seconds``
+after start it only learns: every series already flowing is new to a freshly started process,
+and refusing them would drop existing series after every restart.
 
 `TopPrefixes` is a space-saving top-k: at most k counters, the counts exact for prefixes that
 never left the table and over-estimated by at most the reported ``error`` otherwise.
@@ -107,7 +108,7 @@ class SeriesBudget:
         self,
         limit: int,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         capacity: int = 1 << 20,
         warmup_seconds: float = 300.0,
         top_k: int = 20,

@@ -15,7 +15,9 @@ the same as trying every rule in file order (tests/test_rules_router.py checks i
 
 Decisions are cached per name in two generations of at most ``cache_size // 2`` names each: a
 name seen recently costs one dict lookup; when the young generation is full it becomes the old
-one and the previous old one is forgotten (an approximate LRU with a hard bound).
+one and the previous old one is forgotten (an approximate LRU with a hard bound). Names a
+series budget refused are kept apart (at most ``cache_size // 2`` more, cleared when full), so
+they are not decided again while their datapoints keep arriving, and not cached as admitted.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class Router:
         tags: str = "keep",
         schemas: Schemas | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         previous: Router | None = None,
         budget_options: dict[str, object] | None = None,
     ) -> None:
