@@ -65,6 +65,17 @@ def test_check_a_bad_file_names_the_line_and_exits_2(tmp_path):
     assert f"{rules}:18: rule 4: 'rewrite' needs a regex rule" in proc.stderr
 
 
+def test_check_lists_every_bad_rule(tmp_path):
+    text = '[[rule]]\nmatch = "regex:("\n\n[[rule]]\nmatch = "tag:x"\n'
+    rules = write(tmp_path, "rules.toml", text)
+    proc = rules_cmd("check", rules)
+    assert proc.returncode == 2
+    errors = proc.stderr.splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"fastforward rules: {rules}:2: rule 1: bad regex")
+    assert errors[1].startswith(f"fastforward rules: {rules}:5: rule 2:")
+
+
 def test_check_a_bad_schemas_file_exits_2(tmp_path):
     rules = write(tmp_path, "rules.toml", RULES)
     schemas = write(tmp_path, "s.conf", "[a]\npattern = ^a\nretentions = 1m:1q\n")

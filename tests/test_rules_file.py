@@ -196,3 +196,14 @@ def test_a_failed_reload_leaves_the_old_rules_in_use(tmp_path):
     except RulesError as exc:
         assert ":6: rule 2: bad regex" in str(exc)
     assert [r.tenant for r in current.rules] == ["1"]
+
+
+def test_every_bad_rule_is_listed_and_the_message_stays_one_line():
+    text = (
+        '[[rule]]\nmatch = "regex:("\n\n[[rule]]\nmatch = "*"\n\n[[rule]]\nttl = 0\nmatch = "*"\n'
+    )
+    with pytest.raises(RulesError) as info:
+        parse_rules(text, "rules.toml")
+    assert [e.split(" rule")[0] for e in info.value.errors] == ["rules.toml:2:", "rules.toml:8:"]
+    assert "\n" not in str(info.value)
+    assert str(info.value).endswith("(and 1 more: 'fastforward rules check' lists them)")

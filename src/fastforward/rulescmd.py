@@ -60,7 +60,11 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)  # exits 2 on bad usage, as argparse does
     try:
         rules, schemas = _load(args)
-    except (RulesError, SchemasError) as exc:
+    except RulesError as exc:
+        for error in exc.errors:
+            print(f"fastforward rules: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SchemasError as exc:
         print(f"fastforward rules: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check":

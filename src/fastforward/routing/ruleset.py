@@ -48,7 +48,18 @@ _GROUP_REF = re.compile(r"\\(?:g<([^>]*)>|(\d{1,2}))")
 
 
 class RulesError(ValueError):
-    """A rules file that cannot be used; the message names the file and line."""
+    """A rules file that cannot be used; the message names the file and line.
+
+    `errors` lists every problem found (one per rule at most); the message is the first one,
+    on one line, with a count of the others, as a refusal at start or reload is logged.
+    """
+
+    def __init__(self, *errors: str) -> None:
+        self.errors = list(errors)
+        message = errors[0]
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more: 'fastforward rules check' lists them)"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,15 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     # Rule N's header line, when the file spells every rule as [[rule]] (it may not: an inline
     # array `rule = [{...}]` is valid TOML too; its errors then name the rule only).
     starts = headers if len(headers) == len(raw) else [0] * len(raw)
-    rules = tuple(_rule(i, r, source, lines, starts) for i, r in enumerate(raw))
-    return Rules(rules, source, tuple(_warnings(rules, source)))
+    rules, errors = [], []
+    for i, r in enumerate(raw):
+        try:
+            rules.append(_rule(i, r, source, lines, starts))
+        except RulesError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise RulesError(*errors)
+    return Rules(tuple(rules), source, tuple(_warnings(tuple(rules), source)))
 
 
 def _at(source: str, line: int, message: str) -> str:
