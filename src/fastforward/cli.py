@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .send import main as send_main  # noqa: PLC0415 - subcommand: plain sockets only
 
         return send_main(args[1:])
+    if args and args[0] == "rules":
+        from .rulescmd import main as rules_main  # noqa: PLC0415 - subcommand, loaded on use
+
+        return rules_main(args[1:])
     if args and args[0] == "decode":
         from .decode import main as decode_main  # noqa: PLC0415 - subcommand, loaded on use
 
