@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from fastforward import cli, send
-from fastforward.config import OPTIONS, help_text
+from fastforward.config import OPTIONS
+from fastforward.manpage import help_text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
