@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from . import twistd
+from . import checks, twistd
 from .endpoints import Endpoint, parse_endpoint
 from .errors import ConfigError
 from .options import (
     ENV_PREFIX,
     Option,
     add_argument,
-    at_least,
-    between,
     convert,
     did_you_mean,
     option,
@@ -55,15 +51,6 @@ __all__ = [
 INI_SECTION = "blueflood_carbon_forwarder"
 DEFAULT_AUTH_URL = "https://identity.api.rackspacecloud.com/v2.0/tokens"
 SAFE_BODY_BYTES = 1_000_000  # what --limit 0 means: under Blueflood's 1 MiB content cap
-MAX_BODY_BYTES = 1_048_576  # Blueflood answers 413 above this
-PROTOCOLS = {
-    "metricpicklereceiver": "MetricPickleReceiver",
-    "pickle": "MetricPickleReceiver",
-    "metriclinereceiver": "MetricLineReceiver",
-    "line": "MetricLineReceiver",
-    "plaintext": "MetricLineReceiver",
-}
-LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 # FASTFORWARD_* names that are not options but are known: the build switches of setup.py and
 # codec.py, compression.py's choice of gzip, the Docker build argument, and the variables of
 # the test suite (a prefix).
@@ -83,118 +70,6 @@ class UsageError(ConfigError):
 
 
 # ---------------------------------------------------------------------------------------------
-# checks of one value each; the field name comes first, as `options.Check` says
-
-
-def _protocol(_name: str, value: Any) -> str:
-    proto = PROTOCOLS.get(str(value).strip().lower())
-    if proto is None:
-        raise ConfigError(f"--protocol {value!r}: use MetricPickleReceiver or MetricLineReceiver")
-    return proto
-
-
-def _endpoints(_name: str, value: list[str]) -> list[str]:
-    for text in value:
-        parse_endpoint(text)  # raises ConfigError naming the string
-    return value
-
-
-def _admin_endpoint(_name: str, value: str) -> str:
-    if value and parse_endpoint(value).kind not in ("tcp", "tcp6"):
-        raise ConfigError(f"--admin-endpoint {value!r}: must be tcp: or tcp6:")
-    return value
-
-
-def _blueflood(_name: str, value: Any) -> str:
-    return blueflood_url(str(value))
-
-
-def _tenant(_name: str, value: Any) -> str:
-    tenant = str(value).strip()
-    if any(c in tenant for c in "/.?#%") or any(c.isspace() for c in tenant):
-        raise ConfigError(
-            f"--tenant {tenant!r}: must not contain '/', '.', '?', '#', '%' or spaces"
-        )
-    if len(tenant.encode()) > 255:
-        raise ConfigError(f"--tenant {tenant[:20]!r}...: longer than 255 bytes")
-    return tenant
-
-
-def _body_limit(_name: str, value: int) -> int:
-    if value < 0:
-        raise ConfigError(f"--limit {value!r}: must be 0 (1,000,000) or a byte count")
-    if value > MAX_BODY_BYTES:
-        raise ConfigError(
-            f"--limit {value!r}: Blueflood refuses bodies over {MAX_BODY_BYTES} bytes"
-        )
-    return value
-
-
-def _http_url(name: str, value: Any) -> str:
-    if not str(value).startswith(("http://", "https://")):
-        raise ConfigError(f"--{name} {value!r}: not an http(s) URL")
-    return str(value)
-
-
-def _workers(_name: str, value: Any) -> str:
-    workers = str(value).strip().lower()
-    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
-        raise ConfigError(f"--workers {value!r}: a positive number or 'auto'")
-    return workers
-
-
-def _log_level(_name: str, value: Any) -> str:
-    level = str(value).strip().lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"--log-level {value!r}: use one of {', '.join(LOG_LEVELS)}")
-    return level
-
-
-# A scheme-less host[:port], as the original docker image's default `localhost:19000`.
-_BARE_HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
-# A path that already holds the API part fastforward appends (/v2.0/TENANT/ingest).
-_API_PATH = re.compile(r"/v\d+(?:\.\d+)?(?:/|$)|/ingest(?:/|$)")
-
-
-def blueflood_url(raw: str) -> str:
-    """The normalised --blueflood base URL (scheme, host, port, optional proxy path), or
-    ConfigError naming what is wrong with it; "-" (dry run) passes through."""
-    text = raw.strip()
-    if text == "-":
-        return text
-    shown = f"--blueflood {raw!r}"
-    if any(c.isspace() for c in text):
-        raise ConfigError(f"{shown}: contains spaces")
-    if "://" not in text:
-        text = text.rstrip("/")
-        if not _BARE_HOST.fullmatch(text):
-            raise ConfigError(f"{shown}: not a URL; expected http://HOST:PORT (no '://' in it)")
-        text = "http://" + text
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ConfigError(f"{shown}: the scheme must be http or https, not {parts.scheme!r}")
-    if not parts.hostname:
-        raise ConfigError(f"{shown}: no host name; expected {scheme}://HOST:PORT")
-    try:
-        port = parts.port
-    except ValueError:
-        port_text = parts.netloc.rsplit(":", 1)[-1]
-        raise ConfigError(f"{shown}: port {port_text!r} is not a number from 1 to 65535") from None
-    if port == 0 or parts.netloc.endswith(":"):
-        raise ConfigError(f"{shown}: the port is missing or 0")
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise ConfigError(f"{shown}: a base URL has no query or fragment")
-    path = parts.path.rstrip("/")
-    if _API_PATH.search(path):
-        raise ConfigError(
-            f"{shown}: give the base URL only ({scheme}://HOST:PORT); fastforward appends "
-            f"/v2.0/TENANT/ingest itself, so the path {parts.path!r} would double it"
-        )
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
-
-
-# ---------------------------------------------------------------------------------------------
 # the settings; the order of the fields is the order of --help and the README within a section
 
 
@@ -208,7 +83,7 @@ class Config:
         short="e",
         metavar="ENDPOINT",
         section="listening",
-        check=_endpoints,
+        check=checks.endpoints,
         help="Twisted endpoint string to listen on with --protocol; repeatable (tcp:PORT, "
         "tcp:port=PORT:interface=ADDR, tcp6:, unix:PATH, udp:PORT, "
         "ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem). In the environment and the config "
@@ -218,7 +93,7 @@ class Config:
         "MetricPickleReceiver",
         metavar="CLASS",
         section="listening",
-        check=_protocol,
+        check=checks.protocol,
         help="Protocol of the --endpoint listeners: MetricPickleReceiver (carbon pickle, what "
         "carbon-relay sends) or MetricLineReceiver (plaintext lines); 'pickle' and 'line' "
         "also work.",
@@ -227,7 +102,7 @@ class Config:
         [],
         metavar="ENDPOINT",
         section="listening",
-        check=_endpoints,
+        check=checks.endpoints,
         help="Extra plaintext listener (tcp:2003, udp:2003, ...), on top of --endpoint; "
         "repeatable.",
     )
@@ -237,7 +112,7 @@ class Config:
         short="b",
         metavar="URL",
         section="blueflood",
-        check=_blueflood,
+        check=checks.blueflood,
         help="Blueflood ingest URL (scheme, host, port); bodies are POSTed to "
         "URL/v2.0/TENANT/ingest. '-' is a dry run: bodies are written to stdout.",
     )
@@ -246,7 +121,7 @@ class Config:
         short="t",
         metavar="TENANT",
         section="blueflood",
-        check=_tenant,
+        check=checks.tenant,
         help="Blueflood tenant ID (required unless dry run).",
     )
     metric_prefix: str = option(
@@ -260,7 +135,7 @@ class Config:
         86400,
         metavar="SECONDS",
         section="blueflood",
-        check=between(1, 2147483646),
+        check=checks.between(1, 2147483646),
         help="TTL of the metrics in Blueflood, seconds.",
     )
     interval: float = option(
@@ -268,14 +143,14 @@ class Config:
         short="i",
         metavar="SECONDS",
         section="blueflood",
-        check=at_least(0.001),
+        check=checks.at_least(0.001),
         help="Seconds between flushes; a full body is sent at once without waiting.",
     )
     limit: int = option(
         0,
         metavar="BYTES",
         section="blueflood",
-        check=_body_limit,
+        check=checks.body_limit,
         help="Maximum JSON body size, bytes; 0 means 1,000,000 (the original: no limit). "
         "Blueflood refuses bodies over 1,048,576, so more is refused here.",
     )
@@ -283,7 +158,7 @@ class Config:
         5000,
         metavar="N",
         section="blueflood",
-        check=between(1, 1_000_000),
+        check=checks.between(1, 1_000_000),
         help="Maximum datapoints in one body.",
     )
     overwrite_collection_timestamp: bool = option(
@@ -298,14 +173,14 @@ class Config:
         4,
         metavar="N",
         section="blueflood",
-        check=between(1, 1024),
+        check=checks.between(1, 1024),
         help="POST requests in flight at once.",
     )
     request_timeout: float = option(
         30.0,
         metavar="SECONDS",
         section="blueflood",
-        check=at_least(0.001),
+        check=checks.at_least(0.001),
         help="Timeout of one POST, seconds.",
     )
     # auth
@@ -336,7 +211,7 @@ class Config:
         DEFAULT_AUTH_URL,
         metavar="URL",
         section="auth",
-        check=_http_url,
+        check=checks.http_url,
         help="Identity v2.0 token URL.",
     )
     # limits
@@ -344,28 +219,28 @@ class Config:
         1_048_576,
         metavar="BYTES",
         section="limits",
-        check=between(16, 1 << 30),
+        check=checks.between(16, 1 << 30),
         help="Largest pickle frame accepted; a longer one is logged and its connection closed.",
     )
     max_connections: int = option(
         1024,
         metavar="N",
         section="limits",
-        check=between(1, 1_000_000),
+        check=checks.between(1, 1_000_000),
         help="Open connections per listener; more are refused (closed at once) and counted.",
     )
     idle_timeout: float = option(
         300.0,
         metavar="SECONDS",
         section="limits",
-        check=at_least(0),
+        check=checks.at_least(0),
         help="Close a connection that sends nothing for this many seconds; 0 disables.",
     )
     max_connection_age: float = option(
         0.0,
         metavar="SECONDS",
         section="limits",
-        check=at_least(0),
+        check=checks.at_least(0),
         help="Close a client connection gracefully after this many seconds (+-10% jitter), at "
         "a frame or line boundary, so senders reconnect and a load balancer can rebalance; "
         "0 disables.",
@@ -374,7 +249,7 @@ class Config:
         50_000_000,
         metavar="BYTES",
         section="limits",
-        check=at_least(1_048_576),
+        check=checks.at_least(1_048_576),
         help="Memory cap on bodies waiting and in flight; at the cap, reading from sockets "
         "pauses (TCP backpressure) instead of dropping.",
     )
@@ -396,7 +271,7 @@ class Config:
         30.0,
         metavar="SECONDS",
         section="reliability",
-        check=at_least(0),
+        check=checks.at_least(0),
         help="On SIGTERM/SIGINT: seconds to deliver what is buffered before exiting.",
     )
     spool_dir: str = option(
@@ -409,14 +284,14 @@ class Config:
         1_000_000_000,
         metavar="BYTES",
         section="reliability",
-        check=at_least(1),
+        check=checks.at_least(1),
         help="Disk spool size cap.",
     )
     admin_endpoint: str = option(
         "",
         metavar="ENDPOINT",
         section="reliability",
-        check=_admin_endpoint,
+        check=checks.admin_endpoint,
         help="Serve /metrics (Prometheus) and /health here, e.g. "
         "tcp:port=9108:interface=127.0.0.1; off when empty.",
     )
@@ -430,7 +305,7 @@ class Config:
         "1",
         metavar="N",
         section="reliability",
-        check=_workers,
+        check=checks.workers,
         help="Worker processes sharing the listeners, or 'auto'.",
     )
     # logging
@@ -447,7 +322,7 @@ class Config:
         "info",
         metavar="LEVEL",
         section="logging",
-        check=_log_level,
+        check=checks.log_level,
         help="debug, info, warn, error or critical; TWISTED_LOG_LEVEL is read too.",
     )
     pidfile: str = option(

@@ -28,8 +28,6 @@ __all__ = [
     "Kind",
     "Option",
     "add_argument",
-    "at_least",
-    "between",
     "convert",
     "did_you_mean",
     "option",
@@ -205,26 +203,6 @@ def _to_int(raw: str) -> int:
     if not n.is_integer():
         raise ValueError(raw)
     return int(n)
-
-
-def between(lo: float, hi: float) -> Check:
-    """A check refusing values outside [lo, hi], naming the option and the value."""
-    return _bounds(lo, hi)
-
-
-def at_least(lo: float) -> Check:
-    """A check refusing values under lo, naming the option and the value."""
-    return _bounds(lo, None)
-
-
-def _bounds(lo: float, hi: float | None) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value < lo or (hi is not None and value > hi):
-            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-            raise ConfigError(f"--{name} {value!r}: must be {bound}")
-        return value
-
-    return check
 
 
 def did_you_mean(name: str, candidates: Sequence[str], show: Callable[[str], str] = str) -> str:
