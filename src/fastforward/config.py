@@ -1,10 +1,11 @@
-"""fastforward's settings: the `Config` dataclass, whose fields ARE the options, their checks,
-and `load`, the merge of command line, environment and INI file.
+"""fastforward's settings: the `Config` dataclass, whose fields are the options, and `load`, the
+merge of command line, environment and INI file into one validated `Config`.
 
 Each setting is written once, as a `Config` field declared with `option(...)` (flags, help,
-section, check); `OPTIONS` is derived from the fields, and the argparse parser, the environment
-and INI readers, ``--help`` and the README tables (`manpage.py`) and the options of
-`fastforward decode` are derived from `OPTIONS`. twistd's command-line layout is `twistd.py`'s.
+section, and its rule from `checks.py`); `OPTIONS` is derived from the fields, and the argparse
+parser, the environment and INI readers, ``--help`` and the README tables (`manpage.py`) and the
+options of `fastforward decode` are derived from `OPTIONS`. twistd's command-line layout is
+`twistd.py`'s.
 
 Precedence, highest first: command line, environment (``FASTFORWARD_<NAME>``), config file
 (``-c``), defaults. The original twistd plugin let the config file override the command line;
@@ -372,6 +373,9 @@ class Config:
         return out
 
 
+_DEFAULTS = Config()
+
+
 def _window_ms(seconds: float) -> int:
     """--max-past / --max-future in the encoder's milliseconds; any negative value disables."""
     return -1 if seconds < 0 else int(seconds * 1000)
@@ -387,7 +391,7 @@ SWITCHES: tuple[Option, ...] = (
         metavar="FILE",
         section="listening",
         field=False,
-        help="INI config file; only its [blueflood_carbon_forwarder] section is read, with the "
+        help=f"INI config file; only its [{INI_SECTION}] section is read, with the "
         "long option names as keys (the original's example.conf works as is).",
     ),
     Option(
@@ -431,9 +435,6 @@ def validate(values: Mapping[str, Any]) -> Config:
     if not v["endpoint"] and not v["line_endpoint"]:
         raise ConfigError("--endpoint: at least one listener is needed")
     return Config(**v)
-
-
-_DEFAULTS = Config()
 
 
 # ---------------------------------------------------------------------------------------------
