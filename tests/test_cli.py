@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fastforward import cli, send
-from fastforward.config import OPTIONS, help_text
+from fastforward import cli, manpage, send
+from fastforward.config import OPTIONS
+from fastforward.manpage import help_text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -157,3 +158,36 @@ def test_send_says_what_it_sent(
     assert len(pickle.loads(data[4 : 4 + n])) == len(argv) // 2
     out = capsys.readouterr().out
     assert out == f"{said} tcp:127.0.0.1:{port} (pickle protocol 2)\n"
+
+
+def _readme_block(text: str) -> str:
+    start = text.index(manpage.README_BEGIN + "\n") + len(manpage.README_BEGIN) + 1
+    return text[start : text.index(manpage.README_END, start)].strip("\n") + "\n"
+
+
+def test_readme_option_tables_are_what_the_options_generate() -> None:
+    # After changing an option: python -m fastforward.manpage --update-readme README.md
+    assert _readme_block(README.read_text()) == manpage.readme_tables()
+
+
+def test_readme_tables_list_every_option_with_its_default_and_variable() -> None:
+    tables = manpage.readme_tables()
+    for opt in OPTIONS:
+        flags = ", ".join(f"`{f}`" for f in opt.flags)
+        env = f"`{opt.env_var}`" if opt.env else ""
+        assert f"| {flags} | {opt.shown_default} | {env} | {opt.help} |" in tables
+
+
+def test_manpage_module_rewrites_stale_readme_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = README.read_text().replace("| `--ttl` | 86400 |", "| `--ttl` | 3600 |")
+    path = tmp_path / "README.md"
+    path.write_text(stale)
+    assert manpage.main(["--update-readme", str(path)]) == 0
+    assert "updated" in capsys.readouterr().out
+    assert path.read_text() == README.read_text()
+    assert manpage.main(["--readme-tables"]) == 0
+    assert capsys.readouterr().out == manpage.readme_tables()
+    assert manpage.main([]) == 0
+    assert capsys.readouterr().out == help_text()

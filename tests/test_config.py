@@ -319,3 +319,194 @@ def test_unknown_config_key_is_reported_even_beside_a_bad_value(tmp_path: Path) 
 def test_misspelt_option_gets_a_hint() -> None:
     with pytest.raises(UsageError, match=r"--spooldir .*did you mean --spool-dir\?"):
         load(["-t", "t", "--spooldir", "/x"], environ={})
+
+
+# ---------------------------------------------------------------------------------------------
+# one declaration per option: everything else is derived from the Config fields
+
+# A value other than the default for every setting, as a user types it, and what Config holds.
+# A new Config field fails test_every_setting_is_read_from_every_source until it is added here.
+GIVEN = {
+    "endpoint": ("tcp:2005", ["tcp:2005"]),
+    "protocol": ("line", "MetricLineReceiver"),
+    "line_endpoint": ("udp:2003", ["udp:2003"]),
+    "blueflood": ("bf.example:19000", "http://bf.example:19000"),
+    "tenant": ("t42", "t42"),
+    "metric_prefix": ("pre", "pre"),
+    "ttl": ("3600", 3600),
+    "interval": ("2.5", 2.5),
+    "limit": ("4096", 4096),
+    "max_body_datapoints": ("10", 10),
+    "overwrite_collection_timestamp": ("yes", True),
+    "gzip": ("on", True),
+    "concurrency": ("8", 8),
+    "request_timeout": ("3", 3.0),
+    "user": ("me", "me"),
+    "key": ("s3cret", "s3cret"),
+    "password": ("", ""),  # --key and --password exclude each other; key stands for both
+    "auth_url": ("http://id.example/v2.0/tokens", "http://id.example/v2.0/tokens"),
+    "max_frame_bytes": ("4096", 4096),
+    "max_connections": ("10", 10),
+    "idle_timeout": ("0", 0.0),
+    "max_connection_age": ("60", 60.0),
+    "max_buffer_bytes": ("2_000_000", 2_000_000),
+    "max_past": ("-1", -1.0),
+    "max_future": ("1e3", 1000.0),
+    "drain_timeout": ("5", 5.0),
+    "spool_dir": ("/var/spool/ff", "/var/spool/ff"),
+    "spool_max_bytes": ("1e6", 1_000_000),
+    "admin_endpoint": ("tcp:port=9108:interface=127.0.0.1", "tcp:port=9108:interface=127.0.0.1"),
+    "self_metrics_prefix": ("ff.self", "ff.self"),
+    "workers": ("AUTO", "auto"),
+    "logfile": ("ff.log", "ff.log"),
+    "log_level": ("WARN", "warn"),
+    "pidfile": ("ff.pid", "ff.pid"),
+}
+SETTINGS = [o for o in OPTIONS if o.field]
+
+
+def test_the_option_table_is_the_config_dataclass() -> None:
+    defaults = Config()
+    assert [o.name for o in SETTINGS] == list(Config.__dataclass_fields__)
+    for opt in SETTINGS:
+        assert opt.default == getattr(defaults, opt.name), opt.name
+        python_type = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+        assert type(opt.default) is python_type[opt.kind], opt.name
+
+
+@pytest.mark.parametrize("source", ["snake", "kebab", "short", "env", "ini", "ini-kebab"])
+def test_every_setting_is_read_from_every_source(source: str, tmp_path: Path) -> None:
+    assert set(GIVEN) == {o.name for o in SETTINGS}, "add the new setting to GIVEN"
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    lines = ["[blueflood_carbon_forwarder]"]
+    for opt in SETTINGS:
+        text = GIVEN[opt.name][0]
+        if source == "env":
+            env[opt.env_var] = text
+        elif source.startswith("ini"):
+            key = opt.name.replace("_", "-") if source == "ini-kebab" else opt.name
+            lines.append(f"{key} = {text}")
+        else:
+            flags = opt.flags
+            flag = {"snake": flags[-2 if len(flags) > 2 else -1], "kebab": flags[-1]}.get(
+                source, flags[0]
+            )
+            argv += [f"{flag}={text}"] if opt.kind == "bool" else [flag, text]
+    if source.startswith("ini"):
+        path = tmp_path / "ff.conf"
+        path.write_text("\n".join(lines) + "\n")
+        argv = ["-c", str(path)]
+    loaded = load(argv, environ=env)
+    assert loaded.warnings == []
+    for name, (_text, expected) in GIVEN.items():
+        assert getattr(loaded.config, name) == expected, (source, name)
+
+
+def test_the_parser_has_exactly_the_declared_flags() -> None:
+    from fastforward.config import build_parser
+
+    declared = {f for o in OPTIONS for f in o.flags}
+    others = 0
+    for action in build_parser()._actions:
+        for flag in set(action.option_strings) - declared - {"-h", "--help", "-V", "--version"}:
+            # twistd's own switches: accepted with a warning, never used
+            value = [] if action.nargs == 0 else ["x"]
+            loaded = load(["-t", "t", flag, *value], environ={})
+            assert loaded.warnings == [f"twistd option {flag} is not supported by fastforward; "
+                                       "ignored"]  # fmt: skip
+            others += 1
+    assert declared <= {f for a in build_parser()._actions for f in a.option_strings}
+    assert others > 0
+
+
+def test_options_of_derives_names_types_defaults_and_spellings() -> None:
+    from dataclasses import dataclass
+
+    from fastforward.options import option, options_of
+
+    @dataclass(frozen=True)
+    class Toy:
+        spool_max_files: int = option(7, section="limits", help="How many.", metavar="N")
+        hosts: list[str] = option(["a"], short="H", section="listening", help="Hosts.")
+
+    spool, hosts = options_of(Toy)
+    assert (spool.name, spool.kind, spool.default) == ("spool_max_files", "int", 7)
+    assert spool.flags == ["--spool_max_files", "--spool-max-files"]
+    assert spool.env_var == "FASTFORWARD_SPOOL_MAX_FILES"
+    assert (hosts.kind, hosts.default, hosts.flags) == ("list", ["a"], ["-H", "--hosts"])
+    assert Toy().hosts is not Toy().hosts  # a list default is not shared between instances
+
+    @dataclass
+    class Undeclared:
+        size: int = 3
+
+    with pytest.raises(TypeError, match="not declared with option"):
+        options_of(Undeclared)
+
+
+def test_secret_settings_stay_out_of_repr_and_logs() -> None:
+    c = load(["-t", "t", "-u", "me", "--password", "pw0rd"], environ={}).config
+    assert "pw0rd" not in repr(c)
+    assert c.redacted()["password"] == "***" and c.redacted()["user"] == "me"
+
+
+def test_a_tiny_negative_window_disables_it_as_documented() -> None:
+    # "negative disables": also for a value that rounds to 0 ms
+    c = load(["-t", "t", "--max-past", "-0.0001", "--max-future", "-1"], environ={}).config
+    opts = c.encoder_options()
+    assert opts["max_past_ms"] < 0 and opts["max_future_ms"] < 0
+
+
+def test_a_bad_value_on_the_command_line_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"^option --ttl: '1\.5' is not an integer$"):
+        load(["-t", "t", "--ttl", "1.5"], environ={})
+
+
+# ---------------------------------------------------------------------------------------------
+# `fastforward decode` takes the daemon's options from the same fields
+
+
+def _decode_run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from fastforward import decode
+
+    rc = decode.main(args)
+    return rc, capsys.readouterr().err
+
+
+def test_decode_accepts_every_spelling_of_its_daemon_options() -> None:
+    from fastforward import decode
+
+    parser = decode._parser()
+    flags = {f for action in parser._actions for f in action.option_strings}
+    for name in decode.SHARED_OPTIONS:
+        opt = next(o for o in OPTIONS if o.name == name)
+        assert set(opt.flags) <= flags, name
+
+
+def test_decode_help_shows_the_daemon_help_and_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fastforward import decode
+
+    assert decode.main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name in decode.SHARED_OPTIONS:
+        opt = next(o for o in OPTIONS if o.name == name)
+        assert f"{opt.help} (default: {opt.shown_default})" in out, name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--ttl", "0"], ["--limit", "2000000"], ["--max-frame-bytes", "8"], ["--protocol", "json"]],
+)
+def test_decode_refuses_what_the_daemon_refuses_with_its_words(
+    args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    capture = tmp_path / "empty.bin"
+    capture.write_bytes(b"")
+    with pytest.raises(ConfigError) as daemon:
+        load(["-t", "t", *args], environ={})
+    rc, err = _decode_run([*args, str(capture)], capsys)
+    assert rc == 2
+    assert f"fastforward decode: error: {daemon.value}" in err

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, UsageError, help_text, load
+from .config import ConfigError, UsageError, load
 from .errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -29,6 +29,7 @@ from .errors import (
     EXIT_USAGE,
     StartupError,
 )
+from .manpage import help_text
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_STARTUP", "EXIT_UNDELIVERED", "EXIT_USAGE", "main"]
 

@@ -23,10 +23,9 @@ from ._codec_rules import (
     looks_like_plaintext,
 )
 from .codec import IMPLEMENTATION, Encoder
-from .config import PROTOCOLS
-from .errors import FrameError
+from .config import add_arguments, settings_from_args
+from .errors import ConfigError, FrameError
 
-SAFE_BODY_BYTES = 1_000_000  # --limit 0 means this, as in the daemon
 CHUNK = 1 << 16
 MAX_LISTED = 20  # refused frames listed one by one in the summary
 MAX_LINE_BYTES = 65_536
@@ -40,82 +39,40 @@ PLAINTEXT_HINT = (
 PICKLE_HINT = f"{LOOKS_LIKE_PICKLE}: decode it without --line (the daemon: a pickle --endpoint)"
 
 
-def _protocol_is_line(value: str) -> bool:
-    """--protocol as the daemon takes it: True for the plaintext line protocol."""
-    proto = PROTOCOLS.get(value.strip().lower())
-    if proto is None:
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: use MetricPickleReceiver or MetricLineReceiver (or pickle, line)"
-        )
-    return proto == "MetricLineReceiver"
+# The daemon's options that shape the bodies, declared once on `config.Config`: the same flags
+# (-p, --metric-prefix, --metric_prefix, --protocol, ...), defaults, conversions and checks, so
+# a daemon command line can be reused to decode what that daemon receives.
+SHARED_OPTIONS = (
+    "protocol",
+    "metric_prefix",
+    "ttl",
+    "limit",
+    "max_body_datapoints",
+    "overwrite_collection_timestamp",
+    "max_frame_bytes",
+    "max_past",
+    "max_future",
+)
+_ALIASES = {"metric_prefix": ("--prefix",)}
 
 
 def _parser() -> argparse.ArgumentParser:
-    # The daemon's option names and spellings (-p, --metric-prefix, --protocol, snake_case)
-    # work here too, so a daemon command line can be reused to decode what it receives.
     p = argparse.ArgumentParser(
         prog="fastforward decode",
         description="Decode a capture of carbon pickle frames (or plaintext lines) into the "
-        "Blueflood JSON bodies fastforward would POST, one per line; summary on stderr.",
+        "Blueflood JSON bodies fastforward would POST, one per line; summary on stderr. The "
+        "options are the daemon's, with its defaults and checks.",
     )
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for stdin (default)")
-    p.add_argument("--line", action="store_true", help="the input is plaintext lines")
     p.add_argument(
-        "--protocol",
-        dest="line",
-        type=_protocol_is_line,
+        "--line",
+        dest="protocol",
+        action="store_const",
+        const="MetricLineReceiver",
         default=argparse.SUPPRESS,
-        metavar="PROTOCOL",
-        help="MetricPickleReceiver (default) or MetricLineReceiver, as the daemon's --protocol; "
-        "pickle and line work too",
+        help="the input is plaintext lines (same as --protocol line)",
     )
-    p.add_argument(
-        "-p",
-        "--metric-prefix",
-        "--metric_prefix",
-        "--prefix",
-        dest="prefix",
-        default="",
-        help="metric name prefix (prefix.name)",
-    )
-    p.add_argument("--ttl", type=int, default=86400, help="ttlInSeconds (default 86400)")
-    p.add_argument(
-        "--limit", type=int, default=0, help="body byte limit; 0 means 1000000 (default)"
-    )
-    p.add_argument(
-        "--max-body-datapoints",
-        "--max_body_datapoints",
-        type=int,
-        default=5000,
-        help="default 5000",
-    )
-    p.add_argument(
-        "--overwrite-collection-timestamp",
-        "--overwrite_collection_timestamp",
-        action="store_true",
-        help="use the time of decoding instead of the timestamps sent",
-    )
-    p.add_argument(
-        "--max-frame-bytes",
-        "--max_frame_bytes",
-        type=int,
-        default=1048576,
-        help="default 1048576 (1 MiB)",
-    )
-    p.add_argument(
-        "--max-past",
-        "--max_past",
-        type=float,
-        default=259200.0,
-        help="seconds; older datapoints are dropped (default 259200, 3 days; negative: no limit)",
-    )
-    p.add_argument(
-        "--max-future",
-        "--max_future",
-        type=float,
-        default=600.0,
-        help="seconds; later datapoints are dropped (default 600; negative: no limit)",
-    )
+    add_arguments(p, SHARED_OPTIONS, aliases=_ALIASES, with_help=True, bool_values=False)
     return p
 
 
@@ -270,20 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
-    limit = args.limit or SAFE_BODY_BYTES
     try:
-        enc = Encoder(
-            prefix=args.prefix,
-            ttl=args.ttl,
-            overwrite_collection_time=args.overwrite_collection_timestamp,
-            max_body_bytes=limit,
-            max_body_datapoints=args.max_body_datapoints,
-            max_frame_bytes=args.max_frame_bytes,
-            max_line_bytes=MAX_LINE_BYTES,
-            max_past_ms=int(args.max_past * 1000) if args.max_past >= 0 else -1,
-            max_future_ms=int(args.max_future * 1000) if args.max_future >= 0 else -1,
-        )
-    except ValueError as exc:
+        settings = settings_from_args(args, SHARED_OPTIONS)
+        enc = Encoder(**settings.encoder_options(), max_line_bytes=MAX_LINE_BYTES)
+    except (ConfigError, ValueError) as exc:
         parser.print_usage(sys.stderr)
         print(f"fastforward decode: error: {exc}", file=sys.stderr)
         return 2
@@ -302,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     truncated = None
     try:
         with closing:
-            if args.line:
+            if settings.line_protocol:
                 _decode_lines(run, src, MAX_LINE_BYTES)
             else:
-                truncated = _decode_pickle(run, src, args.max_frame_bytes)
+                truncated = _decode_pickle(run, src, settings.max_frame_bytes)
         run.flush(partial=True)
         out.flush()
     except BrokenPipeError:  # `| head`: stop quietly, and let the exit-time flush succeed
