@@ -135,3 +135,22 @@ def test_ageing_waits_out_backpressure_and_loses_nothing(
         wait_until(lambda: r.open_connections == 0, 10)
     assert r.stats.get("connections_aged") == 1
     assert r.encoder.pending_datapoints == sent
+
+
+def test_a_close_past_its_deadline_still_reads_what_the_kernel_accepted(make) -> None:  # noqa: ANN001
+    # A stop whose reading deadline has passed (a slow decoder, a sender that never paused):
+    # the bytes our kernel already acknowledged are the sender's "sent", so they are read
+    # before the reset, not discarded with it.
+    r, ports = make("-e", "tcp:port=0:interface=127.0.0.1")
+    ts = int(time.time())
+    sent: list[str] = []
+    with connect(ports["tcp/pickle"]) as s:
+        wait_until(lambda: r.open_connections == 1)
+        r.flow.gate.clear()  # backpressure: the frames wait in our kernel, unread
+        for f in range(40):  # about 60 KB: well within a loopback receive buffer
+            batch = [f"kept.{f}.{i}" for i in range(50)]
+            s.sendall(frame([(n, (ts, i)) for i, n in enumerate(batch)]))
+            sent.extend(batch)
+        r.stop(0.0)  # the deadline is already over when reading resumes
+    assert names(r.encoder) == sent
+    assert r.stats.get("datapoints_dropped") == 0

@@ -108,6 +108,7 @@ class _Conn(ReadBuffer):
         "age_budget",
         "eof",
         "reset",
+        "last_budget",
     )
 
     def __init__(self, sock: Any, peer: str, size: int) -> None:
@@ -121,6 +122,7 @@ class _Conn(ReadBuffer):
         self.age_budget = 0.0  # ageing: seconds left to wait for the sender while closing
         self.eof = False  # the sender closed its side
         self.reset = False  # close with RST, not FIN (a sender that does not read)
+        self.last_budget = -1  # bytes still read past the closing deadline (-1: not started)
 
 
 class _StreamListener:
@@ -266,9 +268,10 @@ class _StreamListener:
             now = time.monotonic()
             remaining = conn.drain_until - now if shutdown else conn.age_budget
             if remaining <= 0:
-                # No pause within the bound: a reset still tells the sender something failed.
-                conn.reset = True
-                return 0
+                # No pause within the bound. What our kernel already accepted is the sender's
+                # "sent": read it (at most one receive buffer, so a sender that never stops
+                # cannot hold us), then reset, which tells the sender the rest failed.
+                return self._recv_last(conn)
             if not conn.fin_at and now >= conn.closing_at + FIN_WAIT:
                 self._send_fin(conn)
             sock.settimeout(min(remaining, QUIET_GAP))
@@ -289,6 +292,29 @@ class _StreamListener:
             if not n:
                 conn.eof = True
             return n
+
+    def _recv_last(self, conn: _Conn) -> int:
+        """Past the closing deadline: what the kernel holds now, without waiting; 0 = done."""
+        if conn.last_budget < 0:
+            try:
+                conn.last_budget = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            except OSError:
+                conn.last_budget = 0
+        if conn.last_budget > 0 and not conn.eof:
+            conn.sock.settimeout(0.0)
+            try:
+                room = conn.mv[conn.end :]
+                n: int = conn.sock.recv_into(room, min(len(room), conn.last_budget))
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError, OSError):
+                n = -1
+            if n > 0:
+                conn.last_budget -= n
+                return n
+            if n == 0:
+                conn.eof = True
+                return 0
+        conn.reset = True
+        return 0
 
     def _send_fin(self, conn: _Conn) -> None:
         conn.fin_at = time.monotonic()
