@@ -24,7 +24,7 @@ import stat
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -36,6 +36,7 @@ from .attribution import Intake, RejectLog, Senders, host_of
 from .config import Config
 from .endpoints import Endpoint
 from .errors import FrameError, StartupError
+from .protocols import Flow
 from .stats import Stats
 
 __all__ = ["Receivers", "StartupError"]
@@ -58,15 +59,6 @@ FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that 
 FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
 AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection (time spent waiting for it)
 _unpack_len = struct.Struct("!I").unpack_from
-
-
-class Flow(Protocol):
-    """What the receivers need from the forwarder."""
-
-    @property
-    def gate(self) -> Event: ...
-
-    def kick(self) -> None: ...
 
 
 class _Drain(BaseException):
