@@ -24,7 +24,7 @@ from gevent.event import Event
 from .config import Config
 from .flushing import Flusher
 from .health import HealthFacts, judge
-from .outbox import RESUME_FRACTION, Outbox
+from .outbox import RESUME_FRACTION, Batch, Outbox
 from .poison import Parking
 from .protocols import BodySource, BodySpool, Counters, Poster
 from .replay import Replay
@@ -104,6 +104,12 @@ class Forwarder:
         self.outbox.idle.wait(timeout=max(0.0, deadline - time.monotonic()))
         leftover = [*self.outbox.queue, *self.outbox.inflight, *self.parking.take_all()]
         gevent.killall(self._greenlets, block=True, timeout=5)
+        lost = self._put_away(leftover)
+        self.outbox.clear()  # each leftover is now spooled, kept in its spool file, or lost
+        return lost
+
+    def _put_away(self, leftover: list[Batch]) -> int:
+        """At stop: spool what was not delivered; returns the datapoints that could not be."""
         lost = spooled = 0
         for batch in leftover:
             if batch.origin is not None and self.replay is not None:
@@ -113,7 +119,6 @@ class Forwarder:
                 spooled += batch.datapoints
             else:
                 lost += batch.datapoints
-        self.outbox.clear()  # each leftover is now spooled, kept in its spool file, or lost
         if spooled:
             log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
         if lost:
