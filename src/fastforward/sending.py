@@ -10,6 +10,7 @@ datapoint; 401 replays the same bytes after re-authenticating; 413 without Retry
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -33,6 +34,14 @@ log = logging.getLogger("fastforward.forwarder")
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 LOG_ERRORS_PER_BODY = 10
+
+
+class _Then(enum.Enum):
+    """After a step: the sender is done with the body, POSTs it again, or tries the next step."""
+
+    FINISHED = "finished"
+    POST_AGAIN = "post_again"
+    NEXT_STEP = "next_step"
 
 
 class Stopped(Exception):
@@ -135,34 +144,39 @@ class Senders:
     def _carry_out(self, decision: Decision, batch: Batch, outcome: Outcome) -> bool:
         """Try the decision's steps in order; True when the same body is POSTed again."""
         for step in decision.steps:
-            if step is Step.DELIVERED:
-                self._count_delivered(batch, outcome, decision.errors_listed)
-            elif step is Step.REJECTED:
-                self._count_rejected(batch, outcome)
-            elif step is Step.SPLIT:
-                if not self._split(batch, outcome):
-                    continue
-                return False
-            elif step is Step.DROP:
-                self._drop(batch, outcome, decision.reject_source)
-            elif step is Step.REPLAY:
-                return True  # the client invalidated the token: the same bytes, now
-            elif step is Step.SPOOL or step is Step.RESPOOL:
-                if not self._spool(batch, step):
-                    continue
-            elif step is Step.BISECT:
-                if not self.parking.bisect(batch):
-                    continue
-            elif step is Step.PARK:
-                self.parking.park(batch)
-            elif step is Step.REQUEUE:
-                self._wait(decision, batch, outcome)
-                self.outbox.put(batch)
-            elif step is Step.WAIT:
-                self._wait(decision, batch, outcome)
-                return True
-            return False
-        return False
+            then = self._take(step, decision, batch, outcome)
+            if then is not _Then.NEXT_STEP:
+                return then is _Then.POST_AGAIN
+        return False  # not reached: every decision ends with a step that cannot fail
+
+    def _take(self, step: Step, decision: Decision, batch: Batch, outcome: Outcome) -> _Then:
+        """One step; NEXT_STEP when it could not take the body (the spool refused it, ...)."""
+        if step is Step.DELIVERED:
+            self._count_delivered(batch, outcome, decision.errors_listed)
+        elif step is Step.REJECTED:
+            self._count_rejected(batch, outcome)
+        elif step is Step.SPLIT:
+            if not self._split(batch, outcome):
+                return _Then.NEXT_STEP
+        elif step is Step.DROP:
+            self._drop(batch, outcome, decision.reject_source)
+        elif step is Step.REPLAY:
+            return _Then.POST_AGAIN  # the client invalidated the token: the same bytes, now
+        elif step is Step.SPOOL or step is Step.RESPOOL:
+            if not self._spool(batch, step):
+                return _Then.NEXT_STEP
+        elif step is Step.BISECT:
+            if not self.parking.bisect(batch):
+                return _Then.NEXT_STEP
+        elif step is Step.PARK:
+            self.parking.park(batch)
+        elif step is Step.REQUEUE:
+            self._wait(decision, batch, outcome)
+            self.outbox.put(batch)
+        elif step is Step.WAIT:
+            self._wait(decision, batch, outcome)
+            return _Then.POST_AGAIN
+        return _Then.FINISHED
 
     # ---- the steps ----------------------------------------------------------------------------
 
