@@ -12,9 +12,10 @@ import pytest
 
 from fastforward.auth import TokenProvider
 from fastforward.blueflood import BluefloodClient
-from fastforward.forwarder import Forwarder, _reminder_seconds
+from fastforward.forwarder import Forwarder
 from fastforward.outbox import split_body
 from fastforward.stats import Stats
+from fastforward.target import reminder_seconds
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, Scripted
 
 
@@ -64,7 +65,7 @@ class FakeEncoder:
 
 
 class MemorySpool:
-    """The spool API (put/oldest/ack/release/disk_bytes/files) in memory."""
+    """The spool API (put/oldest/ack/release/disk_bytes/files/full) in memory."""
 
     def __init__(self, max_bytes: int = 10**9) -> None:
         self.entries: list[SimpleNamespace] = []
@@ -99,6 +100,10 @@ class MemorySpool:
     @property
     def files(self) -> int:
         return len(self.entries)
+
+    @property
+    def full(self) -> bool:
+        return False
 
 
 def config(**kw) -> SimpleNamespace:
@@ -149,7 +154,7 @@ def stopper():
     started = []
     yield started
     for fwd in started:
-        if not fwd._stopping:
+        if not fwd.stopping:
             fwd.stop(timeout=1)
         fwd.client.close()
 
@@ -232,7 +237,7 @@ def test_207_logs_rejected_metrics_and_is_not_retried(bf, stopper, caplog):
     enc.add(3)
     enc.add(1, ct=1000)  # out of Blueflood's window
     fwd.kick()
-    fwd._move(partial=True)
+    fwd.flusher.move(partial=True)
     wait_until(lambda: stats.get("datapoints_rejected") == 1)
     gevent.sleep(0.2)
     assert len(bf.ingests()) == 1 and bf.stored == 3
@@ -246,7 +251,7 @@ def test_400_per_metric_errors_drop_the_body(bf, stopper):
     fwd, enc, stats = make(bf)
     stopper.append(fwd)
     enc.add(4, ct=1000)
-    fwd._move(partial=True)
+    fwd.flusher.move(partial=True)
     wait_until(lambda: stats.get("datapoints_rejected") == 4)
     gevent.sleep(0.2)
     assert len(bf.ingests()) == 1 and bf.stored == 0
@@ -529,7 +534,7 @@ def test_failing_blueflood_is_logged_at_once_reminded_and_its_recovery_told(
 
 
 def test_the_reminder_interval_is_at_most_a_minute():
-    assert _reminder_seconds("") == 60.0
-    assert _reminder_seconds("3600") == 60.0
-    assert _reminder_seconds("soon") == 60.0
-    assert _reminder_seconds("0.5") == 0.5
+    assert reminder_seconds("") == 60.0
+    assert reminder_seconds("3600") == 60.0
+    assert reminder_seconds("soon") == 60.0
+    assert reminder_seconds("0.5") == 0.5

@@ -284,9 +284,14 @@ class BluefloodClient:
 class StdoutClient:
     """Dry run (``-b -``): each body on its own line on stdout; always succeeds."""
 
+    url = "stdout"  # where bodies go, for the forwarder's log (a dry run never fails)
+
     def __init__(self, stats: Stats, stream: IO[bytes] | None = None) -> None:
         self.stats = stats
         self.stream = stream if stream is not None else sys.stdout.buffer
+
+    def url_for(self, tenant: str) -> str:
+        return self.url
 
     def post(self, body: bytes, tenant: str | None = None) -> Outcome:
         self.stream.write(body + b"\n")

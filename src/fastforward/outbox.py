@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gevent.event import Event
 
-from .stats import Stats
+from .protocols import Counters, SpoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def split_body(body: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | Non
 class SpoolRef:
     """A spool entry being replayed; acked once every piece of it is finished."""
 
-    entry: object
+    entry: SpoolEntry
     pieces: int = 1
     done: Event = field(default_factory=Event)
 
@@ -85,7 +85,7 @@ class Outbox:
     def __init__(
         self,
         max_bytes: int,
-        stats: Stats,
+        stats: Counters,
         pending: Callable[[], int] = lambda: 0,
     ) -> None:
         self.max_bytes = max_bytes

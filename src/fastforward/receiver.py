@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -47,6 +47,7 @@ from .framing import (
     truncated_detail,
 )
 from .sockets import bind, peer_name, set_abortive_close, tls_context
+from .protocols import Flow
 from .stats import Stats
 
 __all__ = ["Receivers", "StartupError"]
@@ -61,15 +62,6 @@ QUIET_GAP = 0.05
 FIN_WAIT = 1.0  # longest wait for a pause before the FIN anyway (a sender that never pauses)
 FIN_GRACE = 0.5  # a sender that reads has this long to answer our FIN before a gap counts
 AGED_CLOSE_SECONDS = 5.0  # bound on closing one aged connection (time spent waiting for it)
-
-
-class Flow(Protocol):
-    """What the receivers need from the forwarder."""
-
-    @property
-    def gate(self) -> Event: ...
-
-    def kick(self) -> None: ...
 
 
 class _Drain(BaseException):

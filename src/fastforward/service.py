@@ -53,7 +53,7 @@ class Service:
         self.stats = Stats()
         self.encoder = Encoder(**config.encoder_options())
         self.token_provider: TokenProvider | None = None
-        self.client: Any
+        self.client: BluefloodClient | StdoutClient
         if config.dry_run:
             self.client = StdoutClient(self.stats)
         else:

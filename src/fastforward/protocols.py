@@ -1,0 +1,82 @@
+"""What the daemon's parts need from each other, as Protocols: one place to read the seams.
+
+The forwarder needs bodies from the encoder (`BodySource`), POSTs from a Blueflood client
+(`Poster`), durable storage from the disk spool (`BodySpool`) and counters (`Counters`); the
+receivers need the backpressure gate and a hand-over signal from the forwarder (`Flow`).
+Concrete classes (`codec.Encoder`, `blueflood.BluefloodClient`, `spool.Spool`, `stats.Stats`)
+satisfy them structurally; tests pass small in-memory stand-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from gevent.event import Event
+
+from .blueflood import Outcome
+from .spool import SpoolEntry
+from .stats import Stats
+
+__all__ = ["BodySource", "BodySpool", "Counters", "Flow", "Poster", "SpoolEntry"]
+
+
+class BodySource(Protocol):
+    """What the forwarder needs from the encoder (`codec.Encoder`)."""
+
+    @property
+    def ready_bodies(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
+    @property
+    def pending_datapoints(self) -> int: ...
+
+    def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
+
+
+class Poster(Protocol):
+    """What the forwarder needs from a Blueflood client (`blueflood.BluefloodClient`)."""
+
+    url: str  # the default tenant's ingest URL, for the log
+
+    def post(self, body: bytes, tenant: str | None = None) -> Outcome: ...
+
+    def url_for(self, tenant: str) -> str: ...
+
+
+class BodySpool(Protocol):
+    """What the forwarder needs from the disk spool (`spool.Spool`)."""
+
+    @property
+    def disk_bytes(self) -> int: ...  # bytes of the spool files
+    @property
+    def files(self) -> int: ...
+    @property
+    def full(self) -> bool: ...  # a put was refused for lack of room, and none succeeded since
+
+    def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool: ...
+
+    def oldest(self) -> SpoolEntry | None: ...
+
+    def ack(self, entry: SpoolEntry) -> None: ...
+
+    def release(self, entry: SpoolEntry) -> None: ...
+
+
+class Counters(Protocol):
+    """What the forwarder needs from the metrics registry (`stats.Stats`)."""
+
+    def incr(self, name: str, n: float = 1, **labels: str) -> None: ...
+
+    def set(self, name: str, value: float, **labels: str) -> None: ...
+
+    def add_collector(self, collect: Callable[[Stats], None]) -> None: ...
+
+
+class Flow(Protocol):
+    """What the receivers need from the forwarder."""
+
+    @property
+    def gate(self) -> Event: ...  # set while receivers may read
+
+    def kick(self) -> None: ...  # full bodies are ready in the encoder

@@ -1,0 +1,144 @@
+"""The Outbox: byte accounting from put to done, the receivers' gate, parked bodies."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastforward.outbox import Batch, Outbox
+from fastforward.stats import Stats
+
+
+def batch(size: int, datapoints: int = 1) -> Batch:
+    return Batch(b"x" * size, datapoints)
+
+
+@pytest.fixture
+def stats() -> Stats:
+    return Stats()
+
+
+def test_bytes_and_datapoints_are_counted_from_put_until_done(stats: Stats):
+    outbox = Outbox(1000, stats)
+    a, b = batch(100, 3), batch(50, 2)
+    outbox.put(a)
+    outbox.put(b)
+    assert (outbox.bytes, outbox.datapoints, len(outbox)) == (150, 5, 2)
+    assert outbox.has_work.is_set() and not outbox.idle.is_set()
+    assert outbox.pop() is a
+    # In flight still counts: its sender may fail and keep it.
+    assert (outbox.bytes, outbox.datapoints, len(outbox)) == (150, 5, 1)
+    assert a in outbox.inflight
+    outbox.done(a)
+    assert (outbox.bytes, outbox.datapoints) == (50, 2)
+    assert not outbox.idle.is_set()  # b is still queued
+    assert outbox.pop() is b and not outbox.has_work.is_set()
+    outbox.done(b)
+    assert (outbox.bytes, outbox.datapoints) == (0, 0)
+    assert outbox.idle.is_set() and not outbox.inflight
+
+
+def test_put_front_is_popped_first(stats: Stats):
+    outbox = Outbox(1000, stats)
+    old, urgent = batch(10), batch(20)
+    outbox.put(old)
+    outbox.put(urgent, front=True)
+    assert [outbox.pop(), outbox.pop()] == [urgent, old]
+
+
+def test_a_batch_put_back_by_its_sender_is_counted_once(stats: Stats):
+    # What a sender does with a body it keeps: put it back, then done() with the popped one.
+    outbox = Outbox(1000, stats)
+    a = batch(100, 4)
+    outbox.put(a)
+    outbox.pop()
+    outbox.put(a, front=True)
+    outbox.done(a)
+    assert (outbox.bytes, outbox.datapoints, len(outbox)) == (100, 4, 1)
+    assert not outbox.idle.is_set()
+
+
+def test_remove_queued_releases_its_bytes(stats: Stats):
+    outbox = Outbox(1000, stats)
+    a, b = batch(100), batch(200)
+    outbox.put(a)
+    outbox.put(b)
+    outbox.remove_queued(a)  # moved to the spool
+    assert outbox.bytes == 200 and list(outbox.queue) == [b]
+    outbox.remove_queued(b)
+    assert outbox.bytes == 0 and not outbox.has_work.is_set() and outbox.idle.is_set()
+
+
+def test_the_cap_counts_what_the_encoder_still_holds(stats: Stats):
+    pending = [0]
+    outbox = Outbox(1000, stats, lambda: pending[0])
+    outbox.put(batch(600))
+    assert outbox.memory_bytes == 600 and not outbox.over_cap
+    pending[0] = 401
+    assert outbox.memory_bytes == 1001 and outbox.over_cap
+    pending[0] = 400
+    assert not outbox.over_cap  # the cap itself is still allowed
+
+
+def test_gate_closes_over_the_cap_and_opens_again_at_80_percent(stats: Stats):
+    outbox = Outbox(1000, stats)
+    a, b = batch(600), batch(500)
+    outbox.put(a)
+    outbox.update_gate()
+    assert outbox.gate.is_set() and outbox.paused_for() == 0.0
+    outbox.put(b)
+    outbox.update_gate()
+    assert not outbox.gate.is_set()
+    assert stats.get("backpressure_active") == 1
+    outbox.pop()
+    outbox.done(a)  # 500 left: under the cap, but over 80 % of it
+    outbox.put(batch(301))
+    outbox.update_gate()  # 801 bytes: still paused (no flapping at the cap)
+    assert not outbox.gate.is_set()
+    outbox.pop()
+    outbox.done(b)  # 301 bytes
+    outbox.update_gate()
+    assert outbox.gate.is_set() and outbox.paused_for() == 0.0
+    assert stats.get("backpressure_active") == 0
+
+
+def test_the_gate_opens_exactly_at_80_percent(stats: Stats):
+    outbox = Outbox(1000, stats)
+    big = batch(1001)
+    outbox.put(big)
+    outbox.update_gate()
+    assert not outbox.gate.is_set()
+    outbox.pop()
+    outbox.done(big)
+    outbox.put(batch(800))
+    outbox.update_gate()
+    assert outbox.gate.is_set()
+
+
+def test_gate_stays_as_is_without_update(stats: Stats):
+    # Only update_gate() moves the gate: a put alone never blocks the caller's receivers.
+    outbox = Outbox(100, stats)
+    outbox.put(batch(500))
+    assert outbox.gate.is_set()
+
+
+def test_held_batches_count_in_the_cap_but_are_not_queued(stats: Stats):
+    outbox = Outbox(1000, stats)
+    parked = batch(700, 1)
+    outbox.hold(parked)
+    assert (outbox.bytes, outbox.datapoints, len(outbox)) == (700, 1, 0)
+    assert not outbox.has_work.is_set()  # nothing for a sender to pop
+    outbox.put(batch(400))
+    outbox.update_gate()
+    assert not outbox.gate.is_set()  # the parked bytes count toward the cap
+    outbox.unhold(parked)
+    assert (outbox.bytes, outbox.datapoints) == (400, 1)
+
+
+def test_clear_forgets_everything(stats: Stats):
+    outbox = Outbox(1000, stats)
+    outbox.put(batch(100))
+    outbox.put(batch(100))
+    outbox.pop()
+    outbox.clear()
+    assert (outbox.bytes, outbox.datapoints, len(outbox)) == (0, 0, 0)
+    assert not outbox.inflight and outbox.idle.is_set() and not outbox.has_work.is_set()
