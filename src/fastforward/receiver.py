@@ -46,8 +46,8 @@ from .framing import (
     oversize_detail,
     truncated_detail,
 )
-from .sockets import bind, peer_name, set_abortive_close, tls_context
 from .protocols import Flow
+from .sockets import bind, peer_name, set_abortive_close, tls_context
 from .stats import Stats
 
 __all__ = ["Receivers", "StartupError"]
