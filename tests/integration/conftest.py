@@ -4,37 +4,31 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import gevent
 import pytest
 
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, fake_blueflood, fake_identity
+from tests.support import free_port, wait_until
 
-__all__ = ["FakeBlueflood", "FakeIdentity", "fake_blueflood", "fake_identity"]
+__all__ = [
+    "FakeBlueflood", "FakeIdentity", "fake_blueflood", "fake_identity", "free_port", "wait_until"
+]  # fmt: skip
 
 TENANT = "tenant"
 
+# Lines of fastforward's log that tell what it bound (port 0 included).
+_LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
+_ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.02)
+ANY_PORT = "port=0:interface=127.0.0.1"  # an endpoint's tail: the kernel picks the port
 
 
 def frame(items: object, protocol: int = 2) -> bytes:
@@ -58,6 +52,7 @@ class Process:
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.args = list(args)
+        self.log_path: Path | None = None
         self.stdout_path = tmp / f"stdout-{id(self)}.txt"
         self.stderr_path = tmp / f"stderr-{id(self)}.txt"
         full_env = dict(os.environ)
@@ -80,14 +75,37 @@ class Process:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def log_text(self) -> str:
+        """Its log: the ``--logfile`` given to ``run_ff(log=...)``, else its stderr."""
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.stderr
+
     def wait_started(self, marker: str = " starting (codec: ", log: Path | None = None) -> None:
+        if log is not None:
+            self.log_path = log
+
         def started() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"fastforward exited {self.proc.returncode}:\n{self.stderr}")
-            text = log.read_text() if log is not None and log.exists() else self.stderr
-            return marker in text
+            return marker in self.log_text()
 
         wait_until(started, 20, "fastforward to start")
+
+    def port(self, kind: str = "tcp", protocol: str = "pickle") -> int:
+        """The port its first ``kind`` listener of ``protocol`` bound (read from its log)."""
+        for k, p, _host, port in _LISTENING.findall(self.log_text()):
+            if (k, p) == (kind, protocol):
+                return int(port)
+        raise AssertionError(f"no {kind} {protocol} listener in the log:\n{self.log_text()}")
+
+    @property
+    def admin_port(self) -> int:
+        """The port its ``--admin-endpoint`` bound (read from its log)."""
+        match = _ADMIN.search(self.log_text())
+        if match is None:
+            raise AssertionError(f"no admin endpoint in the log:\n{self.log_text()}")
+        return int(match.group(2))
 
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -118,6 +136,7 @@ def run_ff(tmp_path: Path) -> Iterator:
         preexec_fn: Callable[[], None] | None = None,
     ) -> Process:
         p = Process(args, tmp_path, env, preexec_fn)
+        p.log_path = log
         started.append(p)
         if wait:
             p.wait_started(log=log)
