@@ -27,6 +27,7 @@ TENANT = "tenant"
 # Lines of fastforward's log that tell what it bound (port 0 included).
 _LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
 _ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
+_ALL_WORKERS = re.compile(r"all \d+ workers started")
 
 ANY_PORT = "port=0:interface=127.0.0.1"  # an endpoint's tail: the kernel picks the port
 
@@ -88,7 +89,10 @@ class Process:
         def started() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"fastforward exited {self.proc.returncode}:\n{self.stderr}")
-            return marker in self.log_text()
+            text = self.log_text()
+            if " supervisor (pid " in text:  # --workers: every worker, not just the first
+                return _ALL_WORKERS.search(text) is not None
+            return marker in text
 
         wait_until(started, 20, "fastforward to start")
 

@@ -17,7 +17,7 @@ import gevent
 import pytest
 
 from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
-from .helpers import obey_file_permissions
+from .helpers import obey_file_permissions, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -150,7 +150,7 @@ def test_tls_ingest(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> No
         "-e", f"ssl:port=0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
         "-b", fake_blueflood.url, "-t", TENANT, "-i", "0.2",
     )  # fmt: skip
-    port = ff.port()
+    port = ff.port("ssl")
     ctx = ssl.create_default_context(cafile=cert)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
@@ -473,10 +473,12 @@ def test_spool_directory_of_another_blueflood_is_refused(
     spool = tmp_path / "spool"
     elsewhere = f"http://127.0.0.1:{free_port()}"  # another Blueflood, down: nothing listens
     ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-b", elsewhere, "-t", TENANT,
-                "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5")  # fmt: skip
-    port = ff.port()
+                "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5",
+                "--admin-endpoint", "tcp:port=0:interface=127.0.0.1")  # fmt: skip
+    port, admin = ff.port(), ff.admin_port
     send_tcp(port, frame([("kept.for.elsewhere", (int(time.time()), 1))]))
-    wait_until(lambda: "Blueflood POST to" in ff.stderr, what="a failed POST")
+    wait_until(lambda: scrape(admin).get("fastforward_retries_total", cause="connection") > 0,
+               what="a failed POST")  # fmt: skip
     assert ff.terminate() == 0
     assert list(spool.glob("*.ffspool"))
     ff = run_ff(*base_args(fake_blueflood), "--spool-dir", str(spool), wait=False)

@@ -281,12 +281,14 @@ def test_spool_unwritable_while_running_is_not_a_clean_stop(
     outage = Outage(fake_blueflood)
     outage.mode = "503"
     spool = tmp_path / "spool"
-    ff = run_ff(*_no_spool_args(fake_blueflood.url, "--spool-dir", str(spool)),
+    ff = run_ff(*_no_spool_args(fake_blueflood.url, "--spool-dir", str(spool), "--admin-endpoint",
+                                "tcp:port=0:interface=127.0.0.1"),
                 preexec_fn=obey_file_permissions)  # fmt: skip
-    port = ff.port()
+    port, admin = ff.port(), ff.admin_port
     spool.chmod(0o555)
     sent = _send(port, "ro", int(time.time()), frames=1)
-    wait_until(lambda: "Blueflood POST to" in ff.stderr, 15, "a failed POST")
+    wait_until(lambda: scrape(admin).get("fastforward_retries_total", cause="503") > 0, 15,
+               "a failed POST")  # fmt: skip
     assert ff.terminate() == 4
     assert "spool write to" in ff.stderr and "Permission denied" in ff.stderr
     assert f"fastforward stopped; {len(sent)} datapoints lost" in ff.stderr
