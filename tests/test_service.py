@@ -18,13 +18,11 @@ from fastforward.config import load
 from fastforward.errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from fastforward.service import Service
 from tests.fake_blueflood import FakeBlueflood
-from tests.integration.conftest import frame
+from tests.integration.conftest import ANY_PORT, frame
 from tests.integration.helpers import Metrics
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
-
-ANY_PORT = "tcp:port=0:interface=127.0.0.1"
 
 
 @pytest.fixture

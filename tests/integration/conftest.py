@@ -1,4 +1,9 @@
-"""Start the real `fastforward` process against fakes on 127.0.0.1; stop what was started."""
+"""Start the real `fastforward` process against fakes on 127.0.0.1; stop what was started.
+
+Give fastforward ``port=0`` endpoints (``ANY_PORT``) and read the ports it bound back with
+`Process.port` and `Process.admin_port`: no port is picked ahead and released, so parallel
+runs cannot race for one. Waiting is `wait_until` (from `tests.support`), with a deadline.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ _LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
 _ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
 _ALL_WORKERS = re.compile(r"all \d+ workers started")
 
-ANY_PORT = "port=0:interface=127.0.0.1"  # an endpoint's tail: the kernel picks the port
+ANY_PORT = "tcp:port=0:interface=127.0.0.1"  # an endpoint on a port the kernel picks
 
 
 def frame(items: object, protocol: int = 2) -> bytes:
@@ -96,10 +101,11 @@ class Process:
 
         wait_until(started, 20, "fastforward to start")
 
-    def port(self, kind: str = "tcp", protocol: str = "pickle") -> int:
-        """The port its first ``kind`` listener of ``protocol`` bound (read from its log)."""
+    def port(self, kind: str = "tcp", protocol: str | None = None) -> int:
+        """The port its first ``kind`` listener (of ``protocol`` if given) bound, read from its
+        log. The ``-e`` endpoints come first, so ``port()`` is the main TCP endpoint's."""
         for k, p, _host, port in _LISTENING.findall(self.log_text()):
-            if (k, p) == (kind, protocol):
+            if k == kind and protocol in (None, p):
                 return int(port)
         raise AssertionError(f"no {kind} {protocol} listener in the log:\n{self.log_text()}")
 
@@ -129,7 +135,8 @@ class Process:
 
 @pytest.fixture
 def run_ff(tmp_path: Path) -> Iterator:
-    """Start fastforward (waiting for its banner unless wait=False); every one is stopped."""
+    """Start fastforward (waiting for its banner, or every worker's under ``--workers``, unless
+    wait=False); every one is stopped by its PID."""
     started: list[Process] = []
 
     def start(

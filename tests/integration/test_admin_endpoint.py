@@ -14,7 +14,7 @@ import pytest
 
 from tests.fake_blueflood import Scripted
 
-from .conftest import TENANT, FakeBlueflood, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, send_tcp, wait_until
 from .helpers import Outage, http_get, scrape
 
 pytestmark = [pytest.mark.integration]
@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.integration]
 
 def _ff(run_ff, bf: FakeBlueflood, *extra: str) -> tuple:  # noqa: ANN001
     ff = run_ff(
-        "-e", "tcp:port=0:interface=127.0.0.1",
-        "--line-endpoint", "tcp:port=0:interface=127.0.0.1",
+        "-e", ANY_PORT,
+        "--line-endpoint", ANY_PORT,
         "-b", bf.url, "-t", TENANT, "-i", "0.5",
-        "--admin-endpoint", "tcp:port=0:interface=127.0.0.1", *extra,
+        "--admin-endpoint", ANY_PORT, *extra,
     )  # fmt: skip
     port = ff.port()
     line_port = ff.port("tcp", "line")

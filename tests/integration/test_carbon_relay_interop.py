@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, free_port, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_carbon_relay_forwards_everything_over_pickle(
     run_ff,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
-    ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-b", fake_blueflood.url,
+    ff = run_ff("-e", ANY_PORT, "-b", fake_blueflood.url,
                 "-t", TENANT, "-i", "0.2")  # fmt: skip
     ff_port = ff.port()
     line_port = free_port()  # carbon-relay's: its configuration must name one

@@ -16,7 +16,16 @@ from pathlib import Path
 import gevent
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
+from .conftest import (
+    ANY_PORT,
+    TENANT,
+    FakeBlueflood,
+    FakeIdentity,
+    frame,
+    free_port,
+    send_tcp,
+    wait_until,
+)
 from .helpers import obey_file_permissions, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def base_args(bf: FakeBlueflood, *extra: str) -> list[str]:
     """A pickle listener on a port the kernel picks (``Process.port()`` reads it back)."""
-    return ["-e", "tcp:port=0:interface=127.0.0.1", "-b", bf.url, "-t", TENANT, "-i", "0.2",
+    return ["-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
             *extra]  # fmt: skip
 
 
@@ -86,7 +95,7 @@ def test_splitting_payload_under_limit(fake_blueflood: FakeBlueflood, run_ff) ->
 def test_plaintext_over_tcp_and_udp(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
     ff = run_ff(
         *base_args(fake_blueflood),
-        "--line-endpoint", "tcp:port=0:interface=127.0.0.1",
+        "--line-endpoint", ANY_PORT,
         "--line-endpoint", "udp:port=0:interface=127.0.0.1",
     )  # fmt: skip
     pickle_port = ff.port()
@@ -263,7 +272,7 @@ def test_bad_input_on_one_connection_loses_nothing_on_another(
 
 
 def test_dry_run_writes_bodies_to_stdout(run_ff) -> None:  # noqa: ANN001
-    ff = run_ff("--dry-run", "-i", "0.2", "-e", "tcp:port=0:interface=127.0.0.1")
+    ff = run_ff("--dry-run", "-i", "0.2", "-e", ANY_PORT)
     port = ff.port()
     ts = int(time.time())
     send_tcp(port, frame([("dry.run", (ts, 1.5))]))
@@ -344,7 +353,7 @@ def test_bad_option_exit_code(run_ff) -> None:  # noqa: ANN001
 
 
 def test_env_only_configuration(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    env = {"FASTFORWARD_ENDPOINT": "tcp:port=0:interface=127.0.0.1",
+    env = {"FASTFORWARD_ENDPOINT": ANY_PORT,
            "FASTFORWARD_BLUEFLOOD": fake_blueflood.url, "FASTFORWARD_TENANT": TENANT,
            "FASTFORWARD_INTERVAL": "0.2"}  # fmt: skip
     ff = run_ff(env=env)
@@ -364,7 +373,7 @@ def test_admin_endpoint_spool_and_self_metrics(
 
     ff = run_ff(
         *base_args(fake_blueflood),
-        "--admin-endpoint", "tcp:port=0:interface=127.0.0.1",
+        "--admin-endpoint", ANY_PORT,
         "--spool-dir", str(tmp_path / "spool"),
         "--self-metrics-prefix", "ff.self",
     )  # fmt: skip
@@ -422,7 +431,7 @@ def _refusal(ff, code: int) -> str:  # noqa: ANN001
 
 @pytest.mark.parametrize(("url", "message"), BAD_URLS)
 def test_malformed_blueflood_url_is_refused(run_ff, url: str, message: str) -> None:  # noqa: ANN001
-    ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-t", "t", "-b", url,
+    ff = run_ff("-e", ANY_PORT, "-t", "t", "-b", url,
                 wait=False)  # fmt: skip
     assert message in _refusal(ff, 2)
 
@@ -456,7 +465,7 @@ def test_unwritable_spool_directory_is_refused(run_ff, tmp_path: Path) -> None: 
     spool = tmp_path / "spool"
     spool.mkdir()
     spool.chmod(0o555)
-    listen = "tcp:port=0:interface=127.0.0.1"
+    listen = ANY_PORT
     ff = run_ff("--dry-run", "-e", listen, "--spool-dir", str(spool), wait=False,
                 preexec_fn=obey_file_permissions)  # fmt: skip
     line = _refusal(ff, 3)
@@ -472,9 +481,9 @@ def test_spool_directory_of_another_blueflood_is_refused(
 ) -> None:
     spool = tmp_path / "spool"
     elsewhere = f"http://127.0.0.1:{free_port()}"  # another Blueflood, down: nothing listens
-    ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-b", elsewhere, "-t", TENANT,
+    ff = run_ff("-e", ANY_PORT, "-b", elsewhere, "-t", TENANT,
                 "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5",
-                "--admin-endpoint", "tcp:port=0:interface=127.0.0.1")  # fmt: skip
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
     send_tcp(port, frame([("kept.for.elsewhere", (int(time.time()), 1))]))
     wait_until(lambda: scrape(admin).get("fastforward_retries_total", cause="connection") > 0,

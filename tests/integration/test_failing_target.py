@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
 from .helpers import Outage, http_get, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -18,8 +18,8 @@ REMINDER = {"FASTFORWARD_TEST_FAILURE_REMINDER_SECONDS": "0.5"}  # the default i
 
 
 def _args(url: str, *extra: str) -> list[str]:
-    return ["-e", "tcp:port=0:interface=127.0.0.1", "-b", url, "-t", TENANT, "-i", "0.2",
-            "--admin-endpoint", "tcp:port=0:interface=127.0.0.1", "--drain-timeout", "1",
+    return ["-e", ANY_PORT, "-b", url, "-t", TENANT, "-i", "0.2",
+            "--admin-endpoint", ANY_PORT, "--drain-timeout", "1",
             *extra]  # fmt: skip
 
 

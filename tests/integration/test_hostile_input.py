@@ -24,7 +24,7 @@ import pytest
 
 from fastforward.receiver import INITIAL_BUFFER
 
-from .conftest import TENANT, FakeBlueflood, frame, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, wait_until
 from .helpers import Sender, http_get, proc_status_kb, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,9 +110,9 @@ def test_hostile_input_while_a_good_sender_streams(
     rng = random.Random(20261125)
     marker = tmp_path / "pwned"
     ff = run_ff(
-        "-e", "tcp:port=0:interface=127.0.0.1", "-b", fake_blueflood.url, "-t", TENANT,
+        "-e", ANY_PORT, "-b", fake_blueflood.url, "-t", TENANT,
         "-i", "0.2", "--max-frame-bytes", "100000", "--max-connections", str(idle_count + 200),
-        "--admin-endpoint", "tcp:port=0:interface=127.0.0.1",
+        "--admin-endpoint", ANY_PORT,
     )  # fmt: skip
     port = ff.port()
     admin = ff.admin_port

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, wait_until
 from .helpers import Outage, Sender, datapoint_counts, proc_status_kb, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,9 +41,9 @@ def _run_outage(
 ) -> dict:
     outage = Outage(bf)
     ff = run_ff(
-        "-e", "tcp:port=0:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+        "-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
         "-i", "0.2", "--concurrency", "2", "--max-buffer-bytes", str(CAP),
-        "--admin-endpoint", "tcp:port=0:interface=127.0.0.1", *extra,
+        "--admin-endpoint", ANY_PORT, *extra,
     )  # fmt: skip
     port = ff.port()
     admin = ff.admin_port
@@ -165,9 +165,9 @@ def test_a_poison_datapoint_never_blocks_the_rest(fake_blueflood: FakeBlueflood,
     bf = fake_blueflood
     outage = Outage(bf)
     outage.poison = {"lose.poison.s0.3.7"}
-    ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
                 "-i", "0.2", "--concurrency", "1",
-                "--admin-endpoint", "tcp:port=0:interface=127.0.0.1")  # fmt: skip
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
     port = ff.port()
     admin = ff.admin_port
     sender = Sender(port, "lose.poison.s0", int(time.time())).start()

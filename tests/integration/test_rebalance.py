@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, wait_until
+from .conftest import ANY_PORT, TENANT, wait_until
 from .fleet import Haproxy, ReconnectingSender, Sink
 from .helpers import scrape
 
@@ -31,7 +31,7 @@ def test_new_instances_get_traffic_within_two_ages_and_nothing_is_lost(
     fleet = {
         n: run_ff(
             "-e",
-            "tcp:port=0:interface=127.0.0.1",
+            ANY_PORT,
             "-b",
             sink.url,
             "-t",
@@ -41,7 +41,7 @@ def test_new_instances_get_traffic_within_two_ages_and_nothing_is_lost(
             "--max-connection-age",
             str(MAX_AGE),
             "--admin-endpoint",
-            "tcp:port=0:interface=127.0.0.1",
+            ANY_PORT,
         )  # fmt: skip
         for n in NAMES
     }

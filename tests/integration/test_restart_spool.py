@@ -14,7 +14,7 @@ import pytest
 from fastforward.spool import Spool
 from fastforward.stats import Stats
 
-from .conftest import TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
 from .helpers import Outage, http_get, obey_file_permissions, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,9 +23,9 @@ CAP = 1_048_576  # --max-buffer-bytes, its minimum
 
 
 def _args(bf: FakeBlueflood, spool: Path, *extra: str) -> list[str]:
-    return ["-e", "tcp:port=0:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+    return ["-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
             "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "2",
-            "--admin-endpoint", "tcp:port=0:interface=127.0.0.1", *extra]  # fmt: skip
+            "--admin-endpoint", ANY_PORT, *extra]  # fmt: skip
 
 
 def _send(port: int, prefix: str, ts: int, frames: int, per_frame: int = 500) -> set:
@@ -241,7 +241,7 @@ def test_spooled_data_goes_to_the_tenant_it_was_received_for(
 
 
 def _no_spool_args(bf_url: str, *extra: str) -> list[str]:
-    return ["-e", "tcp:port=0:interface=127.0.0.1", "-b", bf_url, "-t", TENANT,
+    return ["-e", ANY_PORT, "-b", bf_url, "-t", TENANT,
             "-i", "0.2", "--drain-timeout", "1", *extra]  # fmt: skip
 
 
@@ -255,7 +255,7 @@ def test_stop_that_could_not_save_everything_exits_4_with_the_count(
     outage = Outage(fake_blueflood)
     outage.mode = "503"
     ff = run_ff(*_no_spool_args(fake_blueflood.url, "--admin-endpoint",
-                                "tcp:port=0:interface=127.0.0.1"))  # fmt: skip
+                                ANY_PORT))  # fmt: skip
     port = ff.port()
     admin = ff.admin_port
     sent = _send(port, "lost", int(time.time()), frames=3)
@@ -282,7 +282,7 @@ def test_spool_unwritable_while_running_is_not_a_clean_stop(
     outage.mode = "503"
     spool = tmp_path / "spool"
     ff = run_ff(*_no_spool_args(fake_blueflood.url, "--spool-dir", str(spool), "--admin-endpoint",
-                                "tcp:port=0:interface=127.0.0.1"),
+                                ANY_PORT),
                 preexec_fn=obey_file_permissions)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
     spool.chmod(0o555)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def test_sighup_reopens_a_rotated_log_and_keeps_forwarding(
     workers: str,
 ) -> None:
     bf, log = fake_blueflood, tmp_path / "ff.log"
-    ff = run_ff("-e", "tcp:port=0:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
                 "-i", "0.2", "-l", str(log), "--workers", workers,
                 log=log)  # fmt: skip
     port = ff.port()
