@@ -104,18 +104,39 @@ class Process:
     def port(self, kind: str = "tcp", protocol: str | None = None) -> int:
         """The port its first ``kind`` listener (of ``protocol`` if given) bound, read from its
         log. The ``-e`` endpoints come first, so ``port()`` is the main TCP endpoint's."""
-        for k, p, _host, port in _LISTENING.findall(self.log_text()):
-            if k == kind and protocol in (None, p):
-                return int(port)
-        raise AssertionError(f"no {kind} {protocol} listener in the log:\n{self.log_text()}")
+
+        def bound() -> int | None:
+            for k, p, _host, port in _LISTENING.findall(self.log_text()):
+                if k == kind and protocol in (None, p):
+                    return int(port)
+            return None
+
+        return self._read_back(bound, f"a {kind} {protocol or ''} listener")
 
     @property
     def admin_port(self) -> int:
         """The port its ``--admin-endpoint`` bound (read from its log)."""
-        match = _ADMIN.search(self.log_text())
-        if match is None:
-            raise AssertionError(f"no admin endpoint in the log:\n{self.log_text()}")
-        return int(match.group(2))
+
+        def bound() -> int | None:
+            match = _ADMIN.search(self.log_text())
+            return None if match is None else int(match.group(2))
+
+        return self._read_back(bound, "the admin endpoint")
+
+    def _read_back(self, bound: Callable[[], int | None], what: str) -> int:
+        # The banner is several writes: the line may follow the "starting" line by a moment.
+        found: list[int] = []
+
+        def logged() -> bool:
+            port = bound()
+            if port is not None:
+                found.append(port)
+            elif self.proc.poll() is not None:
+                raise AssertionError(f"fastforward exited before logging {what}:\n{self.stderr}")
+            return port is not None
+
+        wait_until(logged, 10, f"{what} in fastforward's log")
+        return found[-1]
 
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
