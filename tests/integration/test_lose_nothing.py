@@ -67,7 +67,10 @@ def _run_outage(
     # failure was met.
     window_ends = time.monotonic() + seconds
     wait_until(
-        lambda: bitten() and time.monotonic() >= window_ends, seconds + 30, f"a {mode} window"
+        lambda: time.monotonic() >= window_ends and bitten(),
+        seconds + 30,
+        f"a {mode} window",
+        poll=0.1,
     )
     if mode == "refused":
         outage.resume()
