@@ -4,11 +4,11 @@ monkey.patch_all()  # before anything imports socket, ssl, requests or urllib3
 
 import importlib  # noqa: E402
 import os  # noqa: E402
-import socket  # noqa: E402
 
 import pytest  # noqa: E402
 
 from fastforward import codec  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 # Both codec implementations are exercised in every run; the compiled one is skipped only when
 # it was not built (and FASTFORWARD_REQUIRE_EXTENSION makes that a failure elsewhere).
@@ -41,15 +41,9 @@ def compiled_codec():
     return _compiled
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def unused_port() -> int:
+    """A port where nothing listens (a refused connection), see `tests.support.free_port`."""
     return free_port()
 
 

@@ -37,6 +37,8 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from tests.support import wait_until
+
 BEFORE_MS = 259_200_000
 AFTER_MS = 600_000
 MAX_CONTENT_LENGTH = 1_048_576
@@ -315,9 +317,7 @@ class FakeBlueflood(_FakeServer):
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait (polling the fake's state) until ``predicate()`` is true, or fail."""
-        with gevent.Timeout(timeout, AssertionError(f"timed out after {timeout}s")):
-            while not predicate():
-                gevent.sleep(0.01)
+        wait_until(predicate, timeout, "the fake Blueflood's state", poll=0.01)
 
     # ---- the server -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from fastforward import codec
 from fastforward.config import load
 from fastforward.receiver import Receivers, StartupError
 from fastforward.stats import Stats
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +42,6 @@ def frame(items: object) -> bytes:
 
 def names(encoder) -> list[str]:  # noqa: ANN001
     return [m["metricName"] for body in encoder.take() for m in json.loads(body)]
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:  # noqa: ANN001
-    with gevent.Timeout(timeout, AssertionError("condition not met in time")):
-        while not predicate():
-            gevent.sleep(0.01)
 
 
 @pytest.fixture
@@ -127,12 +122,13 @@ def test_idle_connections_are_closed(make) -> None:  # noqa: ANN001
 
 def test_gate_holds_reads_until_it_opens(make) -> None:  # noqa: ANN001
     r, ports = make("-e", "tcp:port=0:interface=127.0.0.1")
+    r.flow.gate.clear()
     with connect(ports["tcp/pickle"]) as s:
-        wait_until(lambda: r.open_connections == 1)
-        gevent.sleep(0.05)  # let the connection greenlet reach its first gate check
-        r.flow.gate.clear()
         s.sendall(frame([("held", (int(time.time()), 1))]))
-        gevent.sleep(0.2)
+        # The connection's greenlet parks on the closed gate; once parked it cannot move on
+        # until the gate opens, so what it decoded by then is all it will decode while closed.
+        wait_until(lambda: r.open_connections == 1 and r.flow.gate.linkcount() == 1)
+        assert r.encoder.pending_datapoints == 0, "decoded while the gate was closed"
         r.flow.gate.set()
         wait_until(lambda: r.encoder.pending_datapoints == 1)
 

@@ -1,40 +1,40 @@
-"""Start the real `fastforward` process against fakes on 127.0.0.1; stop what was started."""
+"""Start the real `fastforward` process against fakes on 127.0.0.1; stop what was started.
+
+Give fastforward ``port=0`` endpoints (``ANY_PORT``) and read the ports it bound back with
+`Process.port` and `Process.admin_port`: no port is picked ahead and released, so parallel
+runs cannot race for one. Waiting is `wait_until` (from `tests.support`), with a deadline.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import gevent
 import pytest
 
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, fake_blueflood, fake_identity
+from tests.support import free_port, wait_until
 
-__all__ = ["FakeBlueflood", "FakeIdentity", "fake_blueflood", "fake_identity"]
+__all__ = [
+    "FakeBlueflood", "FakeIdentity", "fake_blueflood", "fake_identity", "free_port", "wait_until"
+]  # fmt: skip
 
 TENANT = "tenant"
 
+# Lines of fastforward's log that tell what it bound (port 0 included).
+_LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
+_ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
+_ALL_WORKERS = re.compile(r"all \d+ workers started")
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.02)
+ANY_PORT = "tcp:port=0:interface=127.0.0.1"  # an endpoint on a port the kernel picks
 
 
 def frame(items: object, protocol: int = 2) -> bytes:
@@ -58,6 +58,7 @@ class Process:
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.args = list(args)
+        self.log_path: Path | None = None
         self.stdout_path = tmp / f"stdout-{id(self)}.txt"
         self.stderr_path = tmp / f"stderr-{id(self)}.txt"
         full_env = dict(os.environ)
@@ -80,14 +81,62 @@ class Process:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def log_text(self) -> str:
+        """Its log: the ``--logfile`` given to ``run_ff(log=...)``, else its stderr."""
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.stderr
+
     def wait_started(self, marker: str = " starting (codec: ", log: Path | None = None) -> None:
+        if log is not None:
+            self.log_path = log
+
         def started() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"fastforward exited {self.proc.returncode}:\n{self.stderr}")
-            text = log.read_text() if log is not None and log.exists() else self.stderr
+            text = self.log_text()
+            if " supervisor (pid " in text:  # --workers: every worker, not just the first
+                return _ALL_WORKERS.search(text) is not None
             return marker in text
 
         wait_until(started, 20, "fastforward to start")
+
+    def port(self, kind: str = "tcp", protocol: str | None = None) -> int:
+        """The port its first ``kind`` listener (of ``protocol`` if given) bound, read from its
+        log. The ``-e`` endpoints come first, so ``port()`` is the main TCP endpoint's."""
+
+        def bound() -> int | None:
+            for k, p, _host, port in _LISTENING.findall(self.log_text()):
+                if k == kind and protocol in (None, p):
+                    return int(port)
+            return None
+
+        return self._read_back(bound, f"a {kind} {protocol or ''} listener")
+
+    @property
+    def admin_port(self) -> int:
+        """The port its ``--admin-endpoint`` bound (read from its log)."""
+
+        def bound() -> int | None:
+            match = _ADMIN.search(self.log_text())
+            return None if match is None else int(match.group(2))
+
+        return self._read_back(bound, "the admin endpoint")
+
+    def _read_back(self, bound: Callable[[], int | None], what: str) -> int:
+        # The banner is several writes: the line may follow the "starting" line by a moment.
+        found: list[int] = []
+
+        def logged() -> bool:
+            port = bound()
+            if port is not None:
+                found.append(port)
+            elif self.proc.poll() is not None:
+                raise AssertionError(f"fastforward exited before logging {what}:\n{self.stderr}")
+            return port is not None
+
+        wait_until(logged, 10, f"{what} in fastforward's log")
+        return found[-1]
 
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -107,7 +156,8 @@ class Process:
 
 @pytest.fixture
 def run_ff(tmp_path: Path) -> Iterator:
-    """Start fastforward (waiting for its banner unless wait=False); every one is stopped."""
+    """Start fastforward (waiting for its banner, or every worker's under ``--workers``, unless
+    wait=False); every one is stopped by its PID."""
     started: list[Process] = []
 
     def start(
@@ -118,6 +168,7 @@ def run_ff(tmp_path: Path) -> Iterator:
         preexec_fn: Callable[[], None] | None = None,
     ) -> Process:
         p = Process(args, tmp_path, env, preexec_fn)
+        p.log_path = log
         started.append(p)
         if wait:
             p.wait_started(log=log)

@@ -25,7 +25,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from .conftest import wait_until
+from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SINK_SCRIPT = REPO / "bench" / "sink.py"
@@ -41,13 +41,6 @@ def require_tool(name: str, package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} not found; CI must install the Debian package {package}")
     pytest.skip(f"{name} not installed (Debian package {package})")
-
-
-def free_port_on(host: str) -> int:
-    """A free TCP port on a given loopback address (127.0.0.0/8 is all ours on Linux)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(host: str, port: int, what: str, timeout: float = 20.0) -> None:
@@ -96,7 +89,7 @@ class Sink(Daemon):
     """bench/sink.py as one instance's Blueflood, remembering every distinct datapoint."""
 
     def __init__(self, name: str, tmp: Path) -> None:
-        self.port = free_port_on("127.0.0.1")
+        self.port = free_port()  # its configuration names the port
         self.keys_path = tmp / f"{name}.keys"
         argv = [sys.executable, str(SINK_SCRIPT), "--port", str(self.port), "--track-unique",
                 "--keys-file", str(self.keys_path), "--max-seconds", "600"]  # fmt: skip
@@ -218,7 +211,7 @@ class CarbonCRelay(Daemon):
 
     def __init__(self, tmp: Path, cluster: str, members: list[tuple[str, int]]) -> None:
         binary = require_tool("carbon-c-relay", "carbon-c-relay")
-        self.port = free_port_on("127.0.0.1")
+        self.port = free_port()  # its configuration names the port
         self.stats_path = tmp / "relay-stats.txt"
         # The ring hashes host (and instance): distinct addresses spread the series.
         dests = " ".join(f"{h}:{p}" for h, p in members)
@@ -296,7 +289,7 @@ class Haproxy(Daemon):
 
     def __init__(self, tmp: Path, servers: dict[str, int], standby: set[str]) -> None:
         binary = require_tool("haproxy", "haproxy")
-        self.port = free_port_on("127.0.0.1")
+        self.port = free_port()  # its configuration names the port
         self.socket_path = tmp / "haproxy.sock"
         lines = [
             "global",
@@ -411,7 +404,7 @@ class CarbonRelay(Daemon):
             if sys.version_info >= (3, 12):  # carbon 1.1.10 does not install there
                 pytest.skip("graphite's carbon-relay does not install on Python 3.12+")
             pytest.fail(f"{script} not found: install the test extra (carbon, whisper)")
-        self.port = free_port_on("127.0.0.1")
+        self.port = free_port()  # its configuration names the port
         root = tmp / "graphite"
         for d in ("conf", "storage", "log", "run"):
             (root / d).mkdir(parents=True, exist_ok=True)

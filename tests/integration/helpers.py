@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
@@ -49,6 +48,7 @@ class Outage:
         self.failed: list[bytes] = []
         self.stored_bodies: list[bytes] = []
         self.poison: set[str] = set()  # metric names that always earn a 500
+        self.hits = 0  # ingest requests that met a failure mode (slow included)
         self._inner = bf._respond
         bf._respond = self._respond  # type: ignore[method-assign]
 
@@ -56,6 +56,8 @@ class Outage:
         if req.method != "POST" or not INGEST_PATH.match(req.path):
             return self._inner(environ, req)
         mode = self.mode
+        if mode is not None:
+            self.hits += 1
         if self.poison and any(f'"metricName":"{n}"'.encode() in req.raw for n in self.poison):
             self.failed.append(req.raw)
             return 500, b'{"errors":[{"message":"Failed parsing content"}]}', {}
@@ -226,15 +228,6 @@ def proc_status_kb(pid: int, field_name: str) -> int:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"{field_name} not in /proc/{pid}/status")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Like conftest.wait_until, with a longer poll so a busy fake keeps its CPU."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.1)
 
 
 # ---- file permissions that bind root too ------------------------------------------------------

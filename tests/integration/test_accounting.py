@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
-from .helpers import Metrics, http_get, scrape, wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import Metrics, http_get, scrape
 
 pytestmark = [pytest.mark.integration]
 
@@ -23,13 +23,15 @@ HOUR_MS = 3_600_000
 
 
 def _start(run_ff, bf: FakeBlueflood, *extra: str) -> tuple:  # noqa: ANN001
-    port, line_port, admin = free_port(), free_port(), free_port()
     ff = run_ff(
-        "-e", f"tcp:port={port}:interface=127.0.0.1",
-        "--line-endpoint", f"tcp:port={line_port}:interface=127.0.0.1",
+        "-e", ANY_PORT,
+        "--line-endpoint", ANY_PORT,
         "-b", bf.url, "-t", TENANT, "-i", "0.3",
-        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", *extra,
+        "--admin-endpoint", ANY_PORT, *extra,
     )  # fmt: skip
+    port = ff.port()
+    line_port = ff.port("tcp", "line")
+    admin = ff.admin_port
     return ff, port, line_port, admin
 
 
@@ -83,7 +85,7 @@ def test_every_datapoint_is_accounted_for_and_traced_to_its_sender(
             and m["fastforward_datapoints_rejected_total"] == 5
         )
 
-    wait_for(settled, 20, "delivery of the good datapoints and the 207")
+    wait_until(settled, 20, "delivery of the good datapoints and the 207")
     m = scrape(admin)
     received, accounted = _identity(m)
     assert received == accounted == want_accepted + sum(want_dropped.values())
@@ -114,7 +116,7 @@ def test_every_datapoint_is_accounted_for_and_traced_to_its_sender(
         assert samples[-1]["sender"].startswith("127.0.0.1:")
 
     # The log: each loss names the sender and shows a sample; the INFO line has the totals.
-    wait_for(lambda: f"datapoints: received {int(received)}," in ff.stderr, 10, "INFO line")
+    wait_until(lambda: f"datapoints: received {int(received)}," in ff.stderr, 10, "INFO line")
     assert ff.terminate() == 0
     log = ff.stderr
     for reason, sample in (
@@ -143,8 +145,8 @@ def test_losses_found_by_the_receivers_count_one_per_frame_or_line(
         m = scrape(admin)
         return m.get("fastforward_datapoints_dropped_total", reason="truncated_frame") == 1
 
-    wait_for(counted, 15, "the truncated frame to be counted")  # fmt: skip
-    wait_for(lambda: fake_blueflood.stored == 1, 15, "delivery")
+    wait_until(counted, 15, "the truncated frame to be counted")  # fmt: skip
+    wait_until(lambda: fake_blueflood.stored == 1, 15, "delivery")
     m = scrape(admin)
     assert m.get("fastforward_datapoints_dropped_total", reason="oversize_frame") == 1
     received, accounted = _identity(m)
@@ -165,8 +167,8 @@ def test_wrong_protocol_on_a_port_gets_a_hint(
     send_tcp(port, f"plain.on.pickle 1 {now}\n".encode())
     payload = pickle.dumps([("pickle.on.line", (now, 1.5))], protocol=2)
     send_tcp(line_port, struct.pack("!L", len(payload)) + payload)
-    wait_for(lambda: "looks like pickle" in ff.stderr, 15, "the pickle hint")
-    wait_for(lambda: "looks like plaintext" in ff.stderr, 15, "the plaintext hint")
+    wait_until(lambda: "looks like pickle" in ff.stderr, 15, "the pickle hint")
+    wait_until(lambda: "looks like plaintext" in ff.stderr, 15, "the plaintext hint")
     log = ff.stderr
     assert "looks like plaintext: use --protocol line or --line-endpoint" in log
     assert "frame of 1" not in log  # not the misleading "frame of 1.6 GB" message
@@ -197,8 +199,8 @@ def test_series_exist_from_the_first_scrape_and_promtool_accepts_them(
     if promtool is None:
         pytest.skip("promtool is not installed")
     send_tcp(port, frame([("prom.a", (int(time.time()), 1))]))
-    wait_for(lambda: fake_blueflood.stored == 1, 15, "delivery")
-    wait_for(
+    wait_until(lambda: fake_blueflood.stored == 1, 15, "delivery")
+    wait_until(
         lambda: scrape(admin).get("fastforward_flush_latency_seconds_count") == 1, 10, "histogram"
     )
     text = http_get(f"http://127.0.0.1:{admin}/metrics")[1]
@@ -213,15 +215,15 @@ def test_udp_datagrams_are_attributed_to_their_sender(
     fake_blueflood: FakeBlueflood,
     run_ff,  # noqa: ANN001
 ) -> None:
-    udp_port = free_port(socket.SOCK_DGRAM)
     ff, _port, _line_port, admin = _start(
-        run_ff, fake_blueflood, "--line-endpoint", f"udp:port={udp_port}:interface=127.0.0.1"
+        run_ff, fake_blueflood, "--line-endpoint", "udp:port=0:interface=127.0.0.1"
     )
+    udp_port = ff.port("udp", "line")
     now = int(time.time())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(f"udp.good 1 {now}\nudp.bad\n".encode(), ("127.0.0.1", udp_port))
-    wait_for(lambda: fake_blueflood.stored == 1, 15, "delivery")
-    wait_for(
+    wait_until(lambda: fake_blueflood.stored == 1, 15, "delivery")
+    wait_until(
         lambda: scrape(admin).get("fastforward_datapoints_dropped_total", reason="bad_line") == 1,
         10,
         "the bad line counted",

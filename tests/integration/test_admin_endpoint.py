@@ -14,20 +14,22 @@ import pytest
 
 from tests.fake_blueflood import Scripted
 
-from .conftest import TENANT, FakeBlueflood, free_port, send_tcp
-from .helpers import Outage, http_get, scrape, wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, send_tcp, wait_until
+from .helpers import Outage, http_get, scrape
 
 pytestmark = [pytest.mark.integration]
 
 
 def _ff(run_ff, bf: FakeBlueflood, *extra: str) -> tuple:  # noqa: ANN001
-    port, line_port, admin = free_port(), free_port(), free_port()
     ff = run_ff(
-        "-e", f"tcp:port={port}:interface=127.0.0.1",
-        "--line-endpoint", f"tcp:port={line_port}:interface=127.0.0.1",
+        "-e", ANY_PORT,
+        "--line-endpoint", ANY_PORT,
         "-b", bf.url, "-t", TENANT, "-i", "0.5",
-        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", *extra,
+        "--admin-endpoint", ANY_PORT, *extra,
     )  # fmt: skip
+    port = ff.port()
+    line_port = ff.port("tcp", "line")
+    admin = ff.admin_port
     return ff, port, line_port, admin
 
 
@@ -61,7 +63,7 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
             and m["fastforward_buffered_datapoints"] == 0
         )
 
-    wait_for(delivered, 15, "delivery")
+    wait_until(delivered, 15, "delivery")
     m = scrape(admin)
     assert m["fastforward_datapoints_accepted_total"] == 15
     assert m.get("fastforward_datapoints_dropped_total", reason="nan") == 3
@@ -82,7 +84,7 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
     assert http_get(f"http://127.0.0.1:{admin}/health") == (200, "ok\n")
 
     # The log: an INFO line per interval with the counters, a WARNING per loss reason.
-    wait_for(lambda: "datapoints: received 22, sent 13, dropped 7" in ff.stderr, 10,
+    wait_until(lambda: "datapoints: received 22, sent 13, dropped 7" in ff.stderr, 10,
              "the periodic INFO line")  # fmt: skip
     assert ff.terminate() == 0
     log = ff.stderr
@@ -104,12 +106,12 @@ def test_health_503_when_blueflood_is_down_without_a_spool(
     send_tcp(port, _pickle_frame([("down.a", (int(time.time()), 1))]))
     url = f"http://127.0.0.1:{admin}/health"
     assert http_get(url)[0] == 200  # a single failure is not an outage yet
-    wait_for(lambda: http_get(url)[0] == 503, 15, "/health 503")
+    wait_until(lambda: http_get(url)[0] == 503, 15, "/health 503")
     status, reason = http_get(url)
     assert "Blueflood failing for" in reason and "no spool" in reason
     assert scrape(admin).get("fastforward_retries_total", cause="503") >= 1
     outage.mode = None
-    wait_for(lambda: http_get(url)[0] == 200, 30, "/health 200 again")
+    wait_until(lambda: http_get(url)[0] == 200, 30, "/health 200 again")
     assert fake_blueflood.stored == 1
     assert ff.terminate() == 0
 
@@ -124,10 +126,10 @@ def test_health_200_while_spooling_within_limits(
     ff, port, _line, admin = _ff(run_ff, fake_blueflood, "--spool-dir", str(tmp_path / "spool"))
     send_tcp(port, _pickle_frame([("spooling.a", (int(time.time()), 1))]))
     url = f"http://127.0.0.1:{admin}/health"
-    wait_for(lambda: "the spool takes" in http_get(url)[1], 15, "/health to mention the spool")
+    wait_until(lambda: "the spool takes" in http_get(url)[1], 15, "/health to mention the spool")
     assert http_get(url)[0] == 200
     with socket.create_connection(("127.0.0.1", admin), timeout=5):
         pass  # the admin endpoint keeps accepting while Blueflood is down
     outage.mode = None
-    wait_for(lambda: fake_blueflood.stored == 1, 30, "delivery after the outage")
+    wait_until(lambda: fake_blueflood.stored == 1, 30, "delivery after the outage")
     assert ff.terminate() == 0

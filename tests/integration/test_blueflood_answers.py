@@ -14,17 +14,18 @@ import pytest
 
 from tests.fake_blueflood import Scripted
 
-from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, FakeIdentity, frame, send_tcp, wait_until
 from .helpers import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def start(run_ff, bf: FakeBlueflood, *extra: str):  # noqa: ANN001, ANN201
-    port, admin = free_port(), free_port()
-    ff = run_ff("-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
-                "-i", "0.2", "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
+                "-i", "0.2", "--admin-endpoint", ANY_PORT,
                 *extra)  # fmt: skip
+    port = ff.port()
+    admin = ff.admin_port
     return ff, port, admin
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, free_port
-from .helpers import wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,9 +81,10 @@ def test_carbon_relay_forwards_everything_over_pickle(
     run_ff,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
-    ff_port, line_port = free_port(), free_port()
-    ff = run_ff("-e", f"tcp:port={ff_port}:interface=127.0.0.1", "-b", fake_blueflood.url,
+    ff = run_ff("-e", ANY_PORT, "-b", fake_blueflood.url,
                 "-t", TENANT, "-i", "0.2")  # fmt: skip
+    ff_port = ff.port()
+    line_port = free_port()  # carbon-relay's: its configuration must name one
     root = tmp_path / "graphite"
     conf = _write_conf(root, line_port, ff_port)
     env = dict(os.environ, GRAPHITE_ROOT=str(root))
@@ -102,7 +102,7 @@ def test_carbon_relay_forwards_everything_over_pickle(
                 raise AssertionError(f"carbon-relay exited:\n{log_path.read_text()}")
             return _port_open(line_port)
 
-        wait_for(relay_up, 30, "carbon-relay's line port")
+        wait_until(relay_up, 30, "carbon-relay's line port")
         ts = int(time.time()) - 60
         expected = {}
         lines = []
@@ -113,7 +113,7 @@ def test_carbon_relay_forwards_everything_over_pickle(
             lines.append(f"{name} {value} {ts + i % 60}\n")
         with socket.create_connection(("127.0.0.1", line_port), timeout=10) as s:
             s.sendall("".join(lines).encode())
-        wait_for(lambda: fake_blueflood.stored >= DATAPOINTS, 60, "every relayed datapoint")
+        wait_until(lambda: fake_blueflood.stored >= DATAPOINTS, 60, "every relayed datapoint")
         for name, (t, value) in expected.items():
             assert fake_blueflood.points(TENANT, name) == {t * 1000: value}, name
         assert fake_blueflood.stored == DATAPOINTS

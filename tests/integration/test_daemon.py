@@ -16,14 +16,24 @@ from pathlib import Path
 import gevent
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, FakeIdentity, frame, free_port, send_tcp, wait_until
-from .helpers import obey_file_permissions
+from .conftest import (
+    ANY_PORT,
+    TENANT,
+    FakeBlueflood,
+    FakeIdentity,
+    frame,
+    free_port,
+    send_tcp,
+    wait_until,
+)
+from .helpers import obey_file_permissions, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def base_args(bf: FakeBlueflood, port: int, *extra: str) -> list[str]:
-    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT, "-i", "0.2",
+def base_args(bf: FakeBlueflood, *extra: str) -> list[str]:
+    """A pickle listener on a port the kernel picks (``Process.port()`` reads it back)."""
+    return ["-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
             *extra]  # fmt: skip
 
 
@@ -31,8 +41,8 @@ def base_args(bf: FakeBlueflood, port: int, *extra: str) -> list[str]:
 
 
 def test_noauth(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
-    ff = run_ff(*base_args(fake_blueflood, port))
+    ff = run_ff(*base_args(fake_blueflood))
+    port = ff.port()
     ts = int(time.time())
     send_tcp(port, frame([("foo.bar.baz", (ts, 10.0))]))
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
@@ -49,10 +59,10 @@ def test_noauth(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
 
 def test_auth_sends_the_token_header(fake_identity: FakeIdentity, run_ff) -> None:  # noqa: ANN001
     with FakeBlueflood(identity=fake_identity) as bf:
-        port = free_port()
         ff = run_ff(
-            *base_args(bf, port, "-u", "alice", "-k", "k3y", "--auth_url", fake_identity.tokens_url)
+            *base_args(bf, "-u", "alice", "-k", "k3y", "--auth_url", fake_identity.tokens_url)
         )
+        port = ff.port()
         send_tcp(port, frame([("foo.bar.baz", (int(time.time()), 10.0))]))
         bf.wait_for(lambda: bf.stored == 1)
         token = bf.ingests()[0].headers["X-Auth-Token"]
@@ -64,8 +74,8 @@ def test_auth_sends_the_token_header(fake_identity: FakeIdentity, run_ff) -> Non
 
 def test_splitting_payload_under_limit(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
     limit = 1024
-    port = free_port()
-    ff = run_ff(*base_args(fake_blueflood, port, "--limit", str(limit)))
+    ff = run_ff(*base_args(fake_blueflood, "--limit", str(limit)))
+    port = ff.port()
     ts = int(time.time())
     one = len(json.dumps({"collectionTime": ts * 1000, "ttlInSeconds": 86400,
                           "metricValue": 10.0, "metricName": "foo.bar.baz.000"}))  # fmt: skip
@@ -83,12 +93,14 @@ def test_splitting_payload_under_limit(fake_blueflood: FakeBlueflood, run_ff) ->
 
 
 def test_plaintext_over_tcp_and_udp(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    pickle_port, tcp_port, udp_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
     ff = run_ff(
-        *base_args(fake_blueflood, pickle_port),
-        "--line-endpoint", f"tcp:port={tcp_port}:interface=127.0.0.1",
-        "--line-endpoint", f"udp:port={udp_port}:interface=127.0.0.1",
+        *base_args(fake_blueflood),
+        "--line-endpoint", ANY_PORT,
+        "--line-endpoint", "udp:port=0:interface=127.0.0.1",
     )  # fmt: skip
+    pickle_port = ff.port()
+    tcp_port = ff.port("tcp", "line")
+    udp_port = ff.port("udp", "line")
     ts = int(time.time())
     # carbon-relay sends CRLF-terminated lines; the last line has no newline at all.
     send_tcp(tcp_port, f"line.tcp.a 1 {ts}\r\nline.tcp.b 2.5 {ts}\nline.tcp.c 3 {ts}".encode())
@@ -102,8 +114,8 @@ def test_plaintext_over_tcp_and_udp(fake_blueflood: FakeBlueflood, run_ff) -> No
 
 
 def test_line_protocol_on_the_main_endpoint(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
-    ff = run_ff(*base_args(fake_blueflood, port, "--protocol", "MetricLineReceiver"))
+    ff = run_ff(*base_args(fake_blueflood, "--protocol", "MetricLineReceiver"))
+    port = ff.port("tcp", "line")
     send_tcp(port, f"a.b 1 {int(time.time())}\n".encode())
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
     assert ff.terminate() == 0
@@ -143,11 +155,11 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
 
 def test_tls_ingest(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
     key, cert = _self_signed(tmp_path)
-    port = free_port()
     ff = run_ff(
-        "-e", f"ssl:port={port}:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+        "-e", f"ssl:port=0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
         "-b", fake_blueflood.url, "-t", TENANT, "-i", "0.2",
     )  # fmt: skip
+    port = ff.port("ssl")
     ctx = ssl.create_default_context(cafile=cert)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
@@ -164,11 +176,10 @@ def test_tls_ingest(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> No
 
 
 def test_config_file(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
-    port = free_port()
     conf = tmp_path / "ff.conf"
     conf.write_text(
         "[blueflood_carbon_forwarder]\n"
-        f"endpoint=tcp:port={port}:interface=127.0.0.1\n"
+        f"endpoint=tcp:port=0:interface=127.0.0.1\n"
         "interval=0.2\n"
         f"blueflood={fake_blueflood.url}\n"
         f"tenant={TENANT}\n"
@@ -177,6 +188,7 @@ def test_config_file(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> N
         "user=\nkey=\nlimit=0\noverwrite_collection_timestamp=False\n"
     )
     ff = run_ff("-c", str(conf))
+    port = ff.port()
     send_tcp(port, frame([("m", (int(time.time()), 1))]))
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
     assert json.loads(fake_blueflood.ingests()[0].body)[0]["metricName"] == "pre.m"
@@ -188,9 +200,9 @@ def test_config_file(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> N
 
 
 def test_sigterm_drains_everything(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
     # A long interval: nothing is flushed before SIGTERM unless a body fills up.
-    ff = run_ff(*base_args(fake_blueflood, port)[:-2], "-i", "600")
+    ff = run_ff(*base_args(fake_blueflood)[:-2], "-i", "600")
+    port = ff.port()
     ts = int(time.time())
     total = 0
     socks = []
@@ -213,8 +225,8 @@ def test_bad_input_on_one_connection_loses_nothing_on_another(
     fake_blueflood: FakeBlueflood,
     run_ff,  # noqa: ANN001
 ) -> None:
-    port = free_port()
-    ff = run_ff(*base_args(fake_blueflood, port, "--max-frame-bytes", "100000"))
+    ff = run_ff(*base_args(fake_blueflood, "--max-frame-bytes", "100000"))
+    port = ff.port()
     ts = int(time.time())
     evil = frame([("x", (ts, 1))])[:4] + b"\x80\x02cposix\nsystem\nq\x00."  # forbidden GLOBAL
     bad = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -260,8 +272,8 @@ def test_bad_input_on_one_connection_loses_nothing_on_another(
 
 
 def test_dry_run_writes_bodies_to_stdout(run_ff) -> None:  # noqa: ANN001
-    port = free_port()
-    ff = run_ff("--dry-run", "-i", "0.2", "-e", f"tcp:port={port}:interface=127.0.0.1")
+    ff = run_ff("--dry-run", "-i", "0.2", "-e", ANY_PORT)
+    port = ff.port()
     ts = int(time.time())
     send_tcp(port, frame([("dry.run", (ts, 1.5))]))
     wait_until(lambda: "dry.run" in ff.stdout, what="a body on stdout")
@@ -272,8 +284,8 @@ def test_dry_run_writes_bodies_to_stdout(run_ff) -> None:  # noqa: ANN001
 
 
 def test_fastforward_send_to_a_running_forwarder(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
-    ff = run_ff(*base_args(fake_blueflood, port))
+    ff = run_ff(*base_args(fake_blueflood))
+    port = ff.port()
     ts = int(time.time())
     out = subprocess.run(
         [sys.executable, "-m", "fastforward", "send", "-e", f"tcp:{port}",
@@ -288,7 +300,7 @@ def test_fastforward_send_to_a_running_forwarder(fake_blueflood: FakeBlueflood, 
 
 def test_pidfile_written_and_removed(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
     pidfile = tmp_path / "ff.pid"
-    ff = run_ff(*base_args(fake_blueflood, free_port()), "-n", "--pidfile", str(pidfile))
+    ff = run_ff(*base_args(fake_blueflood), "-n", "--pidfile", str(pidfile))
     assert pidfile.read_text().strip() == str(ff.proc.pid)
     assert ff.terminate() == 0
     assert not pidfile.exists()
@@ -296,11 +308,11 @@ def test_pidfile_written_and_removed(fake_blueflood: FakeBlueflood, run_ff, tmp_
 
 def test_twistd_layout_and_logfile(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path) -> None:  # noqa: ANN001
     log = tmp_path / "log.txt"
-    port = free_port()
     ff = run_ff(
         "-n", "-l", str(log), "--logger", "some.observer", "blueflood-forward",
-        *base_args(fake_blueflood, port), log=log,
+        *base_args(fake_blueflood), log=log,
     )  # fmt: skip
+    port = ff.port()
     send_tcp(port, frame([("m", (int(time.time()), 1))]))
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
     assert ff.terminate() == 0
@@ -314,7 +326,7 @@ def test_log_dir_rotation(fake_blueflood: FakeBlueflood, run_ff, tmp_path: Path)
     env = {"LOG_DIR": str(log_dir), "LOG_ROTATE_LENGTH": "300", "MAX_LOG_ROTATED_FILES": "2",
            "TWISTED_LOG_LEVEL": "info"}  # fmt: skip
     log = log_dir / "carbon_forwarder.log"
-    ff = run_ff(*base_args(fake_blueflood, free_port()), env=env, wait=False)
+    ff = run_ff(*base_args(fake_blueflood), env=env, wait=False)
     wait_until(lambda: (log_dir / "carbon_forwarder.log.1").exists(), what="a rotated log")
     assert ff.terminate() == 0
     assert log.exists()
@@ -341,11 +353,11 @@ def test_bad_option_exit_code(run_ff) -> None:  # noqa: ANN001
 
 
 def test_env_only_configuration(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
-    env = {"FASTFORWARD_ENDPOINT": f"tcp:port={port}:interface=127.0.0.1",
+    env = {"FASTFORWARD_ENDPOINT": ANY_PORT,
            "FASTFORWARD_BLUEFLOOD": fake_blueflood.url, "FASTFORWARD_TENANT": TENANT,
            "FASTFORWARD_INTERVAL": "0.2"}  # fmt: skip
     ff = run_ff(env=env)
+    port = ff.port()
     send_tcp(port, frame([("env.m", (int(time.time()), 1))]))
     fake_blueflood.wait_for(lambda: fake_blueflood.stored == 1)
     assert ff.terminate() == 0
@@ -359,13 +371,14 @@ def test_admin_endpoint_spool_and_self_metrics(
 ) -> None:
     import requests
 
-    port, admin = free_port(), free_port()
     ff = run_ff(
-        *base_args(fake_blueflood, port),
-        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+        *base_args(fake_blueflood),
+        "--admin-endpoint", ANY_PORT,
         "--spool-dir", str(tmp_path / "spool"),
         "--self-metrics-prefix", "ff.self",
     )  # fmt: skip
+    port = ff.port()
+    admin = ff.admin_port
     send_tcp(port, frame([("m", (int(time.time()), 1))]))
     fake_blueflood.wait_for(lambda: fake_blueflood.points(TENANT, "m"))
     base = f"http://127.0.0.1:{admin}"
@@ -384,9 +397,9 @@ def test_admin_endpoint_spool_and_self_metrics(
 
 
 def test_second_signal_exits_at_once(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
-    port = free_port()
     fake_blueflood.delay = 30.0  # a Blueflood that never answers in time
-    ff = run_ff(*base_args(fake_blueflood, port), "--drain-timeout", "60")
+    ff = run_ff(*base_args(fake_blueflood), "--drain-timeout", "60")
+    port = ff.port()
     send_tcp(port, frame([("stuck", (int(time.time()), 1))]))
     wait_until(lambda: fake_blueflood.in_flight > 0, what="a POST in flight")
     ff.proc.send_signal(signal.SIGTERM)
@@ -418,7 +431,7 @@ def _refusal(ff, code: int) -> str:  # noqa: ANN001
 
 @pytest.mark.parametrize(("url", "message"), BAD_URLS)
 def test_malformed_blueflood_url_is_refused(run_ff, url: str, message: str) -> None:  # noqa: ANN001
-    ff = run_ff("-e", f"tcp:port={free_port()}:interface=127.0.0.1", "-t", "t", "-b", url,
+    ff = run_ff("-e", ANY_PORT, "-t", "t", "-b", url,
                 wait=False)  # fmt: skip
     assert message in _refusal(ff, 2)
 
@@ -441,7 +454,7 @@ def test_misspelt_variable_is_warned_about_when_the_start_succeeds(
     run_ff,  # noqa: ANN001
 ) -> None:
     env = {"FASTFORWARD_SPOOLDIR": "/var/spool/fastforward", "FASTFORWARD_TEST_ANYTHING": "1"}
-    ff = run_ff(*base_args(fake_blueflood, free_port()), env=env)
+    ff = run_ff(*base_args(fake_blueflood), env=env)
     assert "FASTFORWARD_SPOOLDIR is not a fastforward setting" in ff.stderr
     assert "FASTFORWARD_TEST_ANYTHING" not in ff.stderr  # the test suite's own: known
     assert "spool off" in ff.stderr
@@ -452,7 +465,7 @@ def test_unwritable_spool_directory_is_refused(run_ff, tmp_path: Path) -> None: 
     spool = tmp_path / "spool"
     spool.mkdir()
     spool.chmod(0o555)
-    listen = f"tcp:port={free_port()}:interface=127.0.0.1"
+    listen = ANY_PORT
     ff = run_ff("--dry-run", "-e", listen, "--spool-dir", str(spool), wait=False,
                 preexec_fn=obey_file_permissions)  # fmt: skip
     line = _refusal(ff, 3)
@@ -466,15 +479,18 @@ def test_spool_directory_of_another_blueflood_is_refused(
     run_ff,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
-    spool, port = tmp_path / "spool", free_port()
-    elsewhere = f"http://127.0.0.1:{free_port()}"  # another Blueflood, down
-    ff = run_ff("-e", f"tcp:port={port}:interface=127.0.0.1", "-b", elsewhere, "-t", TENANT,
-                "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5")  # fmt: skip
+    spool = tmp_path / "spool"
+    elsewhere = f"http://127.0.0.1:{free_port()}"  # another Blueflood, down: nothing listens
+    ff = run_ff("-e", ANY_PORT, "-b", elsewhere, "-t", TENANT,
+                "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "0.5",
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
+    port, admin = ff.port(), ff.admin_port
     send_tcp(port, frame([("kept.for.elsewhere", (int(time.time()), 1))]))
-    wait_until(lambda: "Blueflood POST to" in ff.stderr, what="a failed POST")
+    wait_until(lambda: scrape(admin).get("fastforward_retries_total", cause="connection") > 0,
+               what="a failed POST")  # fmt: skip
     assert ff.terminate() == 0
     assert list(spool.glob("*.ffspool"))
-    ff = run_ff(*base_args(fake_blueflood, free_port()), "--spool-dir", str(spool), wait=False)
+    ff = run_ff(*base_args(fake_blueflood), "--spool-dir", str(spool), wait=False)
     line = _refusal(ff, 3)
     assert line.startswith(f"fastforward: --spool-dir {str(spool)!r}: holds 1 files for "
                            f"Blueflood {elsewhere}, not {fake_blueflood.url}")  # fmt: skip

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
-from .helpers import Outage, http_get, scrape, wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import Outage, http_get, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REMINDER = {"FASTFORWARD_TEST_FAILURE_REMINDER_SECONDS": "0.5"}  # the default is 60 s
 
 
-def _args(url: str, port: int, admin: int, *extra: str) -> list[str]:
-    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", url, "-t", TENANT, "-i", "0.2",
-            "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", "--drain-timeout", "1",
+def _args(url: str, *extra: str) -> list[str]:
+    return ["-e", ANY_PORT, "-b", url, "-t", TENANT, "-i", "0.2",
+            "--admin-endpoint", ANY_PORT, "--drain-timeout", "1",
             *extra]  # fmt: skip
 
 
@@ -28,14 +28,15 @@ def test_unreachable_blueflood_is_reported_until_it_recovers(
     run_ff,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
-    bf, port, admin = fake_blueflood, free_port(), free_port()
-    ff = run_ff(*_args(bf.url, port, admin, "--spool-dir", str(tmp_path / "spool")), env=REMINDER)
+    bf = fake_blueflood
+    ff = run_ff(*_args(bf.url, "--spool-dir", str(tmp_path / "spool")), env=REMINDER)
+    port, admin = ff.port(), ff.admin_port
     assert scrape(admin).get("fastforward_blueflood_failing_seconds") == 0
     url = bf.ingest_url(TENANT)
     outage = Outage(bf)
     outage.refuse()
     send_tcp(port, frame([(f"down.{i}", (int(time.time()), i)) for i in range(10)]))
-    wait_for(lambda: f"Blueflood POST to {url} failed: connection refused" in ff.stderr, 15,
+    wait_until(lambda: f"Blueflood POST to {url} failed: connection refused" in ff.stderr, 15,
              "the first failure")  # fmt: skip
     first = next(ln for ln in ff.stderr.splitlines() if "Blueflood POST to" in ln)
     assert "retrying with backoff, 10 datapoints (" in first and "in memory" in first
@@ -44,7 +45,7 @@ def test_unreachable_blueflood_is_reported_until_it_recovers(
     def reminders() -> list[str]:
         return [ln for ln in ff.stderr.splitlines() if "still failing after" in ln]
 
-    wait_for(lambda: len(reminders()) >= 2, 15, "two reminders")
+    wait_until(lambda: len(reminders()) >= 2, 15, "two reminders")
     line = reminders()[-1]
     assert f"Blueflood at {url} still failing after " in line
     assert ": connection refused (last attempt " in line
@@ -54,7 +55,7 @@ def test_unreachable_blueflood_is_reported_until_it_recovers(
     assert status == 200  # as before: the spool has room for what piles up
 
     outage.resume()
-    wait_for(lambda: bf.stored == 10, 30, "delivery after the outage")
+    wait_until(lambda: bf.stored == 10, 30, "delivery after the outage")
     recovered = [ln for ln in ff.stderr.splitlines() if "recovered after" in ln]
     assert recovered and f"Blueflood at {url} recovered after " in recovered[0]
     assert recovered[0].endswith("s of failures (last: connection refused)")
@@ -70,7 +71,7 @@ def test_the_failure_is_told_in_plain_words(
     run_ff,  # noqa: ANN001
     failure: str,
 ) -> None:
-    bf, port, admin = fake_blueflood, free_port(), free_port()
+    bf = fake_blueflood
     url, extra = bf.url, ["--request-timeout", "0.5"]
     if failure == "name not resolved":
         url = "http://no-such-host.invalid:19000"
@@ -78,11 +79,12 @@ def test_the_failure_is_told_in_plain_words(
         Outage(bf).mode = "503"
     else:
         bf.delay = 30.0  # answers too late
-    ff = run_ff(*_args(url, port, admin, *extra), env=REMINDER)
+    ff = run_ff(*_args(url, *extra), env=REMINDER)
+    port = ff.port()
     send_tcp(port, frame([("words", (int(time.time()), 1))]))
     target = f"{url}/v2.0/{TENANT}/ingest"
-    wait_for(lambda: f"Blueflood POST to {target} failed: {failure}" in ff.stderr, 15,
+    wait_until(lambda: f"Blueflood POST to {target} failed: {failure}" in ff.stderr, 15,
              "the first failure")  # fmt: skip
-    wait_for(lambda: f"{target} still failing after" in ff.stderr, 15, "a reminder")
+    wait_until(lambda: f"{target} still failing after" in ff.stderr, 15, "a reminder")
     assert "no spool (--spool-dir)" in ff.stderr
     assert ff.terminate() == 4  # the datapoint could not be delivered nor spooled

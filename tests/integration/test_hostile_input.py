@@ -24,8 +24,8 @@ import pytest
 
 from fastforward.receiver import INITIAL_BUFFER
 
-from .conftest import TENANT, FakeBlueflood, frame, free_port
-from .helpers import Sender, http_get, proc_status_kb, scrape, wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, wait_until
+from .helpers import Sender, http_get, proc_status_kb, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -109,12 +109,13 @@ def test_hostile_input_while_a_good_sender_streams(
     idle_count = min(IDLE_CONNECTIONS, (more_fds - 200) // 2)  # both ends live in this machine
     rng = random.Random(20261125)
     marker = tmp_path / "pwned"
-    port, admin = free_port(), free_port()
     ff = run_ff(
-        "-e", f"tcp:port={port}:interface=127.0.0.1", "-b", fake_blueflood.url, "-t", TENANT,
+        "-e", ANY_PORT, "-b", fake_blueflood.url, "-t", TENANT,
         "-i", "0.2", "--max-frame-bytes", "100000", "--max-connections", str(idle_count + 200),
-        "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1",
+        "--admin-endpoint", ANY_PORT,
     )  # fmt: skip
+    port = ff.port()
+    admin = ff.admin_port
     base_kb = proc_status_kb(ff.proc.pid, "VmRSS")
     good = Sender(port, "good", int(time.time()), per_frame=100, period=0.05).start()
     deadline = time.monotonic() + FUZZ_SECONDS
@@ -178,7 +179,7 @@ def test_hostile_input_while_a_good_sender_streams(
     jobs += [gevent.spawn(slowloris, k) for k in range(SLOWLORIS)]
     gevent.joinall(jobs, timeout=FUZZ_SECONDS + 30, raise_error=True)
     assert all(j.dead for j in jobs)
-    wait_for(lambda: scrape(admin)["fastforward_connections_open"] >= idle_count, 15,
+    wait_until(lambda: scrape(admin)["fastforward_connections_open"] >= idle_count, 15,
              "the idle crowd accepted")  # fmt: skip
     good.stop()
 
@@ -187,9 +188,9 @@ def test_hostile_input_while_a_good_sender_streams(
         return good.expected - stored
 
     # `stored` counts fuzz datapoints too, so wait for the good ones themselves.
-    wait_for(lambda: not missing(), 30, "every good datapoint (none may be lost)")
+    wait_until(lambda: not missing(), 30, "every good datapoint (none may be lost)")
     # The slowloris senders that finished their frame were served too.
-    wait_for(lambda: all(("slow." + str(k)) in {n for _t, n in fake_blueflood.store}
+    wait_until(lambda: all(("slow." + str(k)) in {n for _t, n in fake_blueflood.store}
                          for k in range(0, SLOWLORIS, 2)), 10, "the slow frames")  # fmt: skip
 
     assert ff.proc.poll() is None, ff.stderr

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, wait_until
-from .fleet import Haproxy, ReconnectingSender, Sink, free_port_on
+from .conftest import ANY_PORT, TENANT, wait_until
+from .fleet import Haproxy, ReconnectingSender, Sink
 from .helpers import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,12 +28,10 @@ def test_new_instances_get_traffic_within_two_ages_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:
     sink = Sink("sink", tmp_path)
-    ports = {n: free_port_on("127.0.0.1") for n in NAMES}
-    admins = {n: free_port_on("127.0.0.1") for n in NAMES}
     fleet = {
         n: run_ff(
             "-e",
-            f"tcp:port={ports[n]}:interface=127.0.0.1",
+            ANY_PORT,
             "-b",
             sink.url,
             "-t",
@@ -43,10 +41,12 @@ def test_new_instances_get_traffic_within_two_ages_and_nothing_is_lost(
             "--max-connection-age",
             str(MAX_AGE),
             "--admin-endpoint",
-            f"tcp:port={admins[n]}:interface=127.0.0.1",
+            ANY_PORT,
         )  # fmt: skip
         for n in NAMES
     }
+    ports = {n: ff.port() for n, ff in fleet.items()}
+    admins = {n: ff.admin_port for n, ff in fleet.items()}
     lb = Haproxy(tmp_path, ports, standby={"ff3", "ff4"})
 
     def received() -> dict[str, float]:

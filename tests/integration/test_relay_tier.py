@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT
-from .fleet import CarbonCRelay, CarbonRelay, LineStream, Settled, Sink, free_port_on, home_of
-from .helpers import scrape, wait_for
+from .conftest import TENANT, wait_until
+from .fleet import CarbonCRelay, CarbonRelay, LineStream, Settled, Sink, home_of
+from .helpers import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,14 +40,15 @@ SHORTEST_LINE = len("tier.s0.value 0.5 1700000000\n")
 
 
 class Instance:
-    """One fastforward of the tier, restartable on the same address and port."""
+    """One fastforward of the tier, restartable on the same address and port: the kernel
+    picks its ports at the first start, and a restart binds the same ones again."""
 
     def __init__(self, run_ff, host: str, sink: Sink, *extra: str) -> None:  # noqa: ANN001
         self.run_ff = run_ff
         self.extra = extra
         self.host = host
-        self.port = free_port_on(host)
-        self.admin = free_port_on("127.0.0.1")
+        self.port = 0
+        self.admin = 0
         self.sink = sink
         self.proc = None
         self.start()
@@ -58,6 +59,7 @@ class Instance:
             "-b", self.sink.url, "-t", TENANT, "-i", "0.2", "--drain-timeout", "10",
             "--admin-endpoint", f"tcp:port={self.admin}:interface=127.0.0.1", *self.extra,
         )  # fmt: skip
+        self.port, self.admin = self.proc.port(), self.proc.admin_port
 
     def unread_kernel_bytes(self) -> int:
         """Bytes our kernel acknowledged on this instance's connections but it has not read."""
@@ -142,7 +144,7 @@ def test_relay_tier_sigterm_loses_nothing_sigkill_bounded(
     stream.join()
 
     # Everything the relay took in has left its queues, and every instance drains on SIGTERM.
-    wait_for(Settled(relay, list(sinks.values()), stream.total), 60, "the end of the run")
+    wait_until(Settled(relay, list(sinks.values()), stream.total), 60, "the end of the run")
     relay_totals = relay.totals()
     for inst in fleet.values():
         assert inst.proc is not None
@@ -182,7 +184,7 @@ def test_aged_connections_of_carbon_c_relay_lose_nothing(run_ff, tmp_path: Path)
         ("127.0.0.1", relay.port), prefix="aged", series=200, steps=1200, steps_per_second=200
     ).start()  # 240,000 datapoints over 6 s: several ages
     stream.join()
-    wait_for(Settled(relay, [sink], stream.total), 60, "the end of the run")
+    wait_until(Settled(relay, [sink], stream.total), 60, "the end of the run")
     relay_totals = relay.totals()
     assert inst.proc is not None
     aged = scrape(inst.admin)["fastforward_connections_aged_total"]

@@ -14,18 +14,18 @@ import pytest
 from fastforward.spool import Spool
 from fastforward.stats import Stats
 
-from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp
-from .helpers import Outage, http_get, obey_file_permissions, scrape, wait_for
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import Outage, http_get, obey_file_permissions, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CAP = 1_048_576  # --max-buffer-bytes, its minimum
 
 
-def _args(bf: FakeBlueflood, port: int, admin: int, spool: Path, *extra: str) -> list[str]:
-    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+def _args(bf: FakeBlueflood, spool: Path, *extra: str) -> list[str]:
+    return ["-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
             "-i", "0.2", "--spool-dir", str(spool), "--drain-timeout", "2",
-            "--admin-endpoint", f"tcp:port={admin}:interface=127.0.0.1", *extra]  # fmt: skip
+            "--admin-endpoint", ANY_PORT, *extra]  # fmt: skip
 
 
 def _send(port: int, prefix: str, ts: int, frames: int, per_frame: int = 500) -> set:
@@ -65,10 +65,11 @@ def test_sigterm_with_blueflood_down_spools_and_replays_at_next_start(
     bf, spool = fake_blueflood, tmp_path / "spool"
     outage = Outage(bf)
     outage.mode = "503"
-    port, admin = free_port(), free_port()
-    ff = run_ff(*_args(bf, port, admin, spool))
+    ff = run_ff(*_args(bf, spool))
+    port = ff.port()
+    admin = ff.admin_port
     sent = _send(port, "term", int(time.time()), frames=20)
-    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
              "every datapoint read")  # fmt: skip
     assert ff.terminate() == 0
     assert "written to the spool" in ff.stderr
@@ -76,12 +77,13 @@ def test_sigterm_with_blueflood_down_spools_and_replays_at_next_start(
     assert bf.stored == 0
 
     outage.mode = None
-    port, admin = free_port(), free_port()
-    ff2 = run_ff(*_args(bf, port, admin, spool))
-    wait_for(lambda: bf.stored >= len(sent), 30, "the spool replayed")
+    ff2 = run_ff(*_args(bf, spool))
+    port = ff2.port()
+    admin = ff2.admin_port
+    wait_until(lambda: bf.stored >= len(sent), 30, "the spool replayed")
     assert _stored(bf) == sent
     assert bf.duplicates == 0
-    wait_for(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
+    wait_until(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
     m = scrape(admin)
     assert m["fastforward_spool_files"] == 0
     assert m["fastforward_buffered_bytes"] == 0
@@ -100,11 +102,12 @@ def test_sigkill_loses_at_most_the_memory_buffer(
     bf, spool = fake_blueflood, tmp_path / "spool"
     outage = Outage(bf)
     outage.mode = "503"
-    port, admin = free_port(), free_port()
-    ff = run_ff(*_args(bf, port, admin, spool, "--max-buffer-bytes", str(CAP)))
+    ff = run_ff(*_args(bf, spool, "--max-buffer-bytes", str(CAP)))
+    port = ff.port()
+    admin = ff.admin_port
     ts = int(time.time())
     sent = _send(port, "kill", ts, frames=80)  # 40,000 datapoints, ~4 MB of JSON: 4x the cap
-    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 20,
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 20,
              "every datapoint read")  # fmt: skip
     m = scrape(admin)
     in_memory = m.get("fastforward_buffered_bytes", place="memory")
@@ -125,9 +128,10 @@ def test_sigkill_loses_at_most_the_memory_buffer(
     print(f"SIGKILL: {len(on_disk)} of {len(sent)} on disk, {len(lost)} lost ({lost_bytes} B)")
 
     outage.mode = None
-    port, admin = free_port(), free_port()
-    ff2 = run_ff(*_args(bf, port, admin, spool))
-    wait_for(lambda: bf.stored >= len(on_disk), 30, "the spool replayed")
+    ff2 = run_ff(*_args(bf, spool))
+    port = ff2.port()
+    admin = ff2.admin_port
+    wait_until(lambda: bf.stored >= len(on_disk), 30, "the spool replayed")
     assert _stored(bf) == on_disk
     assert bf.duplicates == 0
     assert ff2.terminate() == 0
@@ -156,13 +160,13 @@ def test_corrupt_spool_files_are_moved_aside_and_the_rest_replays(
     paths[1].write_bytes(data[: len(data) // 2])
     paths[2].write_bytes(os.urandom(len(paths[2].read_bytes())))
 
-    port, admin = free_port(), free_port()
-    ff = run_ff(*_args(fake_blueflood, port, admin, spool))
-    wait_for(lambda: fake_blueflood.stored >= len(good), 20, "the good files replayed")
+    ff = run_ff(*_args(fake_blueflood, spool))
+    admin = ff.admin_port
+    wait_until(lambda: fake_blueflood.stored >= len(good), 20, "the good files replayed")
     assert _stored(fake_blueflood) == good
     corrupt = sorted(p.name for p in (spool / "corrupt").iterdir())
     assert corrupt == sorted([paths[1].name, paths[2].name])
-    wait_for(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
+    wait_until(lambda: not list(spool.glob("*.ffspool")), 10, "the spool emptied")
     assert scrape(admin)["fastforward_spool_corrupt_files_total"] == 2
     assert ff.terminate() == 0
     assert ff.stderr.count("moved to") == 2
@@ -179,15 +183,16 @@ def test_full_spool_applies_backpressure_and_loses_nothing(
     bf, spool = fake_blueflood, tmp_path / "spool"
     outage = Outage(bf)
     outage.mode = "503"
-    port, admin = free_port(), free_port()
-    ff = run_ff(*_args(bf, port, admin, spool, "--max-buffer-bytes", str(CAP),
+    ff = run_ff(*_args(bf, spool, "--max-buffer-bytes", str(CAP),
                        "--spool-max-bytes", str(CAP)))  # fmt: skip
+    port = ff.port()
+    admin = ff.admin_port
     ts = int(time.time())
     sender = gevent.spawn(_send, port, "full", ts, 80)  # ~4 MB of JSON: memory + spool + more
-    wait_for(lambda: "spool full" in ff.stderr, 20, "the spool-full error")
-    wait_for(lambda: scrape(admin)["fastforward_backpressure_active"] == 1, 10, "backpressure")
+    wait_until(lambda: "spool full" in ff.stderr, 20, "the spool-full error")
+    wait_until(lambda: scrape(admin)["fastforward_backpressure_active"] == 1, 10, "backpressure")
     url = f"http://127.0.0.1:{admin}/health"
-    wait_for(lambda: http_get(url)[0] == 503, 15, "/health 503")
+    wait_until(lambda: http_get(url)[0] == 503, 15, "/health 503")
     assert "spool full" in http_get(url)[1]
     sent = sender.get(timeout=60)  # one connection per frame: the kernel holds the rest
     # Paused, not dropping: part of what was sent is still unread, and nothing was dropped.
@@ -195,10 +200,10 @@ def test_full_spool_applies_backpressure_and_loses_nothing(
     assert m["fastforward_datapoints_accepted_total"] < len(sent)
     assert m["fastforward_datapoints_dropped_total"] == 0
     outage.mode = None
-    wait_for(lambda: bf.stored >= len(sent), 60, "everything delivered")
+    wait_until(lambda: bf.stored >= len(sent), 60, "everything delivered")
     assert _stored(bf) == sent
     assert bf.duplicates == 0
-    wait_for(lambda: not list(spool.glob("*.ffspool")), 20, "the spool emptied")
+    wait_until(lambda: not list(spool.glob("*.ffspool")), 20, "the spool emptied")
     assert ff.terminate() == 0
     assert "ERROR" in next(ln for ln in ff.stderr.splitlines() if "spool full" in ln)
 
@@ -213,19 +218,21 @@ def test_spooled_data_goes_to_the_tenant_it_was_received_for(
     bf, spool = fake_blueflood, tmp_path / "spool"
     outage = Outage(bf)
     outage.mode = "503"
-    port, admin = free_port(), free_port()
-    ff = run_ff(*[a if a != TENANT else "111" for a in _args(bf, port, admin, spool)])
+    ff = run_ff(*[a if a != TENANT else "111" for a in _args(bf, spool)])
+    port = ff.port()
+    admin = ff.admin_port
     sent = _send(port, "t111", int(time.time()), frames=2)
-    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
              "every datapoint read")  # fmt: skip
     assert ff.terminate() == 0
     assert _spooled(spool) == sent
 
     outage.mode = None
-    port, admin = free_port(), free_port()
-    ff2 = run_ff(*[a if a != TENANT else "222" for a in _args(bf, port, admin, spool)])
+    ff2 = run_ff(*[a if a != TENANT else "222" for a in _args(bf, spool)])
+    port = ff2.port()
+    admin = ff2.admin_port
     fresh = _send(port, "t222", int(time.time()), frames=1)
-    wait_for(lambda: bf.stored >= len(sent) + len(fresh), 30, "the spool replayed")
+    wait_until(lambda: bf.stored >= len(sent) + len(fresh), 30, "the spool replayed")
     assert ff2.terminate() == 0
     by_tenant: dict[str, set] = {}
     for (tenant, name), points in bf.store.items():
@@ -233,8 +240,8 @@ def test_spooled_data_goes_to_the_tenant_it_was_received_for(
     assert by_tenant == {"111": sent, "222": fresh}
 
 
-def _no_spool_args(bf_url: str, port: int, *extra: str) -> list[str]:
-    return ["-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf_url, "-t", TENANT,
+def _no_spool_args(bf_url: str, *extra: str) -> list[str]:
+    return ["-e", ANY_PORT, "-b", bf_url, "-t", TENANT,
             "-i", "0.2", "--drain-timeout", "1", *extra]  # fmt: skip
 
 
@@ -247,11 +254,12 @@ def test_stop_that_could_not_save_everything_exits_4_with_the_count(
     stop exits 0: test_sigterm_with_blueflood_down_spools_and_replays_at_next_start.)"""
     outage = Outage(fake_blueflood)
     outage.mode = "503"
-    port, admin = free_port(), free_port()
-    ff = run_ff(*_no_spool_args(fake_blueflood.url, port, "--admin-endpoint",
-                                f"tcp:port={admin}:interface=127.0.0.1"))  # fmt: skip
+    ff = run_ff(*_no_spool_args(fake_blueflood.url, "--admin-endpoint",
+                                ANY_PORT))  # fmt: skip
+    port = ff.port()
+    admin = ff.admin_port
     sent = _send(port, "lost", int(time.time()), frames=3)
-    wait_for(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
+    wait_until(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 15,
              "every datapoint read")  # fmt: skip
     assert ff.terminate() == 4
     err = ff.stderr
@@ -272,12 +280,15 @@ def test_spool_unwritable_while_running_is_not_a_clean_stop(
     at stop are counted as lost, and the exit status is 4, not 0."""
     outage = Outage(fake_blueflood)
     outage.mode = "503"
-    spool, port = tmp_path / "spool", free_port()
-    ff = run_ff(*_no_spool_args(fake_blueflood.url, port, "--spool-dir", str(spool)),
+    spool = tmp_path / "spool"
+    ff = run_ff(*_no_spool_args(fake_blueflood.url, "--spool-dir", str(spool), "--admin-endpoint",
+                                ANY_PORT),
                 preexec_fn=obey_file_permissions)  # fmt: skip
+    port, admin = ff.port(), ff.admin_port
     spool.chmod(0o555)
     sent = _send(port, "ro", int(time.time()), frames=1)
-    wait_for(lambda: "Blueflood POST to" in ff.stderr, 15, "a failed POST")
+    wait_until(lambda: scrape(admin).get("fastforward_retries_total", cause="503") > 0, 15,
+               "a failed POST")  # fmt: skip
     assert ff.terminate() == 4
     assert "spool write to" in ff.stderr and "Permission denied" in ff.stderr
     assert f"fastforward stopped; {len(sent)} datapoints lost" in ff.stderr

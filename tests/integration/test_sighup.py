@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TENANT, FakeBlueflood, frame, free_port, send_tcp, wait_until
+from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,10 +21,11 @@ def test_sighup_reopens_a_rotated_log_and_keeps_forwarding(
     tmp_path: Path,
     workers: str,
 ) -> None:
-    bf, port, log = fake_blueflood, free_port(), tmp_path / "ff.log"
-    ff = run_ff("-e", f"tcp:port={port}:interface=127.0.0.1", "-b", bf.url, "-t", TENANT,
+    bf, log = fake_blueflood, tmp_path / "ff.log"
+    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT,
                 "-i", "0.2", "-l", str(log), "--workers", workers,
                 log=log)  # fmt: skip
+    port = ff.port()
     ts = int(time.time())
     send_tcp(port, frame([("before.rotation", (ts, 1.0))]))
     bf.wait_for(lambda: bf.stored == 1)
