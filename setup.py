@@ -51,7 +51,8 @@ def codec_extension() -> Extension:
         "fastforward._codec",
         ["src/fastforward/_codec.pyx"],
         depends=sorted(
-            str(p.as_posix()) for pattern in ("_codec*.pxd", "_codec_*.pxi", "*.h")
+            p.as_posix()
+            for pattern in ("_codec*.pxd", "_codec_*.pxi", "*.h")
             for p in Path("src/fastforward").glob(pattern)
         ),
         include_dirs=["src/fastforward"],
