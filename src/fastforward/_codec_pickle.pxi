@@ -253,9 +253,7 @@ cdef class _Decoder:
         """Walks one frame; returns the pool index of the result (self.stop: STOP's offset)."""
         cdef Py_ssize_t pos = 0, start, ln, idx, v, j, t, first
         cdef uint8_t op
-        cdef const uint8_t *nl
         cdef uint64_t u
-        cdef int64_t sv
         cdef Val *pv
         cdef Val *pw
         self.reset()
@@ -409,64 +407,11 @@ cdef class _Decoder:
                     self.fail(R_STOP_STACK, start)
                 self.stop = start
                 return self.stack[0]
-            elif op == 0x4A or op == 0x4B or op == 0x4D:  # BININT, BININT1, BININT2
-                ln = 4 if op == 0x4A else (1 if op == 0x4B else 2)
-                if pos + ln > n:
-                    self.fail(R_TRUNCATED, start)
-                if op == 0x4A:  # the one signed 32-bit argument
-                    sv = <int64_t>(<int>(<uint32_t>_le(b + pos, 4)))
-                else:
-                    sv = <int64_t>_le(b + pos, ln)
-                pos += ln
-                v = self.new_val(K_INT)
-                self.vals[v].i = sv
-                self.push(v)
-            elif op == 0x8A or op == 0x8B:  # LONG1, LONG4
-                if op == 0x8A:
-                    if pos + 1 > n:
-                        self.fail(R_TRUNCATED, start)
-                    ln = b[pos]
-                    pos += 1
-                else:
-                    if pos + 4 > n:
-                        self.fail(R_TRUNCATED, start)
-                    ln = <int>(<uint32_t>_le(b + pos, 4))
-                    pos += 4
-                    if ln < 0:
-                        self.fail("bad LONG4 argument", start)
-                if ln > MAX_LONG_BYTES:
-                    self.fail(R_LONG_BYTES, start)
-                if pos + ln > n:
-                    self.fail(R_TRUNCATED, start)
-                if ln <= 8:
-                    u = _le(b + pos, ln)
-                    if 0 < ln < 8 and (b[pos + ln - 1] & 0x80):
-                        u |= (~<uint64_t>0) << (8 * ln)  # sign-extend
-                    v = self.new_val(K_INT)
-                    self.vals[v].i = <int64_t>u
-                else:
-                    v = self.new_big(int.from_bytes(
-                        PyBytes_FromStringAndSize(<char *>b + pos, ln), "little", signed=True))
-                pos += ln
-                self.push(v)
+            elif op == 0x4A or op == 0x4B or op == 0x4D or op == 0x8A or op == 0x8B:
+                # BININT, BININT1, BININT2, LONG1, LONG4
+                pos = self.binary_int(op, pos, n, start)
             elif op == 0x74 or op == 0x6C:  # TUPLE, LIST
-                if self.nmarks == 0:
-                    self.fail(R_NO_MARK, start)
-                first = self.marks[self.nmarks - 1]
-                self.nmarks -= 1
-                if op == 0x74:
-                    t = self.make_tuple(first, start, True)
-                else:
-                    j = self.seal_depth(first, self.nstack)
-                    if j > MAX_DEPTH:
-                        self.fail(R_DEPTH, start)
-                    if self.nstack - first > self.max_items:
-                        self.fail(R_ITEMS, start)
-                    t = self.new_val(K_LIST)
-                    self.vals[t].depth = 1
-                    self.vals[t].off = -1
-                    self.list_extend(t, first, start)
-                self.push(t)
+                self.from_mark(op, start)
             elif op == 0x29:  # EMPTY_TUPLE
                 t = self.make_tuple(self.nstack, start, False)
                 self.push(t)
@@ -488,52 +433,136 @@ cdef class _Decoder:
                 v = self.new_val(K_BOOL)
                 self.vals[v].i = 1 if op == 0x88 else 0
                 self.push(v)
-            elif op == 0x30:  # POP
-                if self.nstack > self.base():
-                    self.nstack -= 1
-                elif self.nmarks:
-                    self.nmarks -= 1
-                else:
-                    self.fail(R_UNDERFLOW, start)
-            elif op == 0x31:  # POP_MARK
-                if self.nmarks == 0:
-                    self.fail(R_NO_MARK, start)
-                self.nstack = self.marks[self.nmarks - 1]
-                self.nmarks -= 1
-            elif op == 0x32:  # DUP
-                if self.nstack <= self.base():
-                    self.fail(R_UNDERFLOW, start)
-                self.push(self.stack[self.nstack - 1])
+            elif op == 0x30 or op == 0x31 or op == 0x32:  # POP, POP_MARK, DUP
+                self.stack_op(op, start)
             elif op == 0x49 or op == 0x4C or op == 0x46 or op == 0x70 or op == 0x67 \
                     or op == 0x53 or op == 0x56:
                 # text-line opcodes: INT, LONG, FLOAT, PUT, GET, STRING, UNICODE
-                nl = <const uint8_t *>memchr(b + pos, 10, n - pos)
-                if nl == NULL:
-                    self.fail(R_TRUNCATED, start)
-                ln = nl - (b + pos)
-                if op == 0x49:
-                    if ln == 2 and b[pos] == 48 and (b[pos + 1] == 48 or b[pos + 1] == 49):
-                        v = self.new_val(K_BOOL)
-                        self.vals[v].i = b[pos + 1] - 48
-                    else:
-                        v = self.text_int(pos, pos + ln, "INT", start)
-                    self.push(v)
-                elif op == 0x4C:
-                    self.push(self.text_int(pos, pos + ln - (1 if ln and b[pos + ln - 1] == 76
-                                                             else 0), "LONG", start))
-                elif op == 0x70:
-                    idx = self.memo_text_index(pos, pos + ln, True, start)
-                    self.set_memo(idx, start)
-                elif op == 0x67:
-                    idx = self.memo_text_index(pos, pos + ln, False, start)
-                    self.get_memo(idx, start)
-                elif op == 0x46:
-                    self.push(self.text_float(pos, ln, start))
-                else:
-                    self.push(self.text_string(op, pos, ln, start))
-                pos += ln + 1
+                pos = self.text_op(op, pos, n, start)
             else:
                 self.bad_opcode(op, start)
+
+    # -- the rarer opcode groups (the frequent ones stay in decode's loop) ------------------
+
+    cdef Py_ssize_t binary_int(self, uint8_t op, Py_ssize_t pos, Py_ssize_t n,
+                               Py_ssize_t start) except -1:
+        """BININT, BININT1, BININT2, LONG1, LONG4 at pos; returns the position after them."""
+        cdef const uint8_t *b = self.buf
+        cdef Py_ssize_t ln, v
+        cdef uint64_t u
+        if op == 0x4A or op == 0x4B or op == 0x4D:
+            ln = 4 if op == 0x4A else (1 if op == 0x4B else 2)
+            if pos + ln > n:
+                self.fail(R_TRUNCATED, start)
+            if op == 0x4A:  # the one signed 32-bit argument
+                sv = <int64_t>(<int>(<uint32_t>_le(b + pos, 4)))
+            else:
+                sv = <int64_t>_le(b + pos, ln)
+            v = self.new_val(K_INT)
+            self.vals[v].i = sv
+            self.push(v)
+            return pos + ln
+        if op == 0x8A:
+            if pos + 1 > n:
+                self.fail(R_TRUNCATED, start)
+            ln = b[pos]
+            pos += 1
+        else:
+            if pos + 4 > n:
+                self.fail(R_TRUNCATED, start)
+            ln = <int>(<uint32_t>_le(b + pos, 4))
+            pos += 4
+            if ln < 0:
+                self.fail("bad LONG4 argument", start)
+        if ln > MAX_LONG_BYTES:
+            self.fail(R_LONG_BYTES, start)
+        if pos + ln > n:
+            self.fail(R_TRUNCATED, start)
+        if ln <= 8:
+            u = _le(b + pos, ln)
+            if 0 < ln < 8 and (b[pos + ln - 1] & 0x80):
+                u |= (~<uint64_t>0) << (8 * ln)  # sign-extend
+            v = self.new_val(K_INT)
+            self.vals[v].i = <int64_t>u
+        else:
+            v = self.new_big(int.from_bytes(
+                PyBytes_FromStringAndSize(<char *>b + pos, ln), "little", signed=True))
+        self.push(v)
+        return pos + ln
+
+    cdef int from_mark(self, uint8_t op, Py_ssize_t start) except -1:
+        """TUPLE, LIST: a container of the values above the topmost MARK."""
+        cdef Py_ssize_t first, t
+        cdef int d
+        if self.nmarks == 0:
+            self.fail(R_NO_MARK, start)
+        first = self.marks[self.nmarks - 1]
+        self.nmarks -= 1
+        if op == 0x74:
+            t = self.make_tuple(first, start, True)
+        else:
+            d = self.seal_depth(first, self.nstack)
+            if d > MAX_DEPTH:
+                self.fail(R_DEPTH, start)
+            if self.nstack - first > self.max_items:
+                self.fail(R_ITEMS, start)
+            t = self.new_val(K_LIST)
+            self.vals[t].depth = 1
+            self.vals[t].off = -1
+            self.list_extend(t, first, start)
+        return self.push(t)
+
+    cdef int stack_op(self, uint8_t op, Py_ssize_t start) except -1:
+        """POP (the MARK itself when nothing is above it), POP_MARK, DUP."""
+        if op == 0x30:
+            if self.nstack > self.base():
+                self.nstack -= 1
+            elif self.nmarks:
+                self.nmarks -= 1
+            else:
+                self.fail(R_UNDERFLOW, start)
+        elif op == 0x31:
+            if self.nmarks == 0:
+                self.fail(R_NO_MARK, start)
+            self.nstack = self.marks[self.nmarks - 1]
+            self.nmarks -= 1
+        else:
+            if self.nstack <= self.base():
+                self.fail(R_UNDERFLOW, start)
+            self.push(self.stack[self.nstack - 1])
+        return 0
+
+    cdef Py_ssize_t text_op(self, uint8_t op, Py_ssize_t pos, Py_ssize_t n,
+                            Py_ssize_t start) except -1:
+        """INT, LONG, FLOAT, PUT, GET, STRING, UNICODE: the argument runs to the next newline;
+        returns the position after it."""
+        cdef const uint8_t *b = self.buf
+        cdef const uint8_t *nl = <const uint8_t *>memchr(b + pos, 10, n - pos)
+        cdef Py_ssize_t ln, v, idx
+        if nl == NULL:
+            self.fail(R_TRUNCATED, start)
+        ln = nl - (b + pos)
+        if op == 0x49:
+            if ln == 2 and b[pos] == 48 and (b[pos + 1] == 48 or b[pos + 1] == 49):
+                v = self.new_val(K_BOOL)
+                self.vals[v].i = b[pos + 1] - 48
+            else:
+                v = self.text_int(pos, pos + ln, "INT", start)
+            self.push(v)
+        elif op == 0x4C:
+            self.push(self.text_int(pos, pos + ln - (1 if ln and b[pos + ln - 1] == 76
+                                                     else 0), "LONG", start))
+        elif op == 0x70:
+            idx = self.memo_text_index(pos, pos + ln, True, start)
+            self.set_memo(idx, start)
+        elif op == 0x67:
+            idx = self.memo_text_index(pos, pos + ln, False, start)
+            self.get_memo(idx, start)
+        elif op == 0x46:
+            self.push(self.text_float(pos, ln, start))
+        else:
+            self.push(self.text_string(op, pos, ln, start))
+        return pos + ln + 1
 
     cdef Py_ssize_t text_float(self, Py_ssize_t s, Py_ssize_t ln, Py_ssize_t off) except -1:
         """FLOAT argument: the contract's float grammar, or nan/inf/infinity (unstripped)."""

@@ -81,6 +81,12 @@ _JSON_ESC[0x22] = b'\\"'
 _JSON_ESC[0x5C] = b"\\\\"
 
 _BIG_ENDIAN_DOUBLE = struct.Struct(">d")
+_LITTLE_ENDIAN = {
+    (2, False): struct.Struct("<H").unpack_from,
+    (4, False): struct.Struct("<I").unpack_from,
+    (4, True): struct.Struct("<i").unpack_from,
+    (8, False): struct.Struct("<Q").unpack_from,
+}
 
 
 # =============================================================================================
@@ -119,6 +125,7 @@ class _Walker:
         self.start = 0  # offset of the opcode being decoded: every error names it
         self.stack: list[object] = []
         self.marks: list[int] = []  # stack lengths at each open MARK
+        self.floor = 0  # stack values below this belong to an outer MARK and cannot be taken
         self.memo: dict[int, object] = {}
         self.created = 0
         self.depth: dict[int, int] = {}  # id(container) -> depth
@@ -139,8 +146,20 @@ class _Walker:
         return out
 
     def take_le(self, width: int, signed: bool = False) -> int:
-        """A little-endian integer of `width` bytes: every binary length, index and int."""
-        return int.from_bytes(self.take(width), "little", signed=signed)
+        """A little-endian integer of `width` bytes (2, 4 or 8): every binary length, index
+        and int."""
+        if width > len(self.data) - self.pos:
+            self.fail(R_TRUNCATED)
+        value: int = _LITTLE_ENDIAN[width, signed](self.data, self.pos)[0]
+        self.pos += width
+        return value
+
+    def take_byte(self) -> int:
+        """A one-byte argument (the commonest: BINPUT's index, short lengths)."""
+        if self.pos >= len(self.data):
+            self.fail(R_TRUNCATED)
+        self.pos += 1
+        return self.data[self.pos - 1]
 
     def take_line(self) -> bytes:
         """A text opcode's argument: the bytes up to the next newline, which is skipped."""
@@ -153,11 +172,6 @@ class _Walker:
 
     # --- the stack ------------------------------------------------------------------------
 
-    @property
-    def floor(self) -> int:
-        """Stack values below this belong to an outer MARK and cannot be taken."""
-        return self.marks[-1] if self.marks else 0
-
     def push_new(self, value: object) -> None:
         """Pushes a value the frame created (GET and DUP push existing ones)."""
         self.stack.append(value)
@@ -168,11 +182,23 @@ class _Walker:
             self.fail(R_UNDERFLOW)
         return self.stack[-1]
 
-    def pop_to_mark(self) -> list[object]:
-        """The values above the topmost MARK, removed with the MARK."""
+    def open_mark(self) -> None:
+        if len(self.marks) >= MAX_DEPTH:
+            self.fail(R_MARKS)
+        self.marks.append(len(self.stack))
+        self.floor = len(self.stack)
+
+    def close_mark(self) -> int:
+        """Removes the topmost MARK; returns the stack length it was set at."""
         if not self.marks:
             self.fail(R_NO_MARK)
         first = self.marks.pop()
+        self.floor = self.marks[-1] if self.marks else 0
+        return first
+
+    def pop_to_mark(self) -> list[object]:
+        """The values above the topmost MARK, removed with the MARK."""
+        first = self.close_mark()
         items = self.stack[first:]
         del self.stack[first:]
         return items
@@ -183,9 +209,9 @@ class _Walker:
         """Depth of a container holding `items`; the lists among them become sealed."""
         d = 1
         for x in items:
-            if type(x) is list:
-                self.sealed.add(id(x))
             if type(x) is tuple or type(x) is list:
+                if type(x) is list:
+                    self.sealed.add(id(x))
                 d = max(d, self.depth[id(x)] + 1)
         return d
 
@@ -214,7 +240,7 @@ class _Walker:
 def _op_framing(w: _Walker, op: int) -> None:
     """PROTO (argument 0..5) and FRAME (a length that must fit; otherwise only a hint)."""
     if op == 0x80:  # PROTO
-        if w.take_le(1) > 5:
+        if w.take_byte() > 5:
             w.fail(R_PROTO)
     else:  # FRAME
         size = w.take_le(8)
@@ -232,11 +258,11 @@ def _op_binary_int(w: _Walker, op: int) -> None:
     if op == 0x4A:
         w.push_new(w.take_le(4, signed=True))
     elif op == 0x4B:
-        w.push_new(w.take_le(1))
+        w.push_new(w.take_byte())
     elif op == 0x4D:
         w.push_new(w.take_le(2))
     else:
-        size = w.take_le(1) if op == 0x8A else w.take_le(4, signed=True)
+        size = w.take_byte() if op == 0x8A else w.take_le(4, signed=True)
         if size < 0:
             w.fail("bad LONG4 argument")
         if size > MAX_LONG_BYTES:
@@ -246,7 +272,10 @@ def _op_binary_int(w: _Walker, op: int) -> None:
 
 def _op_binary_float(w: _Walker, op: int) -> None:
     """BINFLOAT: the one big-endian argument."""
-    w.push_new(_BIG_ENDIAN_DOUBLE.unpack(w.take(8))[0])
+    if w.pos + 8 > len(w.data):
+        w.fail(R_TRUNCATED)
+    w.push_new(_BIG_ENDIAN_DOUBLE.unpack_from(w.data, w.pos)[0])
+    w.pos += 8
 
 
 # Length-prefixed strings: opcode -> (width of the length, its name for "bad ... argument").
@@ -266,7 +295,10 @@ _UNICODE_OPS = frozenset((0x58, 0x8C, 0x8D))
 def _op_sized_string(w: _Walker, op: int) -> None:
     """The BIN*STRING, BIN*BYTES (to bytes) and BIN*UNICODE (UTF-8 text) opcodes."""
     width, name = _SIZED_STRINGS[op]
-    size = w.take_le(width, signed=op == 0x54)  # only BINSTRING's length is signed
+    if width == 1:
+        size = w.take_byte()
+    else:
+        size = w.take_le(width, signed=op == 0x54)  # only BINSTRING's length is signed
     if size < 0:
         w.fail(f"bad {name} argument")
     raw = w.take(size)
@@ -332,14 +364,12 @@ def _parse_text_float(arg: bytes) -> float | None:
 def _op_stack(w: _Walker, op: int) -> None:
     """MARK, POP, POP_MARK, DUP."""
     if op == 0x28:  # MARK
-        if len(w.marks) >= MAX_DEPTH:
-            w.fail(R_MARKS)
-        w.marks.append(len(w.stack))
+        w.open_mark()
     elif op == 0x30:  # POP
         if len(w.stack) > w.floor:
             w.stack.pop()
         elif w.marks:
-            w.marks.pop()
+            w.close_mark()
         else:
             w.fail(R_UNDERFLOW)
     elif op == 0x31:  # POP_MARK
@@ -352,7 +382,7 @@ def _op_memo(w: _Walker, op: int) -> None:
     """BINPUT, LONG_BINPUT, PUT, MEMOIZE store the top of the stack; BINGET, LONG_BINGET, GET
     push a stored value."""
     if op == 0x71:
-        w.set_memo(w.take_le(1))
+        w.set_memo(w.take_byte())
     elif op == 0x72:
         w.set_memo(w.take_le(4))
     elif op == 0x70:
@@ -360,7 +390,7 @@ def _op_memo(w: _Walker, op: int) -> None:
     elif op == 0x94:  # MEMOIZE: the next index
         w.set_memo(len(w.memo))
     elif op == 0x68:
-        w.get_memo(w.take_le(1))
+        w.get_memo(w.take_byte())
     elif op == 0x6A:
         w.get_memo(w.take_le(4))
     else:  # GET
@@ -452,6 +482,7 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
     if len(data) > max_frame_bytes:
         raise FrameTooLarge(R_TOO_LARGE, 0)
     w = _Walker(data, max_items)
+    handler_of = _OPCODES.get
     while True:
         if w.pos >= len(data):
             raise FrameError(R_TRUNCATED, w.pos)
@@ -464,7 +495,7 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
             if w.marks or len(w.stack) != 1:
                 w.fail(R_STOP_STACK)
             return w.stack[0], w.start
-        handler = _OPCODES.get(op)
+        handler = handler_of(op)
         if handler is None:
             if op in FORBIDDEN_OPCODES:
                 w.fail(f"forbidden opcode {FORBIDDEN_OPCODES[op]}")
@@ -520,12 +551,12 @@ def _number_from_text(s: bytes) -> int | float | str:
 
 def _number(v: object) -> int | float | str:
     """Any decoded value to an int (inside int64) or a finite float, or _NAN / _INF / _BAD."""
-    if isinstance(v, bool):
-        return int(v)
     if isinstance(v, float):
         if v - v == 0.0:
             return v
         return _NAN if v != v else _INF
+    if isinstance(v, bool):
+        return int(v)
     if isinstance(v, int):
         if INT64_MIN <= v <= INT64_MAX:
             return v
