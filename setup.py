@@ -2,6 +2,7 @@
 
 import os
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -44,9 +45,16 @@ class BuildExt(build_ext):
 def codec_extension() -> Extension:
     # No cythonize(): Cython is a build requirement, so setuptools' build_ext compiles the .pyx
     # itself, and optional=True survives (cythonize() would drop it).
+    # One extension from one .pyx; its declarations (.pxd), the parts it includes (.pxi) and
+    # the C header are listed so that a change to any of them rebuilds it.
     ext = Extension(
         "fastforward._codec",
         ["src/fastforward/_codec.pyx"],
+        depends=sorted(
+            p.as_posix()
+            for pattern in ("_codec*.pxd", "_codec_*.pxi", "*.h")
+            for p in Path("src/fastforward").glob(pattern)
+        ),
         include_dirs=["src/fastforward"],
         extra_compile_args=["-O3"] if sys.platform != "win32" else [],
         optional=not REQUIRE_EXTENSION,

@@ -501,7 +501,8 @@ def test_dockerignore_sends_the_source_but_not_local_builds() -> None:
                    for pat in patterns for pre in prefixes)  # fmt: skip
 
     for needed in ("pyproject.toml", "setup.py", "README.md", "LICENSE", ".git/HEAD",
-                   "src/fastforward/_codec.pyx", "src/fastforward/_floatrepr.h",
+                   "src/fastforward/_codec.pyx", "src/fastforward/_codec.pxd",
+                   "src/fastforward/_codec_pickle.pxi", "src/fastforward/_floatrepr.h",
                    "docker/docker-entrypoint.sh"):  # fmt: skip
         assert not ignored(needed), needed
     for left_out in (".venv/bin/python", "build/lib/x.so", "dist/x.whl",

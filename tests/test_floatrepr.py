@@ -3,7 +3,7 @@
 Bodies from the compiled codec and the pure-Python twin must be byte-identical, and the twin
 writes floats with repr(), so the C formatter (shortest round-trip digits, repr's layout) is
 compared with repr() on edge cases and on a few hundred thousand random doubles. The fast
-path alone (`_float_repr_fast`, None where it defers to CPython) is also checked to cover the
+path alone (`_test_float_repr_fast`, None where it defers to CPython) is also checked to cover the
 values real metrics carry, so the speed claim is tested too.
 """
 
@@ -18,8 +18,8 @@ import pytest
 
 _codec = pytest.importorskip("fastforward._codec", reason="compiled codec not built")
 
-float_repr = _codec._float_repr
-float_repr_fast = _codec._float_repr_fast
+float_repr = _codec._test_float_repr
+float_repr_fast = _codec._test_float_repr_fast
 
 
 def _bits(u: int) -> float:
@@ -173,7 +173,7 @@ def _same(a: float, b: float) -> bool:
 def test_decimal_strings_parse_like_float():
     # String values (statsd, Dropwizard, plaintext lines) are read with the codec's own
     # correctly rounded parser where it can; it must agree with float() bit for bit.
-    text_to_double = _codec._text_to_double
+    text_to_double = _codec._test_text_to_double
     rng = random.Random(3)
     cases = [b"0", b"-0.0", b".5", b"5.", b"1e19", b"1e-21", b"0.1", b"+1.5E+3", b"00.0001"]
     for _ in range(50_000):

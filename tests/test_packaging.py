@@ -275,8 +275,11 @@ def test_sdist_carries_the_cython_source(built: Built) -> None:
     assert built.sdist.name == f"{DIST}-{TAG_VERSION}.tar.gz"
     with tarfile.open(built.sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    parts = sorted(p.name for p in (ROOT / "src" / "fastforward").glob("_codec*.px[di]"))
+    assert "_codec.pxd" in parts and "_codec_pickle.pxi" in parts, parts
     for needed in (
         "src/fastforward/_codec.pyx",
+        *(f"src/fastforward/{part}" for part in parts),
         "src/fastforward/_codec_py.py",
         "src/fastforward/_floatrepr.h",
         "setup.py",
@@ -296,7 +299,7 @@ def test_wheel_has_the_compiled_codec_and_no_sources(built: Built) -> None:
         names = zf.namelist()
     assert any(re.fullmatch(r"fastforward/_codec\.[^/]+\.so", n) for n in names), names
     assert "fastforward/_codec_py.py" in names
-    assert not [n for n in names if n.endswith((".pyx", ".c", ".h"))]
+    assert not [n for n in names if n.endswith((".pyx", ".pxd", ".pxi", ".c", ".h"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
 

@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "fastforward"
+PYPROJECT = ROOT / "pyproject.toml"
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "pyproject.toml").exists() or not SRC.is_dir(),
@@ -46,13 +47,23 @@ def test_mypy_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_cython_lint_is_clean():
+def test_cython_lint_is_clean(tmp_path: Path):
     # [tool.cython-lint] in pyproject.toml sets the line length. cython-lint has no `python -m`
-    # entry point; this is what its console script runs.
-    pyx = sorted(str(p.relative_to(ROOT)) for p in SRC.glob("*.pyx"))
-    assert pyx, "no .pyx in src/fastforward"
+    # entry point; this is what its console script runs. It checks only the style of a .pxi
+    # (no unused names): each codec part is also checked under a .pyx name, which it can be
+    # since every part imports what it uses.
+    sources = sorted(str(p.relative_to(ROOT)) for p in [*SRC.glob("*.pyx"), *SRC.glob("*.pxd")])
+    assert [s for s in sources if s.endswith(".pyx")], "no .pyx in src/fastforward"
+    parts = sorted(SRC.glob("*.pxi"))
     main = "import sys; from cython_lint.cython_lint import main; sys.exit(main())"
-    proc = run("-c", main, *pyx)
+    proc = run("-c", main, *sources, *(str(p.relative_to(ROOT)) for p in parts))
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+    for part in parts:
+        (tmp_path / part.with_suffix(".pyx").name).write_text(part.read_text())
+    length = re.search(r"^max-line-length = (\d+)$", PYPROJECT.read_text(), re.M)
+    assert length, "no max-line-length for cython-lint in pyproject.toml"
+    as_pyx = sorted(str(p) for p in tmp_path.glob("*.pyx"))
+    proc = run("-c", main, "--max-line-length", length.group(1), *as_pyx)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
@@ -60,7 +71,8 @@ def test_references_to_docs_resolve():
     # Docstrings cite a file in docs/ (and a section number): both must exist.
     cited = re.compile(r"docs/([\w-]+\.md)(?: section (\d+(?:\.\d+)?))?")
     found = 0
-    for path in [*SRC.rglob("*.py"), *SRC.glob("*.pyx"), *(ROOT / "tests").rglob("*.py")]:
+    cython = [*SRC.glob("*.pyx"), *SRC.glob("*.pxd"), *SRC.glob("*.pxi")]
+    for path in [*SRC.rglob("*.py"), *cython, *(ROOT / "tests").rglob("*.py")]:
         for name, section in cited.findall(path.read_text()):
             doc = ROOT / "docs" / name
             assert doc.is_file(), f"{path.name} cites docs/{name}, which does not exist"

@@ -26,22 +26,24 @@ class Encoder:
     :param max_name_bytes: UTF-8 bytes of the final name, prefix included.
     :param max_line_bytes: longer plaintext lines count ``bad_line``.
     :raises ValueError: a limit that is not a positive int, or a ttl that is not an int.
+
+    The defaults are ``_codec_rules.DEFAULT_*`` (the same for the pure-Python twin).
     """
 
     def __init__(
         self,
         *,
-        prefix: str = "",
-        ttl: int = 86400,
-        overwrite_collection_time: bool = False,
-        max_body_bytes: int = 1_000_000,
-        max_body_datapoints: int = 5_000,
-        max_frame_bytes: int = 1_048_576,
-        max_items_per_frame: int = 100_000,
-        max_past_ms: int = 259_200_000,
-        max_future_ms: int = 600_000,
-        max_name_bytes: int = 4096,
-        max_line_bytes: int = 65_536,
+        prefix: str = ...,
+        ttl: int = ...,
+        overwrite_collection_time: bool = ...,
+        max_body_bytes: int = ...,
+        max_body_datapoints: int = ...,
+        max_frame_bytes: int = ...,
+        max_items_per_frame: int = ...,
+        max_past_ms: int = ...,
+        max_future_ms: int = ...,
+        max_name_bytes: int = ...,
+        max_line_bytes: int = ...,
     ) -> None: ...
     def add_pickle(self, frame: bytes | bytearray | memoryview, now_ms: int | None = None) -> int:
         """Decode one pickle frame (payload without its 4-byte length) and queue its datapoints.
@@ -101,8 +103,8 @@ class Encoder:
 
 def safe_loads(
     frame: bytes | bytearray | memoryview,
-    max_frame_bytes: int = 1_048_576,
-    max_items_per_frame: int = 100_000,
+    max_frame_bytes: int = ...,
+    max_items_per_frame: int = ...,
 ) -> object:
     """Decode a pickle frame into lists, tuples, str, bytes, int, float, bool and None without
     executing anything (same opcode walker and bounds as ``Encoder.add_pickle``).
@@ -110,8 +112,13 @@ def safe_loads(
     :raises FrameError: as ``Encoder.add_pickle``.
     """
 
-def _float_repr(x: float) -> str:
-    """``repr(x)`` as the codec writes it (test hook)."""
+# Test hooks (tests/test_floatrepr.py): the float formatter and parser alone.
 
-def _float_repr_fast(x: float) -> str | None:
-    """The C formatter alone: ``repr(x)``, or None where it defers to CPython (test hook)."""
+def _test_float_repr(x: float) -> str:
+    """``repr(x)`` as the codec writes it."""
+
+def _test_float_repr_fast(x: float) -> str | None:
+    """The C formatter alone: ``repr(x)``, or None where it defers to CPython."""
+
+def _test_text_to_double(text: bytes) -> float:
+    """``float(text)`` as the codec reads decimal strings."""

@@ -1,11 +1,13 @@
 """Pure-Python codec: carbon pickle frames and plaintext lines to Blueflood JSON bodies.
 
-This is the reference twin of the compiled ``_codec``: same names, same bytes out, same errors
-(docs/architecture.md, "The codec contract"). It walks the pickle opcodes itself; it never calls
-``pickle.loads`` or ``pickle.Unpickler``, so nothing in a frame can import or call anything.
+This is the reference twin of the compiled ``_codec``, written to be read first: same names,
+same bytes out, same errors (docs/architecture.md, "The codec contract"). It walks the pickle
+opcodes itself, one small function per group of opcodes; it never calls ``pickle.loads`` or
+``pickle.Unpickler``, so nothing in a frame can import or call anything.
 
 Decisions the contract leaves open are marked ``DECISION:`` below; the compiled codec matches
-them, and the parity tests (tests/test_codec_parity.py) hold both to them.
+them, and the parity tests (tests/test_codec_parity.py) hold both to them. Limits, defaults and
+the check of the Encoder's arguments come from ``_codec_rules``, shared with the compiled codec.
 """
 
 from __future__ import annotations
@@ -14,10 +16,29 @@ import re
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import NoReturn
 
 from ._codec_rules import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BODY_DATAPOINTS,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FUTURE_MS,
+    DEFAULT_MAX_ITEMS_PER_FRAME,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_NAME_BYTES,
+    DEFAULT_MAX_PAST_MS,
+    DEFAULT_PREFIX,
+    DEFAULT_TTL,
     DROP_REASONS,
     FORBIDDEN_OPCODES,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
+    MAX_LONG_BYTES,
+    MAX_MEMO_DIGITS,
+    MAX_REJECTS,
+    MAX_TEXT_DIGITS,
     R_AFTER_STOP,
     R_DATAPOINTS,
     R_DEPTH,
@@ -36,27 +57,15 @@ from ._codec_rules import (
     R_TOP,
     R_TRUNCATED,
     R_UNDERFLOW,
+    SAMPLE_BYTES,
+    check_encoder_args,
     unescape_string,
 )
 from .errors import FrameError, FrameTooLarge
 
 __all__ = ["DROP_REASONS", "Encoder", "safe_loads"]
 
-MAX_DEPTH = 64  # containers nested, and MARKs open at once
-MAX_TEXT_DIGITS = 100  # digits of a text INT / LONG argument
-MAX_LONG_BYTES = 64  # payload of LONG1 / LONG4
-MAX_REJECTS = 64  # (reason, sample) pairs kept for take_rejects()
-SAMPLE_BYTES = 256  # a reject sample is cut to this many bytes
 _NAME_CACHE_SIZE = 65_536  # names remembered (escaped, or refused); cleared when full
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
-
-_u8 = struct.Struct("<B").unpack_from
-_u16 = struct.Struct("<H").unpack_from
-_i32 = struct.Struct("<i").unpack_from
-_u32 = struct.Struct("<I").unpack_from
-_u64 = struct.Struct("<Q").unpack_from
-_f64 = struct.Struct(">d").unpack_from
 
 _DIGITS_RE = re.compile(rb"[0-9]+")
 _TEXT_INT_RE = re.compile(rb"[+-]?(0|[1-9][0-9]*)")
@@ -71,67 +80,23 @@ _JSON_ESC = {c: b"\\u%04x" % c for c in range(0x20)}
 _JSON_ESC[0x22] = b'\\"'
 _JSON_ESC[0x5C] = b"\\\\"
 
-
-def _text_int(arg: bytes, opname: str, offset: int) -> int:
-    # DECISION: text INT/LONG arguments are plain decimal, `[+-]?(0|[1-9][0-9]*)`: no spaces,
-    # underscores, 0x prefixes, nor leading zeros (C pickle reads "010" as octal 8, Python 2
-    # as 10: no sender writes them, so refuse rather than guess).
-    m = _TEXT_INT_RE.fullmatch(arg)
-    if m is None:
-        raise FrameError(f"bad {opname} argument", offset)
-    if m.end(1) - m.start(1) > MAX_TEXT_DIGITS:
-        raise FrameError(R_DIGITS, offset)
-    return int(arg)
-
-
-def _memo_text_index(arg: bytes, opname: str, offset: int) -> int:
-    # DECISION: PUT/GET arguments are ASCII digits only; more than 18 digits is over any
-    # possible number of values created (for GET it cannot name a set slot either).
-    if _DIGITS_RE.fullmatch(arg) is None:
-        raise FrameError(f"bad {opname} argument", offset)
-    if len(arg) > 18:
-        raise FrameError(R_MEMO_INDEX if opname == "PUT" else R_MEMO_UNSET, offset)
-    return int(arg)
-
-
-# Opcodes whose argument is a length then that many bytes: (width of the length, how to
-# read it, the opcode's name for "bad ... argument").
-_SIZED: dict[int, tuple[int, object, str]] = {
-    0x55: (1, _u8, "SHORT_BINSTRING"),
-    0x43: (1, _u8, "SHORT_BINBYTES"),
-    0x8C: (1, _u8, "SHORT_BINUNICODE"),
-    0x54: (4, _i32, "BINSTRING"),
-    0x42: (4, _u32, "BINBYTES"),
-    0x58: (4, _u32, "BINUNICODE"),
-    0x8E: (8, _u64, "BINBYTES8"),
-    0x8D: (8, _u64, "BINUNICODE8"),
+_BIG_ENDIAN_DOUBLE = struct.Struct(">d")
+_LITTLE_ENDIAN = {
+    (2, False): struct.Struct("<H").unpack_from,
+    (4, False): struct.Struct("<I").unpack_from,
+    (4, True): struct.Struct("<i").unpack_from,
+    (8, False): struct.Struct("<Q").unpack_from,
 }
 
 
-def _sized(data: bytes, pos: int, n: int, op: int, start: int) -> tuple[int, int]:
-    """(first, end) of a length-prefixed argument at ``pos``; truncated or negative: error."""
-    width, unpack, name = _SIZED[op]
-    if pos + width > n:
-        raise FrameError(R_TRUNCATED, start)
-    size = unpack(data, pos)[0]  # type: ignore[operator]
-    pos += width
-    if size < 0:  # only BINSTRING's length is signed
-        raise FrameError(f"bad {name} argument", start)
-    if size > n - pos:
-        raise FrameError(R_TRUNCATED, start)
-    return pos, pos + size
+# =============================================================================================
+# The pickle walker
+# =============================================================================================
 
 
-def _memo_index(data: bytes, pos: int, n: int, wide: bool, start: int) -> tuple[int, int]:
-    """(index, next position) of a BINPUT/BINGET (1 byte) or LONG_ (4 bytes) argument."""
-    width = 4 if wide else 1
-    if pos + width > n:
-        raise FrameError(R_TRUNCATED, start)
-    return (_u32(data, pos)[0] if wide else data[pos]), pos + width
-
-
-def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, int]:
-    """Decode one frame; returns (value, offset of STOP). Raises FrameError.
+class _Walker:
+    """The state of one frame being decoded: the position, the stack and its MARKs, the memo,
+    and what the depth rule needs (docs/architecture.md, "The codec contract").
 
     DECISIONS, beyond the contract's list:
     - Strings from STRING/BINSTRING/SHORT_BINSTRING come back as ``bytes`` (like
@@ -152,329 +117,241 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
     - At STOP: first no data may follow, then no MARK may be open and exactly one value must
       be on the stack (both R_STOP_STACK).
     """
-    n = len(data)
-    if n > max_frame_bytes:
-        raise FrameTooLarge(R_TOO_LARGE, 0)
-    stack: list = []
-    push = stack.append
-    marks: list[int] = []
-    floor = 0  # values below this index belong to an outer MARK
-    memo: dict[int, object] = {}
-    created = 0
-    depth: dict[int, int] = {}  # id(container) -> depth; containers are kept alive by `keep`
-    keep: list = []
-    keep_add = keep.append
-    sealed: set[int] = set()  # id() of lists that are inside a container
-    pos = 0
-    while True:
-        if pos >= n:
-            raise FrameError(R_TRUNCATED, pos)
-        start = pos
-        op = data[pos]
-        pos += 1
-        # The most frequent opcodes of real frames come first.
-        if op == 0x71 or op == 0x72:  # BINPUT q, LONG_BINPUT r
-            idx, pos = _memo_index(data, pos, n, op == 0x72, start)
-            if len(stack) <= floor:
-                raise FrameError(R_UNDERFLOW, start)
-            if idx > created:
-                raise FrameError(R_MEMO_INDEX, start)
-            memo[idx] = stack[-1]
-        elif op == 0x47:  # BINFLOAT G
-            if pos + 8 > n:
-                raise FrameError(R_TRUNCATED, start)
-            push(_f64(data, pos)[0])
-            pos += 8
-            created += 1
-        elif op == 0x86:  # TUPLE2, the commonest container: unrolled
-            if len(stack) - floor < 2:
-                raise FrameError(R_UNDERFLOW, start)
-            b = stack.pop()
-            a = stack[-1]
-            d = 1
-            ta = type(a)
-            if ta is tuple or ta is list:
-                if ta is list:
-                    sealed.add(id(a))
-                d = depth[id(a)] + 1
-            tb = type(b)
-            if tb is tuple or tb is list:
-                if tb is list:
-                    sealed.add(id(b))
-                db = depth[id(b)] + 1
-                if db > d:
-                    d = db
-            if d > MAX_DEPTH:
-                raise FrameError(R_DEPTH, start)
-            t = (a, b)
-            depth[id(t)] = d
-            keep_add(t)
-            stack[-1] = t
-            created += 1
-        elif 0x85 <= op <= 0x87:  # TUPLE1, TUPLE3
-            k = op - 0x84
-            if len(stack) - floor < k:
-                raise FrameError(R_UNDERFLOW, start)
-            items = stack[-k:]
-            del stack[-k:]
-            d = 1
-            for x in items:
-                tx = type(x)
-                if tx is tuple or tx is list:
-                    if tx is list:
-                        sealed.add(id(x))
-                    dx = depth[id(x)] + 1
-                    if dx > d:
-                        d = dx
-            if d > MAX_DEPTH:
-                raise FrameError(R_DEPTH, start)
-            t = tuple(items)
-            depth[id(t)] = d
-            keep_add(t)
-            push(t)
-            created += 1
-        elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE X, SHORT_BINUNICODE, 8
-            pos, end = _sized(data, pos, n, op, start)
-            try:
-                push(data[pos:end].decode("utf-8", "surrogatepass"))
-            except UnicodeDecodeError:
-                raise FrameError(f"bad {_SIZED[op][2]} argument", start) from None
-            pos = end
-            created += 1
-        elif op == 0x94:  # MEMOIZE
-            if len(stack) <= floor:
-                raise FrameError(R_UNDERFLOW, start)
-            idx = len(memo)
-            if idx > created:
-                raise FrameError(R_MEMO_INDEX, start)
-            memo[idx] = stack[-1]
-        elif op == 0x68 or op == 0x6A:  # BINGET h, LONG_BINGET j
-            idx, pos = _memo_index(data, pos, n, op == 0x6A, start)
-            try:
-                push(memo[idx])
-            except KeyError:
-                raise FrameError(R_MEMO_UNSET, start) from None
-        elif op == 0x4A:  # BININT J
-            if pos + 4 > n:
-                raise FrameError(R_TRUNCATED, start)
-            push(_i32(data, pos)[0])
-            pos += 4
-            created += 1
-        elif op == 0x4B:  # BININT1 K
-            if pos >= n:
-                raise FrameError(R_TRUNCATED, start)
-            push(data[pos])
-            pos += 1
-            created += 1
-        elif op == 0x4D:  # BININT2 M
-            if pos + 2 > n:
-                raise FrameError(R_TRUNCATED, start)
-            push(_u16(data, pos)[0])
-            pos += 2
-            created += 1
-        elif op == 0x55 or op == 0x54 or op == 0x43 or op == 0x42 or op == 0x8E:
-            # SHORT_BINSTRING U, BINSTRING T, SHORT_BINBYTES C, BINBYTES B, BINBYTES8
-            pos, end = _sized(data, pos, n, op, start)
-            push(data[pos:end])
-            pos = end
-            created += 1
-        elif op == 0x28:  # MARK (
-            if len(marks) >= MAX_DEPTH:
-                raise FrameError(R_MARKS, start)
-            floor = len(stack)
-            marks.append(floor)
-        elif op == 0x65 or op == 0x61:  # APPENDS e, APPEND a
-            if op == 0x65:
-                if not marks:
-                    raise FrameError(R_NO_MARK, start)
-                k = marks.pop()
-                items = stack[k:]
-                del stack[k:]
-                floor = marks[-1] if marks else 0
-            else:
-                if len(stack) - floor < 1:
-                    raise FrameError(R_UNDERFLOW, start)
-                items = [stack.pop()]
-            if len(stack) <= floor:
-                raise FrameError(R_UNDERFLOW, start)
-            target = stack[-1]
-            if type(target) is not list:
-                raise FrameError(R_NOT_LIST, start)
-            d = 1
-            for x in items:
-                tx = type(x)
-                if tx is tuple or tx is list:
-                    if tx is list:
-                        sealed.add(id(x))
-                    dx = depth[id(x)] + 1
-                    if dx > d:
-                        d = dx
-            if id(target) in sealed:
-                raise FrameError(R_SEALED, start)
-            if d > MAX_DEPTH:
-                raise FrameError(R_DEPTH, start)
-            if len(target) + len(items) > max_items:
-                raise FrameError(R_ITEMS, start)
-            target.extend(items)
-            if d > depth[id(target)]:
-                depth[id(target)] = d
-        elif op == 0x5D:  # EMPTY_LIST ]
-            lst: list = []
-            depth[id(lst)] = 1
-            keep_add(lst)
-            push(lst)
-            created += 1
-        elif op == 0x74 or op == 0x6C:  # TUPLE t, LIST l
-            if not marks:
-                raise FrameError(R_NO_MARK, start)
-            k = marks.pop()
-            items = stack[k:]
-            del stack[k:]
-            floor = marks[-1] if marks else 0
-            d = 1
-            for x in items:
-                tx = type(x)
-                if tx is tuple or tx is list:
-                    if tx is list:
-                        sealed.add(id(x))
-                    dx = depth[id(x)] + 1
-                    if dx > d:
-                        d = dx
-            if d > MAX_DEPTH:
-                raise FrameError(R_DEPTH, start)
-            if len(items) > max_items:
-                raise FrameError(R_ITEMS, start)
-            c = tuple(items) if op == 0x74 else items
-            depth[id(c)] = d
-            keep_add(c)
-            push(c)
-            created += 1
-        elif op == 0x29:  # EMPTY_TUPLE )
-            empty = ()
-            depth[id(empty)] = 1
-            push(empty)
-            created += 1
-        elif op == 0x2E:  # STOP .
-            if pos != n:
-                raise FrameError(R_AFTER_STOP, start)
-            if marks or len(stack) != 1:
-                raise FrameError(R_STOP_STACK, start)
-            return stack[0], start
-        elif op == 0x80:  # PROTO
-            if pos >= n:
-                raise FrameError(R_TRUNCATED, start)
-            if data[pos] > 5:
-                raise FrameError(R_PROTO, start)
-            pos += 1
-        elif op == 0x95:  # FRAME
-            if pos + 8 > n:
-                raise FrameError(R_TRUNCATED, start)
-            size = _u64(data, pos)[0]
-            pos += 8
-            if size > n - pos:
-                raise FrameError(R_TRUNCATED, start)
-        elif op == 0x4E:  # NONE N
-            push(None)
-            created += 1
-        elif op == 0x88 or op == 0x89:  # NEWTRUE, NEWFALSE
-            push(op == 0x88)
-            created += 1
-        elif op == 0x8A or op == 0x8B:  # LONG1, LONG4
-            if op == 0x8A:
-                if pos >= n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = data[pos]
-                pos += 1
-            else:
-                if pos + 4 > n:
-                    raise FrameError(R_TRUNCATED, start)
-                size = _i32(data, pos)[0]
-                pos += 4
-                if size < 0:
-                    raise FrameError("bad LONG4 argument", start)
-            if size > MAX_LONG_BYTES:
-                raise FrameError(R_LONG_BYTES, start)
-            if size > n - pos:
-                raise FrameError(R_TRUNCATED, start)
-            push(int.from_bytes(data[pos : pos + size], "little", signed=True))
-            pos += size
-            created += 1
-        elif op in FORBIDDEN_OPCODES:
-            raise FrameError(f"forbidden opcode {FORBIDDEN_OPCODES[op]}", start)
-        elif op in _TEXT_OPS:
-            # Text opcodes: the argument runs to the next newline.
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                raise FrameError(R_TRUNCATED, start)
-            arg = data[pos:nl]
-            pos = nl + 1
-            if op == 0x49:  # INT I
-                if arg == b"00" or arg == b"01":
-                    push(arg == b"01")
-                else:
-                    push(_text_int(arg, "INT", start))
-                created += 1
-            elif op == 0x4C:  # LONG L
-                if arg[-1:] == b"L":
-                    arg = arg[:-1]
-                push(_text_int(arg, "LONG", start))
-                created += 1
-            elif op == 0x46:  # FLOAT F
-                v = _parse_text_float(arg)
-                if v is None:
-                    raise FrameError("bad FLOAT argument", start)
-                push(v)
-                created += 1
-            elif op == 0x53:  # STRING S
-                if len(arg) < 2 or arg[0] != arg[-1] or arg[0] not in b"'\"":
-                    raise FrameError("bad STRING argument", start)
-                try:
-                    push(unescape_string(arg[1:-1]))
-                except ValueError:
-                    raise FrameError("bad STRING argument", start) from None
-                created += 1
-            elif op == 0x56:  # UNICODE V
-                try:
-                    push(arg.decode("raw_unicode_escape"))
-                except UnicodeDecodeError:
-                    raise FrameError("bad UNICODE argument", start) from None
-                created += 1
-            elif op == 0x70:  # PUT p
-                idx = _memo_text_index(arg, "PUT", start)
-                if len(stack) <= floor:
-                    raise FrameError(R_UNDERFLOW, start)
-                if idx > created:
-                    raise FrameError(R_MEMO_INDEX, start)
-                memo[idx] = stack[-1]
-            else:  # GET g
-                idx = _memo_text_index(arg, "GET", start)
-                try:
-                    push(memo[idx])
-                except KeyError:
-                    raise FrameError(R_MEMO_UNSET, start) from None
-        elif op == 0x30:  # POP 0
-            if len(stack) > floor:
-                stack.pop()
-            elif marks:
-                marks.pop()
-                floor = marks[-1] if marks else 0
-            else:
-                raise FrameError(R_UNDERFLOW, start)
-        elif op == 0x31:  # POP_MARK 1
-            if not marks:
-                raise FrameError(R_NO_MARK, start)
-            k = marks.pop()
-            del stack[k:]
-            floor = marks[-1] if marks else 0
-        elif op == 0x32:  # DUP 2
-            if len(stack) <= floor:
-                raise FrameError(R_UNDERFLOW, start)
-            push(stack[-1])
-        else:
-            raise FrameError(f"unknown opcode 0x{op:02x}", start)
+
+    def __init__(self, data: bytes, max_items: int) -> None:
+        self.data = data
+        self.max_items = max_items
+        self.pos = 0  # next byte to read
+        self.start = 0  # offset of the opcode being decoded: every error names it
+        self.stack: list[object] = []
+        self.marks: list[int] = []  # stack lengths at each open MARK
+        self.floor = 0  # stack values below this belong to an outer MARK and cannot be taken
+        self.memo: dict[int, object] = {}
+        self.created = 0
+        self.depth: dict[int, int] = {}  # id(container) -> depth
+        self.containers: list[object] = []  # keeps every container alive, so ids stay unique
+        self.sealed: set[int] = set()  # id() of lists that are inside a container
+
+    def fail(self, reason: str) -> NoReturn:
+        raise FrameError(reason, self.start)
+
+    # --- reading arguments ----------------------------------------------------------------
+
+    def take(self, size: int) -> bytes:
+        """The next `size` bytes of the frame (a truncated frame is an error)."""
+        if size > len(self.data) - self.pos:
+            self.fail(R_TRUNCATED)
+        out = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return out
+
+    def take_le(self, width: int, signed: bool = False) -> int:
+        """A little-endian integer of `width` bytes (2, 4 or 8): every binary length, index
+        and int."""
+        if width > len(self.data) - self.pos:
+            self.fail(R_TRUNCATED)
+        value: int = _LITTLE_ENDIAN[width, signed](self.data, self.pos)[0]
+        self.pos += width
+        return value
+
+    def take_byte(self) -> int:
+        """A one-byte argument (the commonest: BINPUT's index, short lengths)."""
+        if self.pos >= len(self.data):
+            self.fail(R_TRUNCATED)
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def take_line(self) -> bytes:
+        """A text opcode's argument: the bytes up to the next newline, which is skipped."""
+        nl = self.data.find(b"\n", self.pos)
+        if nl < 0:
+            self.fail(R_TRUNCATED)
+        out = self.data[self.pos : nl]
+        self.pos = nl + 1
+        return out
+
+    # --- the stack ------------------------------------------------------------------------
+
+    def push_new(self, value: object) -> None:
+        """Pushes a value the frame created (GET and DUP push existing ones)."""
+        self.stack.append(value)
+        self.created += 1
+
+    def top(self) -> object:
+        if len(self.stack) <= self.floor:
+            self.fail(R_UNDERFLOW)
+        return self.stack[-1]
+
+    def open_mark(self) -> None:
+        if len(self.marks) >= MAX_DEPTH:
+            self.fail(R_MARKS)
+        self.marks.append(len(self.stack))
+        self.floor = len(self.stack)
+
+    def close_mark(self) -> int:
+        """Removes the topmost MARK; returns the stack length it was set at."""
+        if not self.marks:
+            self.fail(R_NO_MARK)
+        first = self.marks.pop()
+        self.floor = self.marks[-1] if self.marks else 0
+        return first
+
+    def pop_to_mark(self) -> list[object]:
+        """The values above the topmost MARK, removed with the MARK."""
+        first = self.close_mark()
+        items = self.stack[first:]
+        del self.stack[first:]
+        return items
+
+    # --- containers -----------------------------------------------------------------------
+
+    def nest(self, items: list[object]) -> int:
+        """Depth of a container holding `items`; the lists among them become sealed."""
+        d = 1
+        for x in items:
+            if type(x) is tuple or type(x) is list:
+                if type(x) is list:
+                    self.sealed.add(id(x))
+                d = max(d, self.depth[id(x)] + 1)
+        return d
+
+    def push_container(self, container: list[object] | tuple[object, ...], depth: int) -> None:
+        if depth > MAX_DEPTH:
+            self.fail(R_DEPTH)
+        self.depth[id(container)] = depth
+        self.containers.append(container)
+        self.push_new(container)
+
+    def set_memo(self, idx: int) -> None:
+        value = self.top()
+        if idx > self.created:
+            self.fail(R_MEMO_INDEX)
+        self.memo[idx] = value
+
+    def get_memo(self, idx: int) -> None:
+        if idx not in self.memo:
+            self.fail(R_MEMO_UNSET)
+        self.stack.append(self.memo[idx])
 
 
-_TEXT_OPS = frozenset(b"ILFSVpg")
+# --- one function per group of opcodes, each given the walker and the opcode ----------------
+
+
+def _op_framing(w: _Walker, op: int) -> None:
+    """PROTO (argument 0..5) and FRAME (a length that must fit; otherwise only a hint)."""
+    if op == 0x80:  # PROTO
+        if w.take_byte() > 5:
+            w.fail(R_PROTO)
+    else:  # FRAME
+        size = w.take_le(8)
+        if size > len(w.data) - w.pos:
+            w.fail(R_TRUNCATED)
+
+
+def _op_constant(w: _Walker, op: int) -> None:
+    """NONE, NEWTRUE, NEWFALSE."""
+    w.push_new(None if op == 0x4E else op == 0x88)
+
+
+def _op_binary_int(w: _Walker, op: int) -> None:
+    """BININT (signed 4 bytes), BININT1 (1), BININT2 (2); LONG1 and LONG4 (sized, signed)."""
+    if op == 0x4A:
+        w.push_new(w.take_le(4, signed=True))
+    elif op == 0x4B:
+        w.push_new(w.take_byte())
+    elif op == 0x4D:
+        w.push_new(w.take_le(2))
+    else:
+        size = w.take_byte() if op == 0x8A else w.take_le(4, signed=True)
+        if size < 0:
+            w.fail("bad LONG4 argument")
+        if size > MAX_LONG_BYTES:
+            w.fail(R_LONG_BYTES)
+        w.push_new(int.from_bytes(w.take(size), "little", signed=True))
+
+
+def _op_binary_float(w: _Walker, op: int) -> None:
+    """BINFLOAT: the one big-endian argument."""
+    if w.pos + 8 > len(w.data):
+        w.fail(R_TRUNCATED)
+    w.push_new(_BIG_ENDIAN_DOUBLE.unpack_from(w.data, w.pos)[0])
+    w.pos += 8
+
+
+# Length-prefixed strings: opcode -> (width of the length, its name for "bad ... argument").
+_SIZED_STRINGS: dict[int, tuple[int, str]] = {
+    0x55: (1, "SHORT_BINSTRING"),
+    0x43: (1, "SHORT_BINBYTES"),
+    0x8C: (1, "SHORT_BINUNICODE"),
+    0x54: (4, "BINSTRING"),
+    0x42: (4, "BINBYTES"),
+    0x58: (4, "BINUNICODE"),
+    0x8E: (8, "BINBYTES8"),
+    0x8D: (8, "BINUNICODE8"),
+}
+_UNICODE_OPS = frozenset((0x58, 0x8C, 0x8D))
+
+
+def _op_sized_string(w: _Walker, op: int) -> None:
+    """The BIN*STRING, BIN*BYTES (to bytes) and BIN*UNICODE (UTF-8 text) opcodes."""
+    width, name = _SIZED_STRINGS[op]
+    if width == 1:
+        size = w.take_byte()
+    else:
+        size = w.take_le(width, signed=op == 0x54)  # only BINSTRING's length is signed
+    if size < 0:
+        w.fail(f"bad {name} argument")
+    raw = w.take(size)
+    if op in _UNICODE_OPS:
+        try:
+            w.push_new(raw.decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError:
+            w.fail(f"bad {name} argument")
+    else:
+        w.push_new(raw)
+
+
+def _op_text_string(w: _Walker, op: int) -> None:
+    """STRING (quoted, Python escapes, to bytes) and UNICODE (raw-unicode-escape)."""
+    arg = w.take_line()
+    if op == 0x53:
+        if len(arg) < 2 or arg[0] != arg[-1] or arg[0] not in b"'\"":
+            w.fail("bad STRING argument")
+        try:
+            w.push_new(unescape_string(arg[1:-1]))
+        except ValueError:
+            w.fail("bad STRING argument")
+    else:
+        try:
+            w.push_new(arg.decode("raw_unicode_escape"))
+        except UnicodeDecodeError:
+            w.fail("bad UNICODE argument")
+
+
+def _op_text_number(w: _Walker, op: int) -> None:
+    """INT ("00"/"01" are False/True), LONG (trailing "L" optional) and FLOAT."""
+    arg = w.take_line()
+    if op == 0x49:
+        w.push_new(arg == b"01" if arg in (b"00", b"01") else _text_int(w, arg, "INT"))
+    elif op == 0x4C:
+        w.push_new(_text_int(w, arg.removesuffix(b"L"), "LONG"))
+    else:
+        value = _parse_text_float(arg)
+        if value is None:
+            w.fail("bad FLOAT argument")
+        w.push_new(value)
+
+
+def _text_int(w: _Walker, arg: bytes, opname: str) -> int:
+    # DECISION: text INT/LONG arguments are plain decimal, `[+-]?(0|[1-9][0-9]*)`: no spaces,
+    # underscores, 0x prefixes, nor leading zeros (C pickle reads "010" as octal 8, Python 2
+    # as 10: no sender writes them, so refuse rather than guess).
+    m = _TEXT_INT_RE.fullmatch(arg)
+    if m is None:
+        w.fail(f"bad {opname} argument")
+    if m.end(1) - m.start(1) > MAX_TEXT_DIGITS:
+        w.fail(R_DIGITS)
+    return int(arg)
 
 
 def _parse_text_float(arg: bytes) -> float | None:
@@ -484,24 +361,167 @@ def _parse_text_float(arg: bytes) -> float | None:
     return None
 
 
+def _op_stack(w: _Walker, op: int) -> None:
+    """MARK, POP, POP_MARK, DUP."""
+    if op == 0x28:  # MARK
+        w.open_mark()
+    elif op == 0x30:  # POP
+        if len(w.stack) > w.floor:
+            w.stack.pop()
+        elif w.marks:
+            w.close_mark()
+        else:
+            w.fail(R_UNDERFLOW)
+    elif op == 0x31:  # POP_MARK
+        w.pop_to_mark()
+    else:  # DUP
+        w.stack.append(w.top())
+
+
+def _op_memo(w: _Walker, op: int) -> None:
+    """BINPUT, LONG_BINPUT, PUT, MEMOIZE store the top of the stack; BINGET, LONG_BINGET, GET
+    push a stored value."""
+    if op == 0x71:
+        w.set_memo(w.take_byte())
+    elif op == 0x72:
+        w.set_memo(w.take_le(4))
+    elif op == 0x70:
+        w.set_memo(_memo_text_index(w, "PUT"))
+    elif op == 0x94:  # MEMOIZE: the next index
+        w.set_memo(len(w.memo))
+    elif op == 0x68:
+        w.get_memo(w.take_byte())
+    elif op == 0x6A:
+        w.get_memo(w.take_le(4))
+    else:  # GET
+        w.get_memo(_memo_text_index(w, "GET"))
+
+
+def _memo_text_index(w: _Walker, opname: str) -> int:
+    # DECISION: PUT/GET arguments are ASCII digits only; more than 18 digits is over any
+    # possible number of values created (for GET it cannot name a set slot either).
+    arg = w.take_line()
+    if _DIGITS_RE.fullmatch(arg) is None:
+        w.fail(f"bad {opname} argument")
+    if len(arg) > MAX_MEMO_DIGITS:
+        w.fail(R_MEMO_INDEX if opname == "PUT" else R_MEMO_UNSET)
+    return int(arg)
+
+
+def _op_tuple(w: _Walker, op: int) -> None:
+    """EMPTY_TUPLE, TUPLE1, TUPLE2, TUPLE3 (from the stack's top), TUPLE (from the MARK)."""
+    if op == 0x74:  # TUPLE
+        items = w.pop_to_mark()
+        depth = w.nest(items)
+        if depth > MAX_DEPTH:
+            w.fail(R_DEPTH)
+        if len(items) > w.max_items:
+            w.fail(R_ITEMS)
+    else:
+        k = op - 0x84 if op != 0x29 else 0
+        if len(w.stack) - w.floor < k:
+            w.fail(R_UNDERFLOW)
+        items = w.stack[len(w.stack) - k :]
+        del w.stack[len(w.stack) - k :]
+        depth = w.nest(items)
+    w.push_container(tuple(items), depth)
+
+
+def _op_list(w: _Walker, op: int) -> None:
+    """EMPTY_LIST, LIST (from the MARK), and APPEND, APPENDS into the list below."""
+    if op == 0x5D:  # EMPTY_LIST
+        w.push_container([], 1)
+        return
+    if op == 0x6C:  # LIST
+        items = w.pop_to_mark()
+        depth = w.nest(items)
+        if depth > MAX_DEPTH:
+            w.fail(R_DEPTH)
+        if len(items) > w.max_items:
+            w.fail(R_ITEMS)
+        w.push_container(items, depth)
+        return
+    if op == 0x65:  # APPENDS
+        items = w.pop_to_mark()
+    else:  # APPEND
+        if len(w.stack) - w.floor < 1:
+            w.fail(R_UNDERFLOW)
+        items = [w.stack.pop()]
+    target = w.top()
+    if type(target) is not list:
+        w.fail(R_NOT_LIST)
+    depth = w.nest(items)  # seals the items first: a list appended to itself is refused
+    if id(target) in w.sealed:
+        w.fail(R_SEALED)
+    if depth > MAX_DEPTH:
+        w.fail(R_DEPTH)
+    if len(target) + len(items) > w.max_items:
+        w.fail(R_ITEMS)
+    target.extend(items)
+    w.depth[id(target)] = max(w.depth[id(target)], depth)
+
+
+_OPCODES: dict[int, Callable[[_Walker, int], None]] = {
+    **dict.fromkeys((0x80, 0x95), _op_framing),
+    **dict.fromkeys((0x4E, 0x88, 0x89), _op_constant),
+    **dict.fromkeys((0x4A, 0x4B, 0x4D, 0x8A, 0x8B), _op_binary_int),
+    0x47: _op_binary_float,
+    **dict.fromkeys(_SIZED_STRINGS, _op_sized_string),
+    **dict.fromkeys(b"SV", _op_text_string),
+    **dict.fromkeys(b"ILF", _op_text_number),
+    **dict.fromkeys((0x28, 0x30, 0x31, 0x32), _op_stack),
+    **dict.fromkeys((0x71, 0x72, 0x70, 0x94, 0x68, 0x6A, 0x67), _op_memo),
+    **dict.fromkeys((0x29, 0x85, 0x86, 0x87, 0x74), _op_tuple),
+    **dict.fromkeys((0x5D, 0x6C, 0x61, 0x65), _op_list),
+}
+_STOP = 0x2E
+
+
+def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, int]:
+    """Decode one frame; returns (value, offset of STOP). Raises FrameError."""
+    if len(data) > max_frame_bytes:
+        raise FrameTooLarge(R_TOO_LARGE, 0)
+    w = _Walker(data, max_items)
+    handler_of = _OPCODES.get
+    while True:
+        if w.pos >= len(data):
+            raise FrameError(R_TRUNCATED, w.pos)
+        w.start = w.pos
+        op = data[w.pos]
+        w.pos += 1
+        if op == _STOP:
+            if w.pos != len(data):
+                w.fail(R_AFTER_STOP)
+            if w.marks or len(w.stack) != 1:
+                w.fail(R_STOP_STACK)
+            return w.stack[0], w.start
+        handler = handler_of(op)
+        if handler is None:
+            if op in FORBIDDEN_OPCODES:
+                w.fail(f"forbidden opcode {FORBIDDEN_OPCODES[op]}")
+            w.fail(f"unknown opcode 0x{op:02x}")
+        handler(w, op)
+
+
 def safe_loads(
     frame: bytes | bytearray | memoryview,
-    max_frame_bytes: int = 1_048_576,
-    max_items_per_frame: int = 100_000,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_items_per_frame: int = DEFAULT_MAX_ITEMS_PER_FRAME,
 ) -> object:
     """Decode one pickle frame (no length prefix) into lists, tuples, str, bytes, int, float,
     bool and None, without executing anything. Raises FrameError / FrameTooLarge."""
-    data = frame if type(frame) is bytes else bytes(frame)
-    return _loads(data, max_frame_bytes, max_items_per_frame)[0]
+    return _loads(bytes(frame), max_frame_bytes, max_items_per_frame)[0]
 
 
-# --- numbers --------------------------------------------------------------------------------
+# =============================================================================================
+# Numbers and names
+# =============================================================================================
 
-# A number that is not usable: the drop reason is decided by the caller (value or timestamp).
+# A number that is not usable is one of these strings, named as the value's drop reason (a
+# timestamp that is not usable is always "bad_timestamp").
 _NAN = "nan"
 _INF = "inf"
-_BAD = "bad"
-_VALUE_DROP = {_NAN: "nan", _INF: "inf", _BAD: "bad_value"}
+_BAD = "bad_value"
 
 
 def _number_from_text(s: bytes) -> int | float | str:
@@ -513,14 +533,10 @@ def _number_from_text(s: bytes) -> int | float | str:
     """
     s = s.strip(_ASCII_WS)
     if _STR_INT_RE.fullmatch(s):
-        digits = s.lstrip(b"+-").lstrip(b"0")
-        if len(digits) <= 19:
-            v = int(digits or b"0")
-            if s[:1] == b"-":
-                v = -v
-            if _INT64_MIN <= v <= _INT64_MAX:
+        if len(s.lstrip(b"+-").lstrip(b"0")) <= 19:  # int() is slow on long ones, refuses 4,301+
+            v = int(s)
+            if INT64_MIN <= v <= INT64_MAX:
                 return v
-            return float(v)
         f = float(s)  # correctly rounded from the decimal, same as float(int(s))
         return _BAD if f - f != 0.0 else f
     if _STR_FLOAT_RE.fullmatch(s):
@@ -535,34 +551,61 @@ def _number_from_text(s: bytes) -> int | float | str:
 
 def _number(v: object) -> int | float | str:
     """Any decoded value to an int (inside int64) or a finite float, or _NAN / _INF / _BAD."""
-    tv = type(v)
-    if tv is float:
-        if v - v == 0.0:  # type: ignore[operator]
-            return v  # type: ignore[return-value]
+    if isinstance(v, float):
+        if v - v == 0.0:
+            return v
         return _NAN if v != v else _INF
-    if tv is int:
-        if _INT64_MIN <= v <= _INT64_MAX:  # type: ignore[operator]
-            return v  # type: ignore[return-value]
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        if INT64_MIN <= v <= INT64_MAX:
+            return v
         try:
-            return float(v)  # type: ignore[arg-type]
+            return float(v)
         except OverflowError:
             return _BAD
-    if tv is bool:
-        return 1 if v else 0
-    if tv is bytes:
-        return _number_from_text(v)  # type: ignore[arg-type]
-    if tv is str:
-        return _number_from_text(v.encode("utf-8", "surrogatepass"))  # type: ignore[attr-defined]
+    if isinstance(v, bytes):
+        return _number_from_text(v)
+    if isinstance(v, str):
+        return _number_from_text(v.encode("utf-8", "surrogatepass"))
     return _BAD
 
 
 def _name_bytes(name: object) -> bytes:
     """A name as raw bytes for a reject sample."""
-    if type(name) is bytes:
-        return name[:SAMPLE_BYTES]  # type: ignore[index]
-    if type(name) is str:
-        return name.encode("utf-8", "surrogatepass")[:SAMPLE_BYTES]  # type: ignore[union-attr]
+    if isinstance(name, bytes):
+        return name[:SAMPLE_BYTES]
+    if isinstance(name, str):
+        return name.encode("utf-8", "surrogatepass")[:SAMPLE_BYTES]
     return b""
+
+
+def _name_utf8(name: object) -> bytes | None:
+    """A metric name's UTF-8 bytes, or None when it is not valid text."""
+    if isinstance(name, str):
+        try:
+            return name.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates
+            return None
+    if isinstance(name, bytes):
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return name
+    return None
+
+
+def _escape(raw: bytes) -> bytes:
+    """JSON string escaping of a UTF-8 name: `"`, `\\` and bytes below 0x20 only."""
+    if _JSON_ESC_RE.search(raw) is None:
+        return raw
+    return _JSON_ESC_RE.sub(lambda m: _JSON_ESC[m.group()[0]], raw)
+
+
+# =============================================================================================
+# The encoder
+# =============================================================================================
 
 
 class Encoder:
@@ -571,30 +614,27 @@ class Encoder:
     def __init__(
         self,
         *,
-        prefix: str = "",
-        ttl: int = 86400,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: int = DEFAULT_TTL,
         overwrite_collection_time: bool = False,
-        max_body_bytes: int = 1_000_000,
-        max_body_datapoints: int = 5_000,
-        max_frame_bytes: int = 1_048_576,
-        max_items_per_frame: int = 100_000,
-        max_past_ms: int = 259_200_000,
-        max_future_ms: int = 600_000,
-        max_name_bytes: int = 4096,
-        max_line_bytes: int = 65_536,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_datapoints: int = DEFAULT_MAX_BODY_DATAPOINTS,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_items_per_frame: int = DEFAULT_MAX_ITEMS_PER_FRAME,
+        max_past_ms: int = DEFAULT_MAX_PAST_MS,
+        max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+        max_name_bytes: int = DEFAULT_MAX_NAME_BYTES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
-        for label, value in (
-            ("max_body_bytes", max_body_bytes),
-            ("max_body_datapoints", max_body_datapoints),
-            ("max_frame_bytes", max_frame_bytes),
-            ("max_items_per_frame", max_items_per_frame),
-            ("max_name_bytes", max_name_bytes),
-            ("max_line_bytes", max_line_bytes),
-        ):
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{label} must be a positive integer, not {value!r}")
-        if type(ttl) is not int:
-            raise ValueError(f"ttl must be an integer, not {ttl!r}")
+        check_encoder_args(
+            ttl=ttl,
+            max_body_bytes=max_body_bytes,
+            max_body_datapoints=max_body_datapoints,
+            max_frame_bytes=max_frame_bytes,
+            max_items_per_frame=max_items_per_frame,
+            max_name_bytes=max_name_bytes,
+            max_line_bytes=max_line_bytes,
+        )
         self.prefix = prefix
         self.ttl = ttl
         self.overwrite_collection_time = bool(overwrite_collection_time)
@@ -612,6 +652,7 @@ class Encoder:
         head = b'{"collectionTime":%d,"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
         self._tmpl_int = head + b"%d%b"
         self._tmpl_float = head + b"%r%b"
+        # name -> its JSON tail, or None when it is invalid: a name repeats in every flush
         self._names: dict[object, bytes | None] = {}
         self._full: list[tuple[bytes, int]] = []
         self._full_bytes = 0
@@ -669,23 +710,21 @@ class Encoder:
     # --- input ------------------------------------------------------------------------------
 
     def add_pickle(self, frame: bytes | bytearray | memoryview, now_ms: int | None = None) -> int:
-        counters = self._counters
-        counters["frames"] += 1
-        data = frame if type(frame) is bytes else bytes(frame)
+        self._counters["frames"] += 1
         try:
-            top, stop = _loads(data, self.max_frame_bytes, self.max_items_per_frame)
-            if type(top) is not list and type(top) is not tuple:
+            top, stop = _loads(bytes(frame), self.max_frame_bytes, self.max_items_per_frame)
+            if not isinstance(top, (list, tuple)):
                 raise FrameError(R_TOP, stop)
-            if now_ms is None:
-                now_ms = int(time.time() * 1000)
-            objs, drops, rejects = self._encode_items(top, now_ms, stop)  # type: ignore[arg-type]
+            _check_datapoint_count(top, self.max_items_per_frame, stop)
         except FrameError as exc:
-            counters["bad_frame"] += 1
+            self._counters["bad_frame"] += 1
             self._rejects.append(("bad_frame", str(exc).encode()[:SAMPLE_BYTES]))
             raise
-        for reason, k in drops.items():
-            counters[reason] += k
-        self._rejects.extend(rejects)
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        objs: list[bytes] = []
+        for item in top:
+            self._add_item(item, now_ms, objs)
         self._append(objs)
         return len(objs)
 
@@ -698,9 +737,8 @@ class Encoder:
         already longer than max_line_bytes: the caller's framing must cap its own buffer).
         "lines" counts every non-blank line seen.
         """
-        buf = data if type(data) is bytes else bytes(data)
-        end = buf.rfind(b"\n") + 1
-        consumed = len(buf) if final else end
+        buf = bytes(data)
+        consumed = len(buf) if final else buf.rfind(b"\n") + 1
         if consumed == 0:
             return 0
         if now_ms is None:
@@ -709,186 +747,112 @@ class Encoder:
         if not final or lines[-1] == b"":
             lines.pop()  # the empty piece after the last newline
         objs: list[bytes] = []
-        drops: dict[str, int] = {}
-        rejects: list[tuple[str, bytes]] = []
-        max_line = self.max_line_bytes
-        seen = 0
         for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
+            line = line.removesuffix(b"\r")
             fields = line.split()
             if not fields:
                 continue  # blank lines are skipped silently
-            seen += 1
-            if len(fields) != 3 or len(line) > max_line:
-                drops["bad_line"] = drops.get("bad_line", 0) + 1
-                rejects.append(("bad_line", line[:SAMPLE_BYTES]))
-                continue
-            r = self._datapoint(fields[0], fields[2], fields[1], now_ms, objs)
-            if r is not None:
-                drops[r] = drops.get(r, 0) + 1
-                rejects.append((r, line[:SAMPLE_BYTES]))
-        counters = self._counters
-        counters["lines"] += seen
-        for reason, k in drops.items():
-            counters[reason] += k
-        self._rejects.extend(rejects)
+            self._counters["lines"] += 1
+            if len(fields) != 3 or len(line) > self.max_line_bytes:
+                reason: str | None = "bad_line"
+            else:
+                name, value, ts = fields
+                reason = self._datapoint(name, ts, value, now_ms, objs)
+            if reason is not None:
+                self._drop(reason, line)
         self._append(objs)
         return consumed
 
-    # --- internals --------------------------------------------------------------------------
+    # --- one item, one datapoint ------------------------------------------------------------
 
-    def _encode_items(
-        self, top: list | tuple, now_ms: int, stop: int
-    ) -> tuple[list[bytes], dict[str, int], list[tuple[str, bytes]]]:
-        """Every datapoint of a decoded frame as JSON objects, plus drops; nothing is emitted.
+    def _drop(self, reason: str, sample: bytes) -> None:
+        self._counters[reason] += 1
+        self._rejects.append((reason, sample[:SAMPLE_BYTES]))
+
+    def _add_item(self, item: object, now_ms: int, objs: list[bytes]) -> None:
+        """One `(name, (ts, value), ...)` item of a frame.
 
         DECISION: an item is a list/tuple of at least 2 elements whose elements after the
         first are all lists/tuples of exactly 2; otherwise the whole item is one bad_item. A
         name that is not str/bytes is invalid_name (per datapoint). Each datapoint gets at most
-        one drop reason, checked in this order: name, value, timestamp, window. More than
-        max_items_per_frame datapoints in one frame (memo references can multiply them) makes
-        the frame bad.
+        one drop reason, checked in this order: name, value, timestamp, window.
         """
-        objs: list[bytes] = []
-        drops: dict[str, int] = {}
-        rejects: list[tuple[str, bytes]] = []
-        max_dp = self.max_items_per_frame
-        total = 0
-        datapoint = self._datapoint
-        names = self._names
-        overwrite = self.overwrite_collection_time
-        tmpl_float = self._tmpl_float
-        objs_add = objs.append
-        # Fast-path window as half-open float bounds that agree with the exact integer test
-        # in _datapoint for every float/int timestamp (anything unsure takes the slow path).
-        # With a bound disabled, +-9.2e18 keeps int(ms) inside int64.
-        lo = float(now_ms - self.max_past_ms) if self.max_past_ms >= 0 else -9.2e18
-        hi = float(now_ms + self.max_future_ms) if self.max_future_ms >= 0 else 9.2e18
-        lo = max(lo, -9.2e18)
-        hi = min(hi, 9.2e18)
-        for item in top:
-            ti = type(item)
-            if (ti is not tuple and ti is not list) or len(item) < 2:
-                drops["bad_item"] = drops.get("bad_item", 0) + 1
-                rejects.append(("bad_item", b""))
-                continue
-            total += len(item) - 1
-            if total > max_dp:
-                raise FrameError(R_DATAPOINTS, stop)
-            name = item[0]
-            ok = True
-            for pair in item[1:] if len(item) > 2 else (item[1],):
-                tp = type(pair)
-                if (tp is not tuple and tp is not list) or len(pair) != 2:
-                    ok = False
-                    break
-            if not ok:
-                drops["bad_item"] = drops.get("bad_item", 0) + 1
-                rejects.append(("bad_item", _name_bytes(name)))
-                continue
-            tail = names.get(name) if type(name) is str or type(name) is bytes else None
-            for pair in item[1:] if len(item) > 2 else (item[1],):
-                # Fast path for the common case (known good name, finite float value, float or
-                # int timestamp inside the window); everything else goes to _datapoint.
-                if tail is not None and not overwrite:
-                    ts, v = pair
-                    if type(v) is float and v - v == 0.0:
-                        tt = type(ts)
-                        if tt is float and ts - ts == 0.0 and ts != -1.0:
-                            tm = ts * 1000.0
-                            if lo <= tm < hi:
-                                objs_add(tmpl_float % (int(tm), v, tail))
-                                continue
-                        elif tt is int and ts != -1 and lo <= ts * 1000 < hi:
-                            objs_add(tmpl_float % (ts * 1000, v, tail))
-                            continue
-                r = datapoint(name, pair[0], pair[1], now_ms, objs)
-                if r is not None:
-                    drops[r] = drops.get(r, 0) + 1
-                    rejects.append((r, _name_bytes(name)))
-        return objs, drops, rejects
+        if not isinstance(item, (list, tuple)) or len(item) < 2:
+            self._drop("bad_item", b"")
+            return
+        name, pairs = item[0], item[1:]
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+            self._drop("bad_item", _name_bytes(name))
+            return
+        for ts, value in pairs:
+            reason = self._datapoint(name, ts, value, now_ms, objs)
+            if reason is not None:
+                self._drop(reason, _name_bytes(name))
 
     def _name_tail(self, name: object) -> bytes | None:
-        """`,"metricName":"<escaped prefix.name>"}` for a valid name, None for an invalid one."""
-        tn = type(name)
-        if tn is str:
-            try:
-                raw = name.encode("utf-8")  # type: ignore[attr-defined]
-            except UnicodeEncodeError:  # lone surrogates
-                return None
-        elif tn is bytes:
-            raw = name  # type: ignore[assignment]
-            try:
-                raw.decode("utf-8")  # type: ignore[attr-defined]
-            except UnicodeDecodeError:
-                return None
-        else:
+        """`,"metricName":"<escaped prefix.name>"}` for a valid name, None for an invalid one
+        (remembered: a sender repeats its names)."""
+        try:
+            return self._names[name]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable (a list as a name)
             return None
-        if not raw or _NAME_WS_RE.search(raw) is not None:
-            return None
-        if len(self._prefix_raw) + len(raw) > self.max_name_bytes:
-            return None
-        return b',"metricName":"' + self._prefix_esc + _escape(raw) + b'"}'
+        raw = _name_utf8(name)
+        tail = None
+        if raw and _NAME_WS_RE.search(raw) is None:
+            if len(self._prefix_raw) + len(raw) <= self.max_name_bytes:
+                tail = b',"metricName":"' + self._prefix_esc + _escape(raw) + b'"}'
+        if isinstance(name, (str, bytes)):
+            if len(self._names) >= _NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[name] = tail
+        return tail
 
     def _datapoint(
         self, name: object, ts: object, value: object, now_ms: int, objs: list[bytes]
     ) -> str | None:
         """Append one datapoint's JSON object to objs; or return its drop reason."""
-        names = self._names
-        try:
-            tail = names[name]
-        except KeyError:
-            tail = self._name_tail(name)
-            if type(name) is str or type(name) is bytes:
-                if len(names) >= _NAME_CACHE_SIZE:
-                    names.clear()
-                names[name] = tail
-        except TypeError:  # unhashable (a list as a name)
-            tail = None
+        tail = self._name_tail(name)
         if tail is None:
             return "invalid_name"
-        # value
-        if type(value) is float and value - value == 0.0:
-            v: int | float | str = value
-        elif value is None:
+        if value is None:
             return "none"
-        else:
-            v = _number(value)
-            if type(v) is str:
-                return _VALUE_DROP[v]  # type: ignore[index]
-        # timestamp, in ms
-        if self.overwrite_collection_time:
-            ms = now_ms
-        else:
-            if type(ts) is float and ts - ts == 0.0:
-                t: int | float | str = ts
-            else:
-                t = _number(ts)
-                if type(t) is str:
-                    return "bad_timestamp"
-            if t == -1:
-                ms = now_ms
-            elif type(t) is float:
-                tm = t * 1000.0  # type: ignore[operator]
-                if tm - tm != 0.0:  # overflowed to inf
-                    return "bad_timestamp"
-                ms = int(tm)
-            else:
-                ms = t * 1000  # type: ignore[operator,assignment]
-            # DECISION: a time that does not fit int64 milliseconds is bad_timestamp (this
-            # only matters when a window bound is disabled).
-            if not _INT64_MIN <= ms <= _INT64_MAX:
-                return "bad_timestamp"
-            if self.max_past_ms >= 0 and ms < now_ms - self.max_past_ms:
-                return "out_of_window"
-            if self.max_future_ms >= 0 and ms > now_ms + self.max_future_ms:
-                return "out_of_window"
-        if type(v) is float:
-            objs.append(self._tmpl_float % (ms, v, tail))
-        else:
-            objs.append(self._tmpl_int % (ms, v, tail))
+        v = _number(value)
+        if isinstance(v, str):
+            return v
+        ms = now_ms if self.overwrite_collection_time else self._collection_ms(ts, now_ms)
+        if isinstance(ms, str):
+            return ms
+        template = self._tmpl_float if isinstance(v, float) else self._tmpl_int
+        objs.append(template % (ms, v, tail))
         return None
+
+    def _collection_ms(self, ts: object, now_ms: int) -> int | str:
+        """A timestamp (seconds; -1 means now) in ms, or its drop reason."""
+        t = _number(ts)
+        if isinstance(t, str):
+            return "bad_timestamp"
+        if t == -1:
+            return now_ms
+        if isinstance(t, float):
+            tm = t * 1000.0
+            if tm - tm != 0.0:  # overflowed to inf
+                return "bad_timestamp"
+            ms = int(tm)
+        else:
+            ms = t * 1000
+        # DECISION: a time that does not fit int64 milliseconds is bad_timestamp (this
+        # only matters when a window bound is disabled).
+        if not INT64_MIN <= ms <= INT64_MAX:
+            return "bad_timestamp"
+        if self.max_past_ms >= 0 and ms < now_ms - self.max_past_ms:
+            return "out_of_window"
+        if self.max_future_ms >= 0 and ms > now_ms + self.max_future_ms:
+            return "out_of_window"
+        return ms
+
+    # --- bodies -----------------------------------------------------------------------------
 
     def _append(self, objs: list[bytes]) -> None:
         """Add encoded objects to the open body, closing bodies by size and count.
@@ -897,53 +861,31 @@ class Encoder:
         or when the next object would take it over max_body_bytes; an object alone over
         max_body_bytes still gets a body of its own.
         """
-        if not objs:
-            return
-        body = self._body
-        count = self._body_count
-        k = len(objs)
-        # Fast path: everything fits in the open body and does not fill it.
-        if count + k < self.max_body_datapoints:
-            size = sum(map(len, objs)) + k + (1 if count else 0)  # commas and "]"
-            if len(body) + size <= self.max_body_bytes:
-                if count:
-                    body.append(0x2C)
-                body += b",".join(objs)
-                self._body_count = count + k
-                self._counters["accepted"] += k
-                return
-        count = self._body_count
-        max_bytes = self.max_body_bytes
-        max_count = self.max_body_datapoints
-        full = self._full
-        accepted = 0
         for obj in objs:
-            if count and len(body) + len(obj) + 2 > max_bytes:  # "," + obj + "]"
-                body.append(0x5D)
-                full.append((bytes(body), count))
-                self._full_bytes += len(body)
-                self._full_datapoints += count
-                body = bytearray(b"[")
-                count = 0
-            if count:
-                body.append(0x2C)
-            body += obj
-            count += 1
-            accepted += 1
-            if count >= max_count:
-                body.append(0x5D)
-                full.append((bytes(body), count))
-                self._full_bytes += len(body)
-                self._full_datapoints += count
-                body = bytearray(b"[")
-                count = 0
-        self._body = body
-        self._body_count = count
-        self._counters["accepted"] += accepted
+            if self._body_count and len(self._body) + len(obj) + 2 > self.max_body_bytes:
+                self._close_body()  # "," + obj + "]" would not fit
+            if self._body_count:
+                self._body.append(0x2C)
+            self._body += obj
+            self._body_count += 1
+            self._counters["accepted"] += 1
+            if self._body_count >= self.max_body_datapoints:
+                self._close_body()
+
+    def _close_body(self) -> None:
+        self._body.append(0x5D)
+        self._full.append((bytes(self._body), self._body_count))
+        self._full_bytes += len(self._body)
+        self._full_datapoints += self._body_count
+        self._body = bytearray(b"[")
+        self._body_count = 0
 
 
-def _escape(raw: bytes) -> bytes:
-    """JSON string escaping of a UTF-8 name: `"`, `\\` and bytes below 0x20 only."""
-    if _JSON_ESC_RE.search(raw) is None:
-        return raw
-    return _JSON_ESC_RE.sub(lambda m: _JSON_ESC[m.group()[0]], raw)
+def _check_datapoint_count(top: list[object] | tuple[object, ...], limit: int, stop: int) -> None:
+    """Memo references can multiply datapoints: bound them before emitting any."""
+    total = 0
+    for item in top:
+        if isinstance(item, (list, tuple)) and len(item) >= 2:
+            total += len(item) - 1
+            if total > limit:
+                raise FrameError(R_DATAPOINTS, stop)

@@ -1,14 +1,18 @@
 """What both codec implementations share: drop reasons, frame error reasons, refused opcodes,
-the decoder of STRING's escapes (a rare path, plain Python in both), and the wrong-protocol
-hints the daemon and `fastforward decode` give.
+the decoder of STRING's escapes (a rare path, plain Python in both), the wrong-protocol
+hints the daemon and `fastforward decode` give, the decoder's fixed limits, and the `Encoder`
+defaults with the check of its arguments.
 
-`_codec.pyx` and `_codec_py.py` import these, so the two name the same drops and raise the
-same messages by construction (the parity tests check the behaviour; this keeps the words in
-one place). Numeric bounds live in each implementation, where the compiled one needs them as
-C constants, and are documented in docs/architecture.md.
+`_codec.pyx` and `_codec_py.py` import these, so the two name the same drops, raise the same
+messages and refuse the same arguments by construction (the parity tests check the behaviour;
+this keeps the words and numbers in one place). The compiled codec also holds the limits and
+the drop reasons as C constants; it compares them with these at import and refuses to load if
+they differ.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 DROP_REASONS: tuple[str, ...] = (
     "none",
@@ -22,6 +26,54 @@ DROP_REASONS: tuple[str, ...] = (
     "bad_line",
     "bad_frame",
 )
+
+# Fixed limits of the decoder and of the reject log (docs/architecture.md, "The codec contract").
+MAX_DEPTH: Final = 64  # containers nested, and MARKs open at once
+MAX_TEXT_DIGITS: Final = 100  # digits of a text INT / LONG argument
+MAX_LONG_BYTES: Final = 64  # payload of LONG1 / LONG4
+MAX_MEMO_DIGITS: Final = 18  # digits of a PUT / GET argument (more is over any index)
+MAX_REJECTS: Final = 64  # (reason, sample) pairs kept for take_rejects()
+SAMPLE_BYTES: Final = 256  # a reject sample is cut to this many bytes
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+# Encoder and safe_loads defaults; both implementations take their signatures' defaults here.
+DEFAULT_PREFIX: Final = ""
+DEFAULT_TTL: Final = 86400
+DEFAULT_MAX_BODY_BYTES: Final = 1_000_000
+DEFAULT_MAX_BODY_DATAPOINTS: Final = 5_000
+DEFAULT_MAX_FRAME_BYTES: Final = 1_048_576
+DEFAULT_MAX_ITEMS_PER_FRAME: Final = 100_000
+DEFAULT_MAX_PAST_MS: Final = 259_200_000  # 3 days; negative: no bound
+DEFAULT_MAX_FUTURE_MS: Final = 600_000  # 10 minutes; negative: no bound
+DEFAULT_MAX_NAME_BYTES: Final = 4096
+DEFAULT_MAX_LINE_BYTES: Final = 65_536
+
+
+def check_encoder_args(
+    *,
+    ttl: object,
+    max_body_bytes: object,
+    max_body_datapoints: object,
+    max_frame_bytes: object,
+    max_items_per_frame: object,
+    max_name_bytes: object,
+    max_line_bytes: object,
+) -> None:
+    """Raises ValueError naming the first `Encoder` argument that is not usable."""
+    for label, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_body_datapoints", max_body_datapoints),
+        ("max_frame_bytes", max_frame_bytes),
+        ("max_items_per_frame", max_items_per_frame),
+        ("max_name_bytes", max_name_bytes),
+        ("max_line_bytes", max_line_bytes),
+    ):
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{label} must be a positive integer, not {value!r}")
+    if type(ttl) is not int:
+        raise ValueError(f"ttl must be an integer, not {ttl!r}")
+
 
 # Hints for a sender talking the wrong protocol to a port. A pickle frame's 4-byte length made
 # of printable ASCII is the start of a plaintext line ("a.b.c 1 17..." reads as ~1.6 GB), and a

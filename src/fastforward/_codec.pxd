@@ -1,0 +1,103 @@
+# cython: language_level=3
+"""C declarations of the compiled codec: the C helpers it calls, its constants and its structs.
+
+`_codec.pyx` and the `_codec_*.pxi` parts it includes see everything declared here. The limits
+and the drop-reason codes repeat numbers that `_codec_rules` defines for both implementations;
+`_codec.pyx` compares them at import and refuses to load if they differ.
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+
+cdef extern from "_floatrepr.h":
+    int ff_u64_to_dec(uint64_t v, char *out) nogil
+    int ff_i64_to_dec(int64_t v, char *out) nogil
+    int ff_double_repr(double v, char *out) nogil
+    void ff_floatrepr_init() nogil
+    int64_t ff_now_ms() nogil
+    int ff_decimal_to_double(const char *p, size_t n, double *out) nogil
+
+cdef extern from "Python.h":
+    char *PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int *ptype) except NULL
+    double PyOS_string_to_double_raw "PyOS_string_to_double"(
+        const char *s, char **endptr, void *overflow_exception) except? -1.0
+    void PyMem_Free_raw "PyMem_Free"(void *p)
+    int Py_DTSF_ADD_DOT_0
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+
+# Limits; the same numbers as _codec_rules (checked at import).
+cdef enum:
+    MAX_DEPTH = 64
+    MAX_TEXT_DIGITS = 100
+    MAX_LONG_BYTES = 64
+    MAX_MEMO_DIGITS = 18
+    MAX_REJECTS = 64
+    SAMPLE_BYTES = 256
+
+# Kind of a decoded pickle value.
+cdef enum:
+    K_NONE = 0
+    K_BOOL = 1
+    K_INT = 2
+    K_BIG = 3      # Python int beyond int64, kept in _Decoder.big[i]
+    K_FLOAT = 4
+    K_STR = 5      # UTF-8 text (unicode opcodes)
+    K_BYTES = 6    # byte string (STRING, BINSTRING, ..., BINBYTES)
+    K_TUPLE = 7
+    K_LIST = 8
+
+# Outcome of number parsing (values and timestamps).
+cdef enum:
+    N_INT = 0
+    N_FLOAT = 1
+    N_BIG = 2
+    N_NONE = 3
+    N_NAN = 4
+    N_INF = 5
+    N_BAD = 6
+
+# Drop counters, indices into _codec_rules.DROP_REASONS (checked at import). DP_OK: no drop.
+cdef enum:
+    DP_OK = -1
+    C_NONE = 0
+    C_NAN = 1
+    C_INF = 2
+    C_BAD_VALUE = 3
+    C_BAD_TS = 4
+    C_WINDOW = 5
+    C_NAME = 6
+    C_ITEM = 7
+    C_LINE = 8
+    C_FRAME = 9
+    C_COUNT = 10
+
+# Verdict on a metric name (0 in Val.name_state: not looked at yet).
+cdef enum:
+    NAME_OK = 1
+    NAME_ESCAPE = 2
+    NAME_BAD = 3
+
+# Flags of a byte string scanned by _classify.
+cdef enum:
+    F_BAD = 1    # not UTF-8, even with surrogates allowed
+    F_SURR = 2   # contains an encoded surrogate (valid for "surrogatepass" only)
+    F_WS = 4     # contains ASCII whitespace
+    F_ESC = 8    # contains a byte JSON must escape
+
+# One decoded pickle value in the decoder's pool.
+ctypedef struct Val:
+    int kind
+    int aux          # string bytes live in the aux buffer, not the frame
+    int depth
+    int name_state   # 0 unknown, else NAME_OK / NAME_ESCAPE / NAME_BAD
+    int sealed       # a list already inside a container: no more appends
+    int64_t i
+    double d
+    Py_ssize_t off   # string offset, tuple first child, list head cons
+    Py_ssize_t n     # string length or item count
+    Py_ssize_t last  # list tail cons
+
+# A list cell: pool index of the item, index of the next cell (-1 at the end).
+ctypedef struct Cons:
+    Py_ssize_t val
+    Py_ssize_t next

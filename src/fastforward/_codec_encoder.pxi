@@ -1,0 +1,497 @@
+# The JSON body encoder: checks each datapoint (name, value, timestamp, window) and writes it
+# into a C body buffer, closing bodies by size and count (included by _codec.pyx).
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free
+from libc.math cimport isinf, isnan
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy, memmove
+
+import math
+from collections import deque
+
+from fastforward._codec_rules import (
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_DATAPOINTS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_ITEMS_PER_FRAME, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PAST_MS, DEFAULT_PREFIX, DEFAULT_TTL, DROP_REASONS,
+    INT64_MAX, INT64_MIN, R_DATAPOINTS, R_TOO_LARGE, R_TOP, check_encoder_args,
+)
+from fastforward.errors import FrameError, FrameTooLarge
+
+cdef const char *_HEAD = b'{"collectionTime":'
+DEF HEAD_LEN = 18
+
+
+cdef class Encoder:
+    """Accumulates datapoints from pickle frames and plaintext lines into Blueflood bodies."""
+
+    cdef _Decoder dec
+    cdef bytes pfx          # escaped prefix plus "." (empty without a prefix)
+    cdef Py_ssize_t pfx_raw  # UTF-8 length of prefix plus "."
+    cdef bytes mid          # ',"ttlInSeconds":<ttl>,"metricValue":'
+    cdef bytes ntail        # ',"metricName":"' + escaped prefix and "."
+    # short constants padded to 64 bytes, copied with fixed-size (inlined) memcpy
+    cdef char mid_pad[64]
+    cdef char ntail_pad[64]
+    cdef Py_ssize_t mlen, ntlen
+    cdef int64_t last_ms
+    cdef Py_ssize_t last_ts_off
+    cdef int last_tslen
+    cdef bint overwrite
+    cdef Py_ssize_t max_body_bytes, max_body_dps, max_frame_bytes, max_items
+    cdef object max_past_ms, max_future_ms
+    cdef Py_ssize_t max_name, max_line
+    cdef char *body
+    cdef Py_ssize_t blen, bcap, bcount
+    cdef list ready
+    cdef Py_ssize_t ready_bytes, ready_dps
+    cdef int64_t drops[C_COUNT]
+    cdef int64_t n_accepted, n_frames, n_lines
+    cdef object rejects
+    # per call
+    cdef int64_t now, lo, hi
+    cdef bint has_lo, has_hi
+
+    def __cinit__(self):
+        self.dec = _Decoder()
+        self.ready = []
+        self.rejects = deque(maxlen=MAX_REJECTS)
+
+    def __init__(self, *, prefix=DEFAULT_PREFIX, ttl=DEFAULT_TTL,
+                 overwrite_collection_time=False,
+                 max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+                 max_body_datapoints=DEFAULT_MAX_BODY_DATAPOINTS,
+                 max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+                 max_items_per_frame=DEFAULT_MAX_ITEMS_PER_FRAME,
+                 max_past_ms=DEFAULT_MAX_PAST_MS, max_future_ms=DEFAULT_MAX_FUTURE_MS,
+                 max_name_bytes=DEFAULT_MAX_NAME_BYTES, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
+        cdef bytes raw
+        check_encoder_args(
+            ttl=ttl, max_body_bytes=max_body_bytes, max_body_datapoints=max_body_datapoints,
+            max_frame_bytes=max_frame_bytes, max_items_per_frame=max_items_per_frame,
+            max_name_bytes=max_name_bytes, max_line_bytes=max_line_bytes,
+        )
+        if prefix:
+            raw = (prefix + ".").encode("utf-8")
+            self.pfx = _escape_bytes(raw)
+            self.pfx_raw = len(raw)
+        else:
+            self.pfx = b""
+            self.pfx_raw = 0
+        self.mid = b',"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
+        self.ntail = b',"metricName":"' + self.pfx
+        self.mlen = len(self.mid)
+        self.ntlen = len(self.ntail)
+        memcpy(self.mid_pad, PyBytes_AS_STRING(self.mid), min(self.mlen, 64))
+        memcpy(self.ntail_pad, PyBytes_AS_STRING(self.ntail), min(self.ntlen, 64))
+        self.overwrite = bool(overwrite_collection_time)
+        self.max_body_bytes = min(max_body_bytes, 1 << 62)
+        self.max_body_dps = min(max_body_datapoints, 1 << 62)
+        self.max_frame_bytes = min(max_frame_bytes, 1 << 62)
+        self.max_items = min(max_items_per_frame, 1 << 62)
+        self.dec.max_items = self.max_items
+        self.max_past_ms = max_past_ms
+        self.max_future_ms = max_future_ms
+        self.max_name = min(max_name_bytes, 1 << 62)
+        self.max_line = min(max_line_bytes, 1 << 62)
+        self.dec.name_limit = self.max_name - self.pfx_raw
+        _grow(<void **>&self.body, &self.bcap, 4096, 1)
+        self.body[0] = 91  # '['
+        self.blen = 1
+        self.bcount = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.body)
+
+    # -- clock and window -------------------------------------------------------------------
+
+    cdef int set_now(self, object now_ms) except -1:
+        if now_ms is None:
+            self.now = ff_now_ms()  # clock_gettime(CLOCK_REALTIME)
+        else:
+            self.now = now_ms
+        # Bounds may be floats (compared exactly, like the twin's int/float comparison: an
+        # int ms is >= L iff it is >= ceil(L)); a bound beyond int64 ms is no bound for
+        # int64 times.
+        self.has_lo = self.has_hi = False
+        if self.max_past_ms >= 0:
+            lo = self.now - self.max_past_ms
+            if type(lo) is float:
+                lo = math.ceil(lo) if lo > -math.inf else INT64_MIN - 1
+            if lo >= INT64_MIN:
+                self.has_lo = True
+                self.lo = min(lo, INT64_MAX)
+        if self.max_future_ms >= 0:
+            hi = self.now + self.max_future_ms
+            if type(hi) is float:
+                hi = math.floor(hi) if hi < math.inf else INT64_MAX + 1
+            if hi <= INT64_MAX:
+                self.has_hi = True
+                self.hi = hi
+        return 0
+
+    # -- body assembly ----------------------------------------------------------------------
+
+    cdef int close_body(self) except -1:
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.blen + 1)
+        cdef char *w = PyBytes_AS_STRING(out)
+        memcpy(w, self.body, self.blen)
+        w[self.blen] = 93  # ']'
+        self.ready.append((out, self.bcount))
+        self.ready_bytes += self.blen + 1
+        self.ready_dps += self.bcount
+        self.blen = 1
+        self.bcount = 0
+        self.last_tslen = 0
+        return 0
+
+    cdef int emit(self, const uint8_t *name, Py_ssize_t nlen, bint esc, int64_t ms,
+                  const char *val, Py_ssize_t vlen) except -1:
+        """Appends one datapoint; val points to at least 32 readable bytes."""
+        cdef Py_ssize_t start, dplen
+        cdef int tl
+        cdef char *w
+        _grow(<void **>&self.body, &self.bcap,
+              self.blen + 1 + HEAD_LEN + 21 + 64 + 32 + max(64, self.ntlen)
+              + (6 * nlen if esc else nlen) + 4, 1)
+        start = self.blen + 1 if self.bcount else self.blen
+        w = self.body + start
+        memcpy(w, _HEAD, HEAD_LEN)
+        w += HEAD_LEN
+        # datapoints of one flush mostly share a timestamp: copy its digits from the
+        # previous datapoint (long written, so no store-forwarding stall) instead of
+        # formatting them again
+        if ms == self.last_ms and self.last_tslen:
+            memcpy(w, self.body + self.last_ts_off, 24)
+            w += self.last_tslen
+        else:
+            self.last_ts_off = w - self.body
+            self.last_tslen = ff_i64_to_dec(ms, w)
+            self.last_ms = ms
+            w += self.last_tslen
+        if self.mlen <= 64:
+            memcpy(w, self.mid_pad, 64)
+        else:
+            memcpy(w, PyBytes_AS_STRING(self.mid), self.mlen)
+        w += self.mlen
+        memcpy(w, val, 32)
+        w += vlen
+        if self.ntlen <= 64:
+            memcpy(w, self.ntail_pad, 64)
+        else:
+            memcpy(w, PyBytes_AS_STRING(self.ntail), self.ntlen)
+        w += self.ntlen
+        if esc:
+            w = _escape(w, name, nlen)
+        else:
+            memcpy(w, name, nlen)
+            w += nlen
+        w[0] = 34  # '"'
+        w[1] = 125  # '}'
+        w += 2
+        dplen = w - (self.body + start)
+        if self.bcount and start + dplen + 1 > self.max_body_bytes:
+            tl = self.last_tslen
+            self.close_body()
+            memmove(self.body + 1, self.body + start, dplen)
+            start = 1
+            self.last_ts_off = 1 + HEAD_LEN
+            self.last_tslen = tl
+        elif self.bcount:
+            self.body[self.blen] = 44  # ','
+        self.blen = start + dplen
+        self.bcount += 1
+        self.n_accepted += 1
+        if self.bcount >= self.max_body_dps:
+            self.close_body()
+        return 0
+
+    # -- one datapoint ----------------------------------------------------------------------
+
+    cdef int num_of(self, Py_ssize_t idx, int64_t *iv, double *dv) except -1:
+        """Classifies pool value idx as a number: N_INT, N_FLOAT (finite), N_NONE, N_NAN,
+        N_INF or N_BAD."""
+        cdef Val *v = &self.dec.vals[idx]
+        if v.kind == K_FLOAT:
+            dv[0] = v.d
+            if isnan(v.d):
+                return N_NAN
+            if isinf(v.d):
+                return N_INF
+            return N_FLOAT
+        if v.kind == K_INT or v.kind == K_BOOL:
+            iv[0] = v.i
+            return N_INT
+        if v.kind == K_NONE:
+            return N_NONE
+        if v.kind == K_BIG:
+            try:
+                dv[0] = float(self.dec.big[v.i])
+            except OverflowError:
+                return N_BAD
+            return N_FLOAT
+        if v.kind == K_STR or v.kind == K_BYTES:
+            return _parse_text(self.dec.sptr(v), v.n, iv, dv, False)
+        return N_BAD
+
+    cdef int datapoint(self, const uint8_t *name, Py_ssize_t nlen, int nstate,
+                       int vk, int64_t vi, double vd, int tk, int64_t ti, double td) except -2:
+        """Checks and emits one datapoint; returns DP_OK or the C_* drop reason."""
+        cdef char vbuf[40]
+        cdef Py_ssize_t vlen
+        cdef int64_t ms
+        cdef double x
+        if nstate == NAME_BAD:
+            return C_NAME
+        if vk == N_INT:
+            vlen = ff_i64_to_dec(vi, vbuf)
+        elif vk == N_FLOAT:
+            vlen = _format_double(vd, vbuf)
+        else:
+            return (C_NONE if vk == N_NONE else C_NAN if vk == N_NAN
+                    else C_INF if vk == N_INF else C_BAD_VALUE)
+        if self.overwrite:
+            ms = self.now
+        elif tk == N_INT:
+            if ti == -1:
+                ms = self.now
+            elif -9223372036854775 <= ti <= 9223372036854775:
+                ms = ti * 1000
+            else:
+                return C_BAD_TS  # beyond int64 milliseconds
+        elif tk == N_FLOAT:
+            if td == -1.0:
+                ms = self.now
+            else:
+                x = td * 1000.0
+                if not (-9223372036854775808.0 <= x < 9223372036854775808.0):
+                    return C_BAD_TS  # inf, or beyond int64 milliseconds
+                ms = <int64_t>x  # truncation toward zero, as int()
+        else:
+            return C_BAD_TS
+        if not self.overwrite and ((self.has_lo and ms < self.lo)
+                                   or (self.has_hi and ms > self.hi)):
+            return C_WINDOW
+        self.emit(name, nlen, nstate == NAME_ESCAPE, ms, vbuf, vlen)
+        return DP_OK
+
+    cdef int name_state(self, Py_ssize_t idx) noexcept:
+        cdef Val *v = &self.dec.vals[idx]
+        if v.name_state == 0:
+            if v.kind != K_STR and v.kind != K_BYTES:
+                v.name_state = NAME_BAD
+            else:
+                v.name_state = _name_state(self.dec.sptr(v), v.n, self.max_name - self.pfx_raw)
+        return v.name_state
+
+    cdef inline Py_ssize_t child(self, Val *v, Py_ssize_t j) noexcept:
+        cdef Py_ssize_t c
+        if v.kind == K_TUPLE:
+            return self.dec.kids[v.off + j]
+        c = v.off
+        while j:
+            c = self.dec.cons[c].next
+            j -= 1
+        return self.dec.cons[c].val
+
+    cdef bytes name_sample(self, Py_ssize_t nidx):
+        cdef Val *nv = &self.dec.vals[nidx]
+        if nv.kind != K_STR and nv.kind != K_BYTES:
+            return b""
+        return PyBytes_FromStringAndSize(<const char *>self.dec.sptr(nv),
+                                         min(nv.n, SAMPLE_BYTES))
+
+    cdef int item(self, Py_ssize_t idx) except -1:
+        cdef _Decoder dec = self.dec
+        cdef Val *it = &dec.vals[idx]
+        cdef Val *nv
+        cdef Val *dp
+        cdef Py_ssize_t j, nidx, cnt, c, k0, k1
+        cdef int ns, vk, tk, r
+        cdef int64_t vi = 0, ti = 0
+        cdef double vd = 0.0, td = 0.0
+        if (it.kind != K_TUPLE and it.kind != K_LIST) or it.n < 2:
+            self.drops[C_ITEM] += 1
+            self.rejects.append(("bad_item", b""))
+            return 0
+        nidx = self.child(it, 0)
+        cnt = it.n
+        # every datapoint must be a pair, else the whole item is skipped
+        if it.kind == K_TUPLE:
+            for j in range(1, cnt):
+                dp = &dec.vals[dec.kids[it.off + j]]
+                if (dp.kind != K_TUPLE and dp.kind != K_LIST) or dp.n != 2:
+                    break
+            else:
+                j = cnt
+        else:
+            c = dec.cons[it.off].next
+            j = 1
+            while c >= 0:
+                dp = &dec.vals[dec.cons[c].val]
+                if (dp.kind != K_TUPLE and dp.kind != K_LIST) or dp.n != 2:
+                    break
+                c = dec.cons[c].next
+                j += 1
+        if j != cnt:
+            self.drops[C_ITEM] += 1
+            self.rejects.append(("bad_item", self.name_sample(nidx)))
+            return 0
+        ns = self.name_state(nidx)
+        c = dec.cons[it.off].next if it.kind == K_LIST else -1
+        for j in range(1, cnt):
+            it = &dec.vals[idx]
+            if it.kind == K_TUPLE:
+                dp = &dec.vals[dec.kids[it.off + j]]
+            else:
+                dp = &dec.vals[dec.cons[c].val]
+                c = dec.cons[c].next
+            if dp.kind == K_TUPLE:
+                k0 = dec.kids[dp.off]
+                k1 = dec.kids[dp.off + 1]
+            else:
+                k0 = dec.cons[dp.off].val
+                k1 = dec.cons[dec.cons[dp.off].next].val
+            vk = tk = N_INT
+            if ns != NAME_BAD:
+                vk = self.num_of(k1, &vi, &vd)
+                if not self.overwrite and (vk == N_INT or vk == N_FLOAT):
+                    tk = self.num_of(k0, &ti, &td)
+            nv = &dec.vals[nidx]
+            r = self.datapoint(dec.sptr(nv), nv.n, ns, vk, vi, vd, tk, ti, td)
+            if r != DP_OK:
+                self.drops[r] += 1
+                self.rejects.append((DROP_REASONS[r], self.name_sample(nidx)))
+        return 0
+
+    # -- public API -------------------------------------------------------------------------
+
+    def add_pickle(self, frame, now_ms=None):
+        cdef Py_buffer view
+        cdef Py_ssize_t root, c, j, total
+        cdef int64_t before = self.n_accepted
+        cdef Val *rv
+        cdef Val *it
+        cdef _Decoder dec = self.dec
+        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        try:
+            self.n_frames += 1
+            try:
+                if view.len > self.max_frame_bytes:
+                    raise FrameTooLarge(R_TOO_LARGE, 0)
+                root = dec.decode(<const uint8_t *>view.buf, view.len)
+                rv = &dec.vals[root]
+                if rv.kind != K_LIST and rv.kind != K_TUPLE:
+                    dec.fail(R_TOP, dec.stop)
+                # memo references can multiply datapoints: bound them before emitting any
+                total = 0
+                c = rv.off if rv.kind == K_LIST else -1
+                for j in range(rv.n):
+                    if rv.kind == K_TUPLE:
+                        it = &dec.vals[dec.kids[rv.off + j]]
+                    else:
+                        it = &dec.vals[dec.cons[c].val]
+                        c = dec.cons[c].next
+                    if (it.kind == K_TUPLE or it.kind == K_LIST) and it.n >= 2:
+                        total += it.n - 1
+                        if total > self.max_items:
+                            dec.fail(R_DATAPOINTS, dec.stop)
+            except FrameError as exc:
+                self.drops[C_FRAME] += 1
+                self.rejects.append(("bad_frame", str(exc).encode()[:SAMPLE_BYTES]))
+                raise
+            self.set_now(now_ms)
+            rv = &dec.vals[root]
+            if rv.kind == K_TUPLE:
+                for j in range(rv.n):
+                    self.item(dec.kids[dec.vals[root].off + j])
+            else:
+                c = rv.off
+                while c >= 0:
+                    self.item(dec.cons[c].val)
+                    c = dec.cons[c].next
+        finally:
+            PyBuffer_Release(&view)
+        return self.n_accepted - before
+
+    def add_lines(self, data, bint final=False, now_ms=None):
+        cdef Py_buffer view
+        cdef const uint8_t *b
+        cdef Py_ssize_t n, pos = 0, end, ln, nf
+        cdef Py_ssize_t fs[4]
+        cdef Py_ssize_t fe[4]
+        cdef int ns, vk, tk, r
+        cdef int64_t vi = 0, ti = 0
+        cdef double vd = 0.0, td = 0.0
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            b = <const uint8_t *>view.buf
+            n = view.len if final else _complete_lines(b, view.len)
+            if n == 0:
+                return 0
+            self.set_now(now_ms)
+            while pos < n:
+                end = _line_end(b, pos, n)
+                ln = end - pos
+                if ln and b[end - 1] == 13:
+                    ln -= 1
+                nf = _split_fields(b, pos, pos + ln, fs, fe)
+                if nf == 0:
+                    pos = end + 1
+                    continue
+                self.n_lines += 1
+                if nf != 3 or ln > self.max_line:
+                    r = C_LINE
+                else:
+                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.max_name - self.pfx_raw)
+                    vk = tk = N_INT
+                    if ns != NAME_BAD:
+                        vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
+                        if not self.overwrite and (vk == N_INT or vk == N_FLOAT):
+                            tk = _parse_text(b + fs[2], fe[2] - fs[2], &ti, &td, False)
+                    r = self.datapoint(b + fs[0], fe[0] - fs[0], ns, vk, vi, vd, tk, ti, td)
+                if r != DP_OK:
+                    self.drops[r] += 1
+                    self.rejects.append((DROP_REASONS[r], PyBytes_FromStringAndSize(
+                        <const char *>b + pos, min(ln, SAMPLE_BYTES))))
+                pos = end + 1
+            return n
+        finally:
+            PyBuffer_Release(&view)
+
+    def take(self, bint partial=True):
+        return [body for body, _ in self.take_counted(partial)]
+
+    def take_counted(self, bint partial=True):
+        cdef list out
+        if partial and self.bcount:
+            self.close_body()
+        out = self.ready
+        self.ready = []
+        self.ready_bytes = 0
+        self.ready_dps = 0
+        return out
+
+    @property
+    def ready_bodies(self):
+        return len(self.ready)
+
+    @property
+    def pending_bytes(self):
+        return self.ready_bytes + (self.blen + 1 if self.bcount else 0)
+
+    @property
+    def pending_datapoints(self):
+        return self.ready_dps + self.bcount
+
+    def counters(self):
+        d = {"accepted": self.n_accepted, "frames": self.n_frames, "lines": self.n_lines}
+        for j, name in enumerate(DROP_REASONS):
+            d[name] = self.drops[j]
+        return d
+
+    def take_rejects(self):
+        out = list(self.rejects)
+        self.rejects.clear()
+        return out
