@@ -254,3 +254,20 @@ def test_exit_status_after_a_stop() -> None:
     assert sup.stop_status([0, -9]) == 1  # a worker that did not drain
     assert sup.stop_status([1, 4]) == 4  # lost data outweighs an error
     assert sup.stop_status([0, None]) == 1  # one never ran
+
+
+def test_sighup_reaches_a_starting_worker_only_once_it_can_take_it() -> None:
+    # Before a worker has installed its handlers, SIGHUP's default action would kill it.
+    s = two_workers()
+    serving, starting = s.slots
+    starting.started = False
+    s._signals().hangup()
+    assert serving.proc.signals == [signal.SIGHUP]  # type: ignore[union-attr]
+    assert starting.proc.signals == []  # type: ignore[union-attr]
+    mine, theirs = socket.socketpair()
+    theirs.sendall(encode_report(Report(True, (True, "ok"))))
+    theirs.close()
+    s._read(starting, starting.proc, mine)  # type: ignore[arg-type]
+    mine.close()
+    assert starting.started
+    assert starting.proc.signals == [signal.SIGHUP]  # type: ignore[union-attr]

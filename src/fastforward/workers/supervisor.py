@@ -113,6 +113,7 @@ class Slot:
     quick_deaths: int = 0
     restarts: int = 0
     exit_code: int | None = None
+    hup_pending: bool = False  # a SIGHUP came while it was starting (no handler yet)
 
     @property
     def alive(self) -> bool:
@@ -232,6 +233,7 @@ class Supervisor:
         slot.samples = []
         slot.reported_at = 0.0
         slot.exit_code = None
+        slot.hup_pending = False  # a fresh process opens the log anew
         log.info("worker %d started (pid %d)", slot.id, proc.pid)
         slot.reader = gevent.spawn(self._read, slot, proc, mine)
         gevent.spawn(self._watch, slot, proc)
@@ -255,6 +257,9 @@ class Supervisor:
             if report.started and not slot.started:
                 slot.started = True
                 self.changed.set()
+                if slot.hup_pending:
+                    slot.hup_pending = False
+                    slot.signal(signal.SIGHUP)
 
     def _watch(self, slot: Slot, proc: Process) -> None:
         """Wait for a worker to exit, keep its counters, restart it unless we stop."""
@@ -320,7 +325,10 @@ class Supervisor:
 
         def pass_hup_on() -> None:
             for slot in self.slots:
-                slot.signal(signal.SIGHUP)
+                if slot.started:
+                    slot.signal(signal.SIGHUP)
+                else:  # its default action would kill it: it gets one once it serves
+                    slot.hup_pending = True
 
         return Signals(
             self.stopping,
