@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -271,3 +273,13 @@ def test_sighup_reaches_a_starting_worker_only_once_it_can_take_it() -> None:
     mine.close()
     assert starting.started
     assert starting.proc.signals == [signal.SIGHUP]  # type: ignore[union-attr]
+
+
+def test_the_workers_package_imports_no_gevent_before_the_patch() -> None:
+    # cli reads --workers and the worker spec before gevent patches the standard library.
+    code = (
+        "import sys, fastforward.cli, fastforward.workers; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gevent', 'ssl', 'requests')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

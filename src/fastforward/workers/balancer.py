@@ -13,7 +13,6 @@ Imported after the gevent patch (a worker).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import gevent
 from gevent.server import StreamServer
@@ -69,7 +68,7 @@ class Balancer:
             if server.started:
                 server.start_accepting()
 
-        def balanced_accept() -> Any:
+        def balanced_accept() -> object:  # what do_read returns: (socket, address) or None
             nonlocal deferred
             mine = self.load()
             if should_defer(mine, self._table.others(self._index), deferred):

@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -377,7 +377,7 @@ class Supervisor:
         self.stopping.wait()
         return self._stop_all()
 
-    def _wait_for(self, done: Any, deadline: float) -> bool:
+    def _wait_for(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wait until ``done()`` or the deadline, waking whenever a worker starts or exits."""
         while not done():
             left = deadline - time.monotonic()
