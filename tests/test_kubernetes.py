@@ -27,7 +27,7 @@ import yaml
 from fastforward import config
 from fastforward.endpoints import parse_endpoint
 from fastforward.framing import READ_BUFFER
-from fastforward.supervisor import DRAIN_MARGIN
+from fastforward.workers.supervisor import DRAIN_MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"

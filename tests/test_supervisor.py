@@ -1,19 +1,27 @@
-"""The supervisor's pure parts: merging the workers' stats, /health, restart backoff, the
-worker spec, ``--workers auto``. The processes themselves: tests/integration/test_workers.py."""
+"""The supervisor's parts that run without processes: merging the workers' stats, /health,
+restart backoff, the worker spec, ``--workers auto``, exit statuses. The processes themselves:
+tests/integration/test_workers.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
 import gevent
 import pytest
 
-from fastforward import supervisor as sup
 from fastforward.admin import metrics_text
 from fastforward.config import load
+from fastforward.stats import Labels, MergedStats, Sample, merge_samples
+from fastforward.workers import WORKER_ENV, WorkerSpec, resolve_workers, worker_spec
+from fastforward.workers import supervisor as sup
+from fastforward.workers.channel import STOP, Report, encode_report
 
 W1 = [
     ("datapoints_received", (), 100.0),
@@ -38,12 +46,12 @@ W2 = [
 ]
 
 
-def as_dict(samples: list[sup.Sample]) -> dict[tuple[str, sup.Labels], float]:
+def as_dict(samples: list[Sample]) -> dict[tuple[str, Labels], float]:
     return {(n, ls): v for n, ls, v in samples}
 
 
 def test_counters_and_per_worker_gauges_are_summed_shared_gauges_take_the_max() -> None:
-    merged = as_dict(sup.merge_samples([W1, W2]))
+    merged = as_dict(merge_samples([W1, W2]))
     assert merged[("datapoints_received", ())] == 150
     assert merged[("datapoints_dropped", (("reason", "nan"),))] == 3
     assert merged[("datapoints_dropped", (("reason", "inf"),))] == 7  # one worker only
@@ -58,7 +66,7 @@ def test_counters_and_per_worker_gauges_are_summed_shared_gauges_take_the_max() 
 
 def test_retired_counters_are_added_and_order_follows_registration() -> None:
     retired = {("datapoints_received", ()): 1000.0, ("bodies_sent", ()): 9.0}
-    merged = sup.merge_samples([W1], retired)
+    merged = merge_samples([W1], retired)
     d = as_dict(merged)
     assert d[("datapoints_received", ())] == 1100
     assert d[("bodies_sent", ())] == 9
@@ -68,8 +76,8 @@ def test_retired_counters_are_added_and_order_follows_registration() -> None:
 
 
 def test_unknown_names_are_skipped_and_nothing_merges_to_nothing() -> None:
-    assert sup.merge_samples([[("from_a_newer_worker", (), 1.0)]]) == []
-    assert sup.merge_samples([]) == []
+    assert merge_samples([[("from_a_newer_worker", (), 1.0)]]) == []
+    assert merge_samples([]) == []
 
 
 def test_restart_delay_doubles_and_is_capped() -> None:
@@ -79,32 +87,40 @@ def test_restart_delay_doubles_and_is_capped() -> None:
 
 
 def test_workers_auto_is_the_usable_cores() -> None:
-    assert sup.resolve_workers("3") == 3
-    assert sup.resolve_workers("auto") == len(os.sched_getaffinity(0))
+    assert resolve_workers("3") == 3
+    assert resolve_workers("auto") == len(os.sched_getaffinity(0))
 
 
 def test_worker_spec_is_taken_out_of_the_environment() -> None:
-    env = {sup.WORKER_ENV: json.dumps({"id": 2, "channel": 7, "sockets": {"tcp:2004": 5}})}
-    spec = sup.worker_spec(env)
-    assert spec == {"id": 2, "channel": 7, "sockets": {"tcp:2004": 5}}
-    assert sup.WORKER_ENV not in env  # not inherited by anything the worker runs
-    assert sup.worker_spec({}) is None
+    env = {WORKER_ENV: json.dumps({"id": 2, "channel": 7, "sockets": {"tcp:2004": 5}})}
+    spec = worker_spec(env)
+    assert spec == WorkerSpec(id=2, channel=7, sockets={"tcp:2004": 5})
+    assert WORKER_ENV not in env  # not inherited by anything the worker runs
+    assert worker_spec({}) is None
     with pytest.raises(ValueError):
-        sup.worker_spec({sup.WORKER_ENV: "[1, 2]"})
+        worker_spec({WORKER_ENV: "[1, 2]"})
     with pytest.raises(ValueError):
-        sup.worker_spec({sup.WORKER_ENV: "{not json"})
+        worker_spec({WORKER_ENV: "{not json"})
+    with pytest.raises(ValueError):
+        worker_spec({WORKER_ENV: json.dumps({"sockets": {}})})  # no id
+
+
+def test_the_spec_a_supervisor_writes_is_the_spec_a_worker_reads() -> None:
+    spec = WorkerSpec(id=1, channel=9, sockets={"tcp:2004": 5, "udp:2003": 6}, loads=8, count=2)
+    assert worker_spec({WORKER_ENV: spec.to_env()}) == spec
 
 
 class FakeProc:
     def __init__(self, code: int = 0) -> None:
         self.pid = 4242
         self.code = code
+        self.signals: list[int] = []
 
     def wait(self) -> int:
         return self.code
 
     def send_signal(self, sig: int) -> None:
-        pass
+        self.signals.append(sig)
 
 
 def two_workers() -> sup.Supervisor:
@@ -121,12 +137,13 @@ def two_workers() -> sup.Supervisor:
 
 def test_metrics_text_shows_the_sums() -> None:
     s = two_workers()
-    text = metrics_text(sup.MergedStats(s)).decode()  # type: ignore[arg-type]
+    text = metrics_text(s.merged_stats()).decode()
     assert "fastforward_datapoints_received_total 150.0" in text
     assert 'fastforward_buffered_bytes{place="disk"} 6000.0' in text
     assert "fastforward_uptime_seconds " in text
-    assert sup.MergedStats(s).get("datapoints_dropped") == 10
-    assert sup.MergedStats(s).get("datapoints_dropped", reason="nan") == 3
+    assert s.merged_stats().get("datapoints_dropped") == 10
+    assert s.merged_stats().get("datapoints_dropped", reason="nan") == 3
+    assert 'fastforward_worker_restarts_total{worker="2"} 0.0' in text
 
 
 def test_health_needs_every_worker_running_reporting_and_healthy() -> None:
@@ -152,7 +169,7 @@ def test_an_exited_workers_counters_stay_in_the_sums(monkeypatch: pytest.MonkeyP
     slot.proc = FakeProc(-9)
     s._watch(slot, slot.proc)
     assert slot.exit_code == -9
-    merged = sup.MergedStats(s)
+    merged = s.merged_stats()
     assert merged.get("datapoints_received") == 150  # worker 1's 100 kept
     assert merged.get("connections_open") == 1  # its gauges are gone with it
     assert merged.get("spool_files") == 5
@@ -175,6 +192,94 @@ def test_a_dead_worker_is_restarted_after_the_backoff(monkeypatch: pytest.Monkey
 def test_histogram_buckets_merge_by_summing() -> None:
     a = [("flush_latency_seconds", (("le", "0.1"),), 2.0), ("flush_latency_seconds", (), 0.1)]
     b = [("flush_latency_seconds", (("le", "0.1"),), 3.0), ("flush_latency_seconds", (), 0.2)]
-    merged = as_dict(sup.merge_samples([a, b]))
+    merged = as_dict(merge_samples([a, b]))
     assert merged[("flush_latency_seconds", (("le", "0.1"),))] == 5
     assert merged[("flush_latency_seconds", ())] == pytest.approx(0.3)
+
+
+def test_blueflood_failing_seconds_is_the_longest_failure_not_the_sum() -> None:
+    merged = as_dict(
+        merge_samples(
+            [[("blueflood_failing_seconds", (), 40.0)], [("blueflood_failing_seconds", (), 12.0)]]
+        )
+    )
+    assert merged[("blueflood_failing_seconds", ())] == 40
+
+
+def test_merged_view_adds_retired_counters_own_uptime_and_extra_series() -> None:
+    view = MergedStats(
+        lambda: [W1, W2],
+        {("datapoints_received", ()): 5.0},
+        lambda: [("worker_restarts", (("worker", "1"),), 2)],
+    )
+    names = [n for n, _ls, _v in view.samples()]
+    assert names.count("uptime_seconds") == 1  # its own, not the workers' 12 and 3
+    assert view.get("uptime_seconds") < 12
+    assert view.get("datapoints_received") == 155
+    assert view.get("worker_restarts", worker="1") == 2
+
+
+def test_the_final_report_of_an_exiting_worker_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker reports its counters once more after its drain, then exits: the report may
+    # still be in the channel when its exit is seen; it must be read before the counters are
+    # retired, or the last interval's datapoints vanish from /metrics.
+    s = two_workers()
+    s.stopping.set()
+    slot = s.slots[0]
+    mine, theirs = socket.socketpair()
+    slot.channel = mine
+    slot.proc = proc = FakeProc(0)
+    final = Report(True, (True, "ok"), [("datapoints_received", (), 130.0)])
+    theirs.sendall(encode_report(final))
+    slot.reader = gevent.spawn(s._read, slot, proc, mine)
+    gevent.spawn_later(0.2, theirs.close)  # the exit, a moment after the report
+    s._watch(slot, proc)
+    assert s.merged_stats().get("datapoints_received") == 130 + 50
+
+
+def test_stop_asks_through_the_channel_and_signals_when_it_is_gone() -> None:
+    s = two_workers()
+    with_channel, without = s.slots
+    mine, theirs = socket.socketpair()
+    with_channel.channel = mine
+    s._ask_to_stop(with_channel)
+    assert theirs.recv(100) == STOP
+    assert with_channel.proc.signals == []  # type: ignore[union-attr]
+    s._ask_to_stop(without)
+    assert without.proc.signals == [signal.SIGTERM]  # type: ignore[union-attr]
+    mine.close()
+    theirs.close()
+
+
+def test_exit_status_after_a_stop() -> None:
+    assert sup.stop_status([0, 0]) == 0
+    assert sup.stop_status([0, -9]) == 1  # a worker that did not drain
+    assert sup.stop_status([1, 4]) == 4  # lost data outweighs an error
+    assert sup.stop_status([0, None]) == 1  # one never ran
+
+
+def test_sighup_reaches_a_starting_worker_only_once_it_can_take_it() -> None:
+    # Before a worker has installed its handlers, SIGHUP's default action would kill it.
+    s = two_workers()
+    serving, starting = s.slots
+    starting.started = False
+    s._signals().hangup()
+    assert serving.proc.signals == [signal.SIGHUP]  # type: ignore[union-attr]
+    assert starting.proc.signals == []  # type: ignore[union-attr]
+    mine, theirs = socket.socketpair()
+    theirs.sendall(encode_report(Report(True, (True, "ok"))))
+    theirs.close()
+    s._read(starting, starting.proc, mine)  # type: ignore[arg-type]
+    mine.close()
+    assert starting.started
+    assert starting.proc.signals == [signal.SIGHUP]  # type: ignore[union-attr]
+
+
+def test_the_workers_package_imports_no_gevent_before_the_patch() -> None:
+    # cli reads --workers and the worker spec before gevent patches the standard library.
+    code = (
+        "import sys, fastforward.cli, fastforward.workers; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gevent', 'ssl', 'requests')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .stats import METRICS, Labels, Stats
+from .stats import METRICS, Labels, SampleSource, Stats
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ StartResponse = Callable[[str, list[tuple[str, str]]], object]
 class StatsCollector(Collector):
     """Exposes every sample of a ``Stats`` object, one metric family per registered name."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: SampleSource) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
@@ -67,7 +67,7 @@ def _add_histogram_sample(family: Metric, base: str, labels: Labels, value: floa
         family.add_sample(base + "_count", {}, value)
 
 
-def metrics_text(stats: Stats) -> bytes:
+def metrics_text(stats: SampleSource) -> bytes:
     """The Prometheus exposition of ``stats``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats))
@@ -81,7 +81,7 @@ class AdminServer:
         self,
         host: str,
         port: int,
-        stats: Stats,
+        stats: SampleSource,
         health: Callable[[], tuple[bool, str]],
         debug: Callable[[], dict[str, Any]] | None = None,
     ) -> None:

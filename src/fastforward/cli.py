@@ -4,7 +4,7 @@ Options are parsed and validated before gevent patches the standard library; the
 happens before anything imports requests, urllib3 or ssl (the service modules), so it is
 complete (gevent warns, and our test suite fails, when ssl was imported first).
 
-With ``--workers N`` (N > 1) this process becomes the supervisor (`supervisor.py`) and runs
+With ``--workers N`` (N > 1) this process becomes the supervisor (`workers.supervisor`) and runs
 N copies of this command as workers; a worker is recognised by its private environment
 variable and runs the normal service on the sockets the supervisor bound.
 
@@ -30,6 +30,7 @@ from .errors import (
     StartupError,
 )
 from .manpage import help_text
+from .workers import resolve_workers, worker_spec  # plain standard library: before the patch
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_STARTUP", "EXIT_UNDELIVERED", "EXIT_USAGE", "main"]
 
@@ -74,13 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastforward {__version__} (codec: {IMPLEMENTATION})")
         return EXIT_OK
     config = loaded.config
-    from . import supervisor  # noqa: PLC0415 - plain standard library until a worker runs
-
     try:
-        spec = supervisor.worker_spec()  # set when a supervisor started us as one of its workers
+        spec = worker_spec()  # set when a supervisor started us as one of its workers
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    workers = 1 if spec is not None else supervisor.resolve_workers(config.workers)
+    workers = 1 if spec is not None else resolve_workers(config.workers)
 
     from gevent import monkey  # noqa: PLC0415 - patching must precede the service imports
 
@@ -94,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"cannot open the log: {exc}", EXIT_STARTUP)
     log = logging.getLogger("fastforward")
     if spec is not None:
-        supervisor.tag_log_lines(int(spec["id"]))
+        from .workers.logs import tag_log_lines  # noqa: PLC0415 - logging.handlers: after the patch
+
+        tag_log_lines(spec.id)
     else:  # the supervisor said it already
         for warning in loaded.warnings:
             log.warning("%s", warning)
@@ -102,12 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("config file: %s", os.path.abspath(loaded.config_file))
 
     from .service import Service  # noqa: PLC0415 - imports requests/ssl: after the patch
+    from .workers.supervisor import Supervisor  # noqa: PLC0415 - the same
+    from .workers.worker import run_worker  # noqa: PLC0415 - the same
 
     try:
         if spec is not None:
-            return supervisor.run_worker(config, spec)
+            return run_worker(config, spec)
         if workers > 1:
-            return supervisor.Supervisor(config, args, workers).run()
+            return Supervisor(config, args, workers).run()
         service = Service(config)
         return service.run()
     except StartupError as exc:

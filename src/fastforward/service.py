@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from . import __version__, logsetup
+from . import __version__
 from .admin import AdminServer, self_metric_lines
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, StdoutClient
@@ -32,6 +31,7 @@ from .config import Config
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .forwarder import Forwarder
+from .lifecycle import Signals
 from .pidfile import PidFile
 from .receiver import Receivers
 from .spool import Spool, SpoolRefused
@@ -104,7 +104,6 @@ class Service:
         self.stats.add_collector(self._collect_codec)
         self.stopping = Event()
         self.started = Event()  # set once start() completed: every listener is serving
-        self._signals = 0
         self._greenlets: list[gevent.Greenlet] = []
         self._last: dict[str, float] = {}
         self.pidfile = PidFile(config.pidfile)
@@ -256,18 +255,6 @@ class Service:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int) -> None:
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals > 1:
-            log.error("%s again: exiting now without draining", name)
-            logging.shutdown()
-            os._exit(1)
-        log.info(
-            "%s: stopping; draining buffered data (deadline %gs)", name, self.config.drain_timeout
-        )
-        self.stopping.set()
-
     def stop(self) -> int:
         """Drain and stop everything; return the datapoints lost (neither sent nor spooled)."""
         deadline = time.monotonic() + self.config.drain_timeout
@@ -289,37 +276,35 @@ class Service:
 
     def run(self) -> int:
         """Start, serve until a signal, drain; the process exit code."""
-        handlers = [
-            gevent.signal_handler(sig, self._on_signal, sig)
-            for sig in (signal.SIGTERM, signal.SIGINT)
-        ]
-        # SIGHUP would end the process (and lose what is buffered) by default; logrotate and
-        # init scripts send it to mean "reopen your log".
-        handlers.append(gevent.signal_handler(signal.SIGHUP, _reopen_log))
+        signals = Signals(
+            self.stopping,
+            log,
+            stopping_text=(
+                f"stopping; draining buffered data (deadline {self.config.drain_timeout:g}s)"
+            ),
+            forced_text="exiting now without draining",
+        )
         try:
-            try:
-                self.start()
-            except BaseException:
-                self.pidfile.remove()
-                raise
-            self.stopping.wait()
-            lost = self.stop()
-            if lost:
-                log.error(
-                    "fastforward stopped; %d datapoints lost (neither delivered nor spooled), "
-                    "exit status %d",
-                    lost,
-                    EXIT_UNDELIVERED,
-                )
-                return EXIT_UNDELIVERED
-            log.info("fastforward stopped")
-            return EXIT_OK
+            with signals:
+                try:
+                    self.start()
+                except BaseException:
+                    self.pidfile.remove()
+                    raise
+                self.stopping.wait()
+                return self._stopped(self.stop())
         finally:
-            for h in handlers:
-                h.cancel()
             sys.stdout.flush()
 
-
-def _reopen_log() -> None:
-    logsetup.reopen()
-    log.info("SIGHUP: log file reopened")
+    def _stopped(self, lost: int) -> int:
+        """The final log line and the exit status, from the datapoints a stop lost."""
+        if lost:
+            log.error(
+                "fastforward stopped; %d datapoints lost (neither delivered nor spooled), "
+                "exit status %d",
+                lost,
+                EXIT_UNDELIVERED,
+            )
+            return EXIT_UNDELIVERED
+        log.info("fastforward stopped")
+        return EXIT_OK

@@ -10,19 +10,26 @@ from the start, so the first scrape already has the series that alert rules take
 A histogram (``observe``) is kept as cumulative ``le`` buckets plus its sum under the empty
 label set; its count is the ``+Inf`` bucket. Buckets are plain counters, so the supervisor of
 ``--workers`` merges them by summing like any counter.
+
+Merging (``--workers``): `merge_samples` folds the workers' samples into one view, and
+`MergedStats` is what the supervisor's ``/metrics`` reads. Counters, histogram buckets and
+per-worker gauges are summed; gauges describing something the workers share (`MAX_GAUGES`:
+the spool directory, the 0/1 ``backpressure_active``, ``blueflood_failing_seconds``) take the
+maximum; ``uptime_seconds`` is the reader's own.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Literal, Protocol
 
 from ._codec_rules import DROP_REASONS
 
 Kind = Literal["counter", "gauge", "histogram"]
 Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
 
 METRICS: dict[str, tuple[Kind, str]] = {
     # receiving
@@ -193,3 +200,81 @@ class Stats:
             ordered = series.items() if METRICS[name][0] == "histogram" else sorted(series.items())
             for labels, value in ordered:
                 yield name, labels, value
+
+
+class SampleSource(Protocol):
+    """Anything `/metrics` can read: one process's `Stats` or the supervisor's `MergedStats`."""
+
+    def samples(self) -> Iterator[Sample]: ...
+
+
+# ---- merging the samples of several processes (--workers) -----------------------------------
+
+# Gauges that describe something the workers share: the maximum, not the sum.
+MAX_GAUGES: frozenset[tuple[str, Labels]] = frozenset(
+    {
+        ("buffered_bytes", (("place", "disk"),)),
+        ("spool_files", ()),
+        ("backpressure_active", ()),
+        ("blueflood_failing_seconds", ()),
+    }
+)
+
+
+def merge_samples(
+    snapshots: Iterable[Iterable[Sample]], retired: Mapping[tuple[str, Labels], float] | None = None
+) -> list[Sample]:
+    """Merge per-process samples: sums, except `MAX_GAUGES` (maximum) and ``uptime_seconds``
+    (left out: the caller reports its own). ``retired`` holds counters of processes that
+    exited and is added in. The result is ordered like `Stats.samples`: registration order,
+    then labels. Unknown names (a newer worker's) are skipped."""
+    out: dict[tuple[str, Labels], float] = dict(retired or {})
+    for snapshot in snapshots:
+        for name, labels, value in snapshot:
+            if name not in METRICS or name == "uptime_seconds":
+                continue
+            key = (name, tuple(labels))
+            if key in MAX_GAUGES:
+                out[key] = max(out.get(key, value), value)
+            else:
+                out[key] = out.get(key, 0) + value
+    order = {name: i for i, name in enumerate(METRICS)}
+    return [
+        (name, labels, value)
+        for (name, labels), value in sorted(out.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
+
+
+def retire(samples: Iterable[Sample], retired: MutableMapping[tuple[str, Labels], float]) -> None:
+    """Add the counters (and histogram buckets) of a process that exited to ``retired``, so
+    merged sums never go backwards; its gauges go with it."""
+    for name, labels, value in samples:
+        if name in METRICS and METRICS[name][0] in ("counter", "histogram"):
+            key = (name, labels)
+            retired[key] = retired.get(key, 0) + value
+
+
+class MergedStats:
+    """The merged view of several processes' samples, plus this process's uptime and its own
+    series (``extra``: the supervisor's ``worker_restarts``)."""
+
+    def __init__(
+        self,
+        snapshots: Callable[[], Iterable[Iterable[Sample]]],
+        retired: Mapping[tuple[str, Labels], float],
+        extra: Callable[[], Iterable[Sample]] = tuple,
+    ) -> None:
+        self._snapshots = snapshots
+        self._retired = retired
+        self._extra = extra
+        self.started = time.monotonic()
+
+    def samples(self) -> Iterator[Sample]:
+        yield from merge_samples(self._snapshots(), self._retired)
+        yield ("uptime_seconds", (), round(time.monotonic() - self.started, 3))
+        yield from self._extra()
+
+    def get(self, name: str, **labels: str) -> float:
+        """One merged sample; with no labels given, the sum over every label set."""
+        want = _key(labels)
+        return sum(v for n, ls, v in self.samples() if n == name and (not labels or ls == want))
