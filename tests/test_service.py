@@ -158,11 +158,19 @@ def test_a_second_signal_exits_at_once_without_draining(
     exits: list[int] = []
     monkeypatch.setattr(os, "_exit", exits.append)
     monkeypatch.setattr(logging, "shutdown", lambda: None)
-    svc = service("--dry-run", "-e", ANY_PORT)
-    svc._on_signal(signal.SIGTERM)
-    assert svc.stopping.is_set() and exits == []
-    svc._on_signal(signal.SIGINT)
-    assert exits == [1]
+    # Blueflood is down and the drain is long: the first SIGTERM starts a drain that lasts.
+    svc = service("-e", ANY_PORT, "-b", down_url(), "-t", "tenant", "-i", "600",
+                  "--drain-timeout", "30")  # fmt: skip
+    runner = gevent.spawn(svc.run)
+    wait_until(svc.started.is_set, 10, "the service to start")
+    send(svc, ["stuck"])
+    accepted(svc, 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    wait_until(svc.stopping.is_set, 10, "the stop to begin")
+    assert exits == []
+    os.kill(os.getpid(), signal.SIGINT)
+    wait_until(lambda: exits == [1], 10, "the immediate exit")
+    runner.kill(block=True, timeout=10)
 
 
 def test_a_busy_admin_port_refuses_the_start_and_frees_the_rest(

@@ -42,7 +42,7 @@ class Signals:
 
     ``stopping_text``, ``forced_text`` and ``hup_text`` complete the log lines
     "SIGTERM: <stopping_text>", "SIGTERM again: <forced_text>" and "SIGHUP: <hup_text>";
-    ``exit`` is the immediate exit (`os._exit`; replaced in tests)."""
+    ``exit`` is the immediate exit (`os._exit` when not given)."""
 
     def __init__(
         self,
@@ -55,7 +55,7 @@ class Signals:
         debounce: float = 0.0,
         on_force: Callable[[], None] = _nothing,
         on_hup: Callable[[], None] = _nothing,
-        exit: Callable[[int], object] = os._exit,
+        exit: Callable[[int], object] | None = None,
     ) -> None:
         self.stopping = stopping
         self._log = log
@@ -99,7 +99,8 @@ class Signals:
         self._log.error("%s again: %s", name, self._forced_text)
         self._on_force()
         logging.shutdown()
-        self._exit(EXIT_ERROR)
+        # Looked up now, not at definition: a test replaces os._exit for the whole process.
+        (self._exit or os._exit)(EXIT_ERROR)
 
     def hangup(self) -> None:
         """A SIGHUP arrived: reopen the log, then pass it on (``on_hup``); never stop."""
