@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -96,8 +97,18 @@ class AdminServer:
         self._server: WSGIServer | None = None
 
     def start(self) -> None:
+        # Bound here rather than by gevent, which leaves the socket open when bind fails.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(128)
+        except BaseException:
+            listener.close()
+            raise
         # log=None: no access log line per scrape; errors still go to our logger.
-        self._server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log)
+        self._server = WSGIServer(listener, self._app, log=None, error_log=log)
         self._server.start()
         self.port = self._server.server_port
         log.info(
