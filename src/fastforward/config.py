@@ -170,6 +170,12 @@ class Config:
     gzip: bool = option(
         False, section="blueflood", help="Compress bodies (Content-Encoding: gzip)."
     )
+    ingest_multi: bool = option(
+        False,
+        section="blueflood",
+        help="POST to {url}/v2.0/{tenant}/ingest/multi, every datapoint carrying its tenantId, "
+        "so one request may hold several tenants (self-hosted Blueflood; with --rules).",
+    )
     concurrency: int = option(
         4,
         metavar="N",
