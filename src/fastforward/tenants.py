@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 import gevent
 from gevent.event import Event
 
-from .blueflood import Outcome
+from .auth import TokenProvider
+from .blueflood import BluefloodClient, Outcome
 from .config import Config
 from .forwarder import Forwarder
 from .health import HealthFacts, judge
@@ -43,6 +44,7 @@ from .protocols import (
     SpoolEntry,
     take_routed,
 )
+from .routing.ruleset import Credentials
 from .stats import Stats
 
 log = logging.getLogger("fastforward.forwarder")
@@ -398,4 +400,42 @@ class TenantForwarder:
             )
 
 
-__all__ = ["TenantForwarder", "with_tenant_ids"]
+def credential_posters(
+    credentials: Iterable[Credentials],
+    config: Config,
+    stats: Stats,
+    environ: Mapping[str, str],
+    source: str = "<rules>",
+    pool_size: int = 4,
+) -> dict[str, BluefloodClient]:
+    """A client per tenant with credentials of its own, one `TokenProvider` per credential
+    set (tenants sharing a user and a variable share the token). Raises `RulesError` naming
+    the variable (never its value) when it is unset."""
+    providers: dict[tuple[str, str], TokenProvider] = {}
+    clients = {}
+    for cred in credentials:
+        provider = providers.get((cred.user, cred.env))
+        if provider is None:
+            secret = cred.secret(environ, source)
+            provider = TokenProvider(
+                config.auth_url,
+                cred.user,
+                key=secret if cred.key_env else None,
+                password=secret if cred.password_env else None,
+                stats=stats,
+                timeout=config.request_timeout,
+            )
+            providers[(cred.user, cred.env)] = provider
+        clients[cred.tenant] = BluefloodClient(
+            config.blueflood,
+            cred.tenant,
+            stats,
+            timeout=config.request_timeout,
+            gzip=config.gzip,
+            token_provider=provider,
+            pool_size=pool_size,
+        )
+    return clients
+
+
+__all__ = ["TenantForwarder", "credential_posters", "with_tenant_ids"]
