@@ -173,8 +173,8 @@ class Config:
     ingest_multi: bool = option(
         False,
         section="blueflood",
-        help="POST to {url}/v2.0/{tenant}/ingest/multi, every datapoint carrying its tenantId, "
-        "so one request may hold several tenants (self-hosted Blueflood; with --rules).",
+        help="POST to /v2.0/{tenant}/ingest/multi, each datapoint carrying its tenantId, so "
+        "one request may carry several tenants (self-hosted Blueflood).",
     )
     concurrency: int = option(
         4,
