@@ -192,6 +192,7 @@ class TenantForwarder:
         self._paused_since: float | None = None
         self.started = False
         self.stopping = False
+        self._report: gevent.Greenlet | None = None
         self._tuning: dict[str, float] = {}
         self._lane(None)
         for tenant in [*tenants, *self.posters]:
@@ -270,6 +271,17 @@ class TenantForwarder:
         self.started = True
         for lane in list(self.lanes.values()):
             lane.start()
+        self._report = gevent.spawn(self._report_loop)
+
+    def _report_loop(self) -> None:
+        """A greenlet: each tenant's backlog in the log when it changed (several tenants)."""
+        period, last = max(float(self.config.interval), 1.0), ""
+        while True:
+            gevent.sleep(period)
+            line = self.describe() if len(self.lanes) > 1 else ""
+            if line != last and line:
+                log.info("backlog by tenant: %s", line)
+            last = line
 
     def kick(self) -> None:
         """Full bodies are ready: move them into their lanes now."""
@@ -278,6 +290,8 @@ class TenantForwarder:
     def stop(self, timeout: float) -> int:
         """Flush everything and stop every lane in parallel; returns the datapoints lost."""
         self.stopping = True
+        if self._report is not None:
+            self._report.kill(block=False)
         self.dispatch(partial=True)
         stops = [gevent.spawn(lane.stop, timeout) for lane in list(self.lanes.values())]
         gevent.joinall(stops)
@@ -438,4 +452,22 @@ def credential_posters(
     return clients
 
 
-__all__ = ["TenantForwarder", "credential_posters", "with_tenant_ids"]
+def build_forwarder(
+    config: Config,
+    encoder: BodySource,
+    stats: Counters,
+    client: Poster,
+    spool: BodySpool | None = None,
+) -> Forwarder | TenantForwarder:
+    """The service's forwarder: one destination as before, or the tenants' lanes.
+
+    ``--ingest-multi`` takes the tenants' forwarder (one lane, items tagged with their tenant);
+    so will routing by tenant once the encoder hands bodies over per tenant (``take_routed``).
+    """
+    if config.ingest_multi and isinstance(client, BluefloodClient):
+        client.use_ingest_multi()
+        return TenantForwarder(config, encoder, stats, client, spool=spool)
+    return Forwarder(config, encoder, stats, client, spool=spool)
+
+
+__all__ = ["TenantForwarder", "build_forwarder", "credential_posters", "with_tenant_ids"]
