@@ -188,6 +188,16 @@ def test_spooled_files_of_a_tenant_without_a_lane_are_replayed_by_the_default_la
     wait_until(lambda: poster.delivered[("9", "x")] == 1)
 
 
+def test_a_rule_naming_the_default_tenant_shares_the_default_lane(forwarders):
+    poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
+    fwd, stats = start(forwarders, poster, encoder)
+    encoder.add(None, 5, prefix="a")
+    encoder.add("t1", 7, prefix="b")
+    assert fwd.stop(timeout=5) == 0
+    assert list(fwd.lanes) == [None]
+    assert stats.get("tenant_datapoints_sent", tenant="t1") == 12 == poster.count("t1")
+
+
 def test_stop_delivers_every_tenants_partial_bodies(forwarders):
     poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
     fwd, _ = start(forwarders, poster, encoder)

@@ -245,6 +245,8 @@ class TenantForwarder:
             routed = self._merged(routed)
         for tenant, body, datapoints in routed:
             if body:
+                if tenant == self.default_tenant:
+                    tenant = None  # a rule naming the default tenant: the same lane
                 self._lane(tenant).outbox.put(Batch(body, datapoints, tenant=tenant))
         self._relieve_all()
 
