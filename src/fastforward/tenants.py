@@ -300,10 +300,14 @@ class TenantForwarder:
         return sum(int(g.value or 0) for g in stops)
 
     def healthy(self) -> tuple[bool, str]:
-        """Like one forwarder's, over all lanes: the worst lane decides."""
+        """One forwarder's judgement over all lanes. A failing tenant alone does not make the
+        process unhealthy while another tenant's POSTs succeed (restarting would not help it);
+        the receivers paused, or every tenant failing, does."""
         lanes = list(self.lanes.items())
-        failing = [lane.target.failing_seconds() for _, lane in lanes if lane.target.failing]
-        return judge(
+        waiting = [(t, lane) for t, lane in lanes if lane.outbox.datapoints or lane.parking.parked]
+        failing = [(t, lane) for t, lane in waiting if lane.target.failing]
+        everyone = all(lane.target.failing for _, lane in lanes)
+        ok, reason = judge(
             HealthFacts(
                 stopping=self.stopping,
                 flusher_running=all(
@@ -313,14 +317,18 @@ class TenantForwarder:
                 senders_running=not any(g.dead for _, lane in lanes for g in lane._greenlets),
                 interval=float(self.config.interval),
                 paused_seconds=self.paused_for(),
-                failing_seconds=max(failing) if failing else None,
-                data_waiting=any(
-                    lane.outbox.datapoints or lane.parking.parked for _, lane in lanes
+                failing_seconds=(
+                    min(lane.target.failing_seconds() for _, lane in failing) if everyone else None
                 ),
+                data_waiting=bool(waiting),
                 spool=self.spool is not None,
                 spool_full=self.spool is not None and self.spool.full,
             )
         )
+        if ok and failing and not everyone:
+            names = ", ".join(self._label(t) for t, _ in failing)
+            reason += f"; failing tenants: {names} (the others deliver)"
+        return ok, reason
 
     def failing_seconds(self) -> float:
         """The longest current run of failures of any tenant."""
