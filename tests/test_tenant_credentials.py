@@ -40,6 +40,7 @@ def test_credentials_are_parsed_with_their_line_and_name_tenants():
         Credentials("333", "bob", key_env="FF_TEST_KEY_BOB", line=9),
     )
     assert rules.tenants() == ("222", "333")
+    assert "own credentials: 222 (user bob, $FF_TEST_KEY_BOB), 333" in rules.summary()
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,9 @@ class Rules:
         parts.append(f"{sum(r.rewrite is not None for r in self.rules)} rewrite")
         parts.append(f"{sum(r.max_new_series_per_minute is not None for r in self.rules)} budget")
         parts.append(f"tenants: {', '.join(tenants) if tenants else '(default only)'}")
+        if self.credentials:
+            own = ", ".join(f"{c.tenant} (user {c.user}, ${c.env})" for c in self.credentials)
+            parts.append(f"own credentials: {own}")
         return ", ".join(parts)
 
 
