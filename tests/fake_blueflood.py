@@ -47,6 +47,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ALLOWED_KEYS = frozenset({"metricName", "metricValue", "collectionTime", "ttlInSeconds", "unit"})
 
 _INGEST = re.compile(r"^/v2\.0/([^/]+)/ingest$")
+_INGEST_MULTI = re.compile(r"^/v2\.0/([^/]+)/ingest/multi$")
 _VIEWS = re.compile(r"^/v2\.0/([^/]+)/views/([^/]+)$")
 _KNOWN_VERBS = {"GET", "POST", "HEAD", "OPTIONS"}
 
@@ -283,6 +284,10 @@ class FakeBlueflood(_FakeServer):
         self.script: deque[Scripted] = deque()
         self.store: dict[tuple[str, str], dict[int, tuple[Any, int, str | None]]] = {}
         self.received = 0  # datapoints written, duplicates included
+        # Per-tenant faults: a POST for a tenant listed here (the URL's, or any item's tenantId
+        # on /ingest/multi) is answered with this status, as a hosted Blueflood does for a
+        # tenant whose token or quota is bad.
+        self.failing_tenants: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -374,7 +379,8 @@ class FakeBlueflood(_FakeServer):
             return 501, b"", {}
         if req.path == "/v2.0" or req.path == "/v1.0":
             return (200, b"", {}) if method == "GET" else (405, b"", {"Allow": "GET"})
-        ingest = _INGEST.match(req.path)
+        multi = _INGEST_MULTI.match(req.path)
+        ingest = _INGEST.match(req.path) or multi
         if ingest:
             if method != "POST":
                 return 405, b"", {"Allow": "POST"}
@@ -392,6 +398,11 @@ class FakeBlueflood(_FakeServer):
                 return answer.status, payload, dict(answer.headers)
             if self.delay:
                 gevent.sleep(self.delay)
+            if multi:
+                return self._ingest_multi(ingest.group(1), body)
+            failing = self.failing_tenants.get(ingest.group(1))
+            if failing:
+                return failing, _error_body("tenant failing (test fault)", ingest.group(1)), {}
             return self._ingest(ingest.group(1), body)
         views = _VIEWS.match(req.path)
         if views:
@@ -487,6 +498,37 @@ class FakeBlueflood(_FakeServer):
         if errors:
             return 207, _errors_json(errors), {}
         return 200, b"", {}
+
+    def _ingest_multi(self, tenant: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """``/ingest/multi``: every item names its own ``tenantId`` (stored under it)."""
+        try:
+            items = json.loads(body)
+        except ValueError:
+            return 400, _error_body("Cannot parse content", tenant), {}
+        groups: dict[str, list[dict]] = {}
+        for item in items if isinstance(items, list) else [None]:
+            owner = item.pop("tenantId", None) if isinstance(item, dict) else None
+            if not isinstance(owner, str) or not owner:
+                return 400, _error_body("Cannot parse content", tenant), {}
+            groups.setdefault(owner, []).append(item)
+        for owner in groups:
+            failing = self.failing_tenants.get(owner)
+            if failing:
+                return failing, _error_body("tenant failing (test fault)", owner), {}
+        statuses, errors = [], []
+        for owner, group in groups.items():
+            status, answer, _ = self._ingest(owner, json.dumps(group).encode())
+            statuses.append(status)
+            if answer:
+                errors.extend(json.loads(answer).get("errors", []))
+        if all(s == 200 for s in statuses):
+            return 200, b"", {}
+        if any(s in (200, 207) for s in statuses):
+            return 207, _errors_json(errors), {}
+        return 400, _errors_json(errors), {}
+
+    def multi_ingests(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and _INGEST_MULTI.match(r.path)]
 
     def _view(self, tenant: str, name: str, query: str) -> tuple[int, bytes, dict[str, str]]:
         params = parse_qs(query)

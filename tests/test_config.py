@@ -339,6 +339,7 @@ GIVEN = {
     "max_body_datapoints": ("10", 10),
     "overwrite_collection_timestamp": ("yes", True),
     "gzip": ("on", True),
+    "ingest_multi": ("on", True),
     "concurrency": ("8", 8),
     "request_timeout": ("3", 3.0),
     "user": ("me", "me"),

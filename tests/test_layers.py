@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "daemon",
         {"stats", "attribution", "blueflood", "auth", "pidfile", "spool", "protocols", "outbox"}
         | {"delivery", "target", "replay", "poison", "sending", "flushing", "health"}
-        | {"forwarder", "receiver", "admin", "lifecycle"},
+        | {"forwarder", "tenants", "receiver", "admin", "lifecycle"},
     ),
     ("service", {"service"}),
     (

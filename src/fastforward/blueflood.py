@@ -212,6 +212,14 @@ class BluefloodClient:
     def close(self) -> None:
         self.session.close()
 
+    def use_ingest_multi(self) -> None:
+        """Send the default tenant's bodies to ``/v2.0/{tenant}/ingest/multi`` from now on.
+
+        Their items carry their own ``tenantId`` (`tenants.with_tenant_ids`); a body POSTed
+        for another tenant (a spooled one) still goes to that tenant's plain ingest URL.
+        """
+        self.url = f"{self.url_for(self.tenant)}/multi"
+
     def post(self, body: bytes, tenant: str | None = None) -> Outcome:
         """POST one body to ``tenant`` (default: the client's own)."""
         url = self.url if tenant is None or tenant == self.tenant else self.url_for(tenant)

@@ -170,6 +170,12 @@ class Config:
     gzip: bool = option(
         False, section="blueflood", help="Compress bodies (Content-Encoding: gzip)."
     )
+    ingest_multi: bool = option(
+        False,
+        section="blueflood",
+        help="POST to /v2.0/{tenant}/ingest/multi, each datapoint carrying its tenantId, so "
+        "one request may carry several tenants (self-hosted Blueflood).",
+    )
     concurrency: int = option(
         4,
         metavar="N",

@@ -101,6 +101,10 @@ class Outbox:
         self.idle = Event()  # nothing queued and nothing in flight
         self.idle.set()
         self._paused_since: float | None = None
+        # Set by a forwarder of several tenants: this outbox is one tenant's share of the cap.
+        # Its gate then only tells its senders "over the share" (spool first); the receivers'
+        # gate is the forwarder's, over the whole cap.
+        self.share_of: str | None = None
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -169,6 +173,9 @@ class Outbox:
     def update_gate(self) -> None:
         """Close the gate over the cap, open it again under 80 %; log each episode once."""
         used = self.memory_bytes
+        if self.share_of is not None:
+            self._update_share_gate(used)
+            return
         if self.gate.is_set():
             if used > self.max_bytes:
                 self.gate.clear()
@@ -186,6 +193,21 @@ class Outbox:
             self.stats.set("backpressure_active", 0)
             self.stats.incr("backpressure_seconds", paused)
             log.warning("backpressure over after %.1fs; receivers resumed", paused)
+
+    def _update_share_gate(self, used: int) -> None:
+        if self.gate.is_set():
+            if used > self.max_bytes:
+                self.gate.clear()
+                self._paused_since = time.monotonic()
+                log.info(
+                    "tenant %s holds %d bytes, over its share %d of the memory cap",
+                    self.share_of,
+                    used,
+                    self.max_bytes,
+                )
+        elif used <= self.max_bytes * RESUME_FRACTION:
+            self.gate.set()
+            self._paused_since = None
 
     def paused_for(self) -> float:
         """Seconds the receivers have been paused in the current episode (0 when open)."""

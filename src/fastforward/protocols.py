@@ -18,7 +18,20 @@ from .blueflood import Outcome
 from .spool import SpoolEntry
 from .stats import Stats
 
-__all__ = ["BodySource", "BodySpool", "Counters", "Flow", "Poster", "SpoolEntry"]
+__all__ = [
+    "BodySource",
+    "BodySpool",
+    "Counters",
+    "Flow",
+    "Poster",
+    "RoutedBody",
+    "RoutedBodySource",
+    "SpoolEntry",
+    "take_routed",
+]
+
+# One body for one tenant: (tenant, body, datapoints); tenant None is the default tenant (-t).
+RoutedBody = tuple[str | None, bytes, int]
 
 
 class BodySource(Protocol):
@@ -32,6 +45,28 @@ class BodySource(Protocol):
     def pending_datapoints(self) -> int: ...
 
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]: ...
+
+
+class RoutedBodySource(BodySource, Protocol):
+    """An encoder that routes names to tenants (issue 13): bodies come out per tenant.
+
+    ``take_routed(partial)`` returns every waiting body (with ``partial``, the open ones too),
+    each as ``(tenant, body, datapoints)``. A body holds the datapoints of one tenant only;
+    tenant None is the default tenant (``-t``); any other tenant is one a rule names, so the
+    set of tenants is bounded by the rules file. Bodies of one tenant come out in the order
+    their datapoints went in. ``pending_bytes`` / ``pending_datapoints`` / ``ready_bodies``
+    count all tenants together.
+    """
+
+    def take_routed(self, partial: bool = True) -> list[RoutedBody]: ...
+
+
+def take_routed(source: BodySource, partial: bool = True) -> list[RoutedBody]:
+    """The source's bodies by tenant; an encoder without routing gives the default tenant's."""
+    routed = getattr(source, "take_routed", None)
+    if routed is not None:
+        return list(routed(partial=partial))
+    return [(None, body, datapoints) for body, datapoints in source.take_counted(partial=partial)]
 
 
 class Poster(Protocol):
@@ -56,7 +91,7 @@ class BodySpool(Protocol):
 
     def put(self, body: bytes, datapoints: int, tenant: str | None = None) -> bool: ...
 
-    def oldest(self) -> SpoolEntry | None: ...
+    def oldest(self, wanted: Callable[[str], bool] | None = None) -> SpoolEntry | None: ...
 
     def ack(self, entry: SpoolEntry) -> None: ...
 

@@ -30,12 +30,12 @@ from .compression import GZIP_IMPLEMENTATION
 from .config import Config
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
-from .forwarder import Forwarder
 from .lifecycle import Signals
 from .pidfile import PidFile
 from .receiver import Receivers
 from .spool import Spool, SpoolRefused
 from .stats import RECEIVER_DROP_REASONS, Stats
+from .tenants import build_forwarder
 
 __all__ = ["Service", "StartupError"]
 
@@ -90,7 +90,7 @@ class Service:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc.strerror}") from None
             except OSError as exc:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc}") from None
-        self.forwarder = Forwarder(config, self.encoder, self.stats, self.client, spool=self.spool)
+        self.forwarder = build_forwarder(config, self.encoder, self.stats, self.client, self.spool)
         self.receivers = Receivers(
             config, self.encoder, self.forwarder, self.stats, sockets=sockets
         )

@@ -197,6 +197,7 @@ class Spool:
         self._sizes: dict[str, int] = {}
         self._bytes = 0
         self._claimed: dict[str, SpoolEntry] = {}
+        self._tenants: dict[str, str] = {}  # file name -> tenant, learnt from headers
         self._bad: set[str] = set()
         self._scan_mtime = -1
         self._scan_at = 0.0
@@ -287,12 +288,17 @@ class Spool:
             )
             self._full_refusals = 0
 
-    def oldest(self) -> SpoolEntry | None:
-        """Claim and return the oldest replayable entry, or None when there is none."""
+    def oldest(self, wanted: Callable[[str], bool] | None = None) -> SpoolEntry | None:
+        """Claim and return the oldest replayable entry, or None when there is none.
+
+        ``wanted(tenant)``: only an entry of a tenant it accepts (a forwarder of several tenants
+        replays each tenant's files on its own, so a failing tenant never holds up another's
+        replay). A file's tenant is read from its header once and remembered.
+        """
         self._rescan()
-        entry = self._claim_first()
+        entry = self._claim_first(wanted)
         if entry is None and self._rescan(force=True):
-            entry = self._claim_first()
+            entry = self._claim_first(wanted)
         self._publish()
         return entry
 
@@ -429,6 +435,7 @@ class Spool:
         self._bytes += size
 
     def _forget(self, name: str) -> None:
+        self._tenants.pop(name, None)
         size = self._sizes.pop(name, None)
         if size is None:
             return
@@ -558,11 +565,11 @@ class Spool:
         os.close(fd)
         return -1
 
-    def _claim_first(self) -> SpoolEntry | None:
+    def _claim_first(self, wanted: Callable[[str], bool] | None = None) -> SpoolEntry | None:
         i = 0
         while i < len(self._names):
             name = self._names[i]
-            if name in self._claimed:
+            if name in self._claimed or not self._may_be_wanted(name, wanted):
                 i += 1
                 continue
             path = os.path.join(self.directory, name)
@@ -573,6 +580,12 @@ class Spool:
                 else:
                     i += 1  # claimed by another worker
                 continue
+            recorded = None if wanted is None else self._file_tenant(name, fd)
+            if recorded is not None and wanted is not None and not wanted(recorded):
+                # (an unreadable header gives None: _read below moves the file aside)
+                os.close(fd)
+                i += 1
+                continue
             entry = self._read(name, path, fd)
             if entry is not None:
                 self._claimed[name] = entry
@@ -581,6 +594,24 @@ class Spool:
             os.close(fd)
             self._forget(name)
         return None
+
+    def _may_be_wanted(self, name: str, wanted: Callable[[str], bool] | None) -> bool:
+        """False when ``name`` is known to hold an unwanted tenant's body (no read needed)."""
+        known = self._tenants.get(name)
+        return wanted is None or known is None or wanted(known)
+
+    def _file_tenant(self, name: str, fd: int) -> str | None:
+        """The tenant in a file's header, remembered; None when the header is unreadable
+        (`_read` then moves the file aside)."""
+        known = self._tenants.get(name)
+        if known is not None:
+            return known
+        try:
+            recorded = parse_header(os.pread(fd, HEADER_MAX, 0)).tenant
+        except (SpoolCorrupt, OSError):
+            return None
+        self._tenants[name] = known = recorded or self.tenant
+        return known
 
     def _read(self, name: str, path: str, fd: int) -> SpoolEntry | None:
         try:

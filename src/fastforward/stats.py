@@ -67,6 +67,15 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "buffered_bytes": ("gauge", "Bytes waiting to be sent, by place (memory, disk)."),
     "buffered_datapoints": ("gauge", "Datapoints waiting to be sent from memory."),
     "spool_files": ("gauge", "Files waiting in the disk spool."),
+    # Per tenant (issue 13): new series beside the unlabelled totals, which stay the sums.
+    "tenant_datapoints_sent": ("counter", "Datapoints Blueflood accepted, by tenant."),
+    "tenant_datapoints_rejected": ("counter", "Datapoints Blueflood rejected, by tenant."),
+    "tenant_buffered_bytes": ("gauge", "Bytes waiting in memory, by tenant."),
+    "tenant_buffered_datapoints": ("gauge", "Datapoints waiting in memory, by tenant."),
+    "tenant_failing_seconds": (
+        "gauge",
+        "Seconds since POSTs of this tenant started failing; 0 while they succeed.",
+    ),
     "spool_written_bodies": ("counter", "Bodies written to the disk spool."),
     "spool_replayed_bodies": ("counter", "Spooled bodies delivered to Blueflood."),
     "spool_corrupt_files": ("counter", "Spool files found corrupt and moved aside."),
@@ -123,7 +132,17 @@ def _known_labels() -> dict[str, list[dict[str, str]]]:
 
 KNOWN_LABELS = _known_labels()
 # Labelled by values only known at run time: no series until the first event.
-_ALWAYS_LABELLED = frozenset({"auth_requests", "worker_restarts"})
+_ALWAYS_LABELLED = frozenset(
+    {
+        "auth_requests",
+        "worker_restarts",
+        "tenant_datapoints_sent",
+        "tenant_datapoints_rejected",
+        "tenant_buffered_bytes",
+        "tenant_buffered_datapoints",
+        "tenant_failing_seconds",
+    }
+)
 
 
 def _key(labels: dict[str, str]) -> Labels:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from .budget import SeenSet, SeriesBudget, TopPrefixes
 from .router import DEFAULT_CACHE_SIZE, Decision, Router, first_match_naive
-from .ruleset import Rule, Rules, RulesError, load_rules, parse_rules, tenant_problem
+from .ruleset import Credentials, Rule, Rules, RulesError, load_rules, parse_rules, tenant_problem
 from .schemas import Schemas, SchemasError, load_schemas, parse_schemas
 from .tags import TAG_POLICIES, TagError, normalise, split_tags
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
+    "Credentials",
     "TAG_POLICIES",
     "Decision",
     "Router",

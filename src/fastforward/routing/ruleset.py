@@ -10,6 +10,10 @@ The contract users write (docs/rules.md)::
     drop = false                     # optional
     max_new_series_per_minute = 1000 # optional, > 0
 
+    [tenant."222"]                   # optional: this tenant's own identity credentials
+    user = "svc-222"
+    key_env = "FF_KEY_222"           # or password_env: the environment variable, never the secret
+
 Every error names the file and line: TOML syntax errors carry tomllib's line and column; an
 error in rule N names the line of its key, or of the Nth ``[[rule]]`` header.
 `load_rules` either returns a complete `Rules` or raises `RulesError`, so a reload can swap the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 if sys.version_info >= (3, 11):
@@ -28,6 +33,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "Credentials",
     "KINDS",
     "MAX_TENANT_BYTES",
     "Rule",
@@ -41,6 +47,8 @@ __all__ = [
 KINDS = ("prefix", "regex", "tag", "all")
 MAX_TENANT_BYTES = 255
 _KEYS = ("match", "tenant", "rewrite", "ttl", "drop", "max_new_series_per_minute")
+_CREDENTIAL_KEYS = ("user", "key_env", "password_env")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `[[rule]]`, possibly spaced or followed by a comment: how rule N's line is found.
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]\s*(?:#.*)?$")
 # \1 .. \99 and \g<name> / \g<1> in a rewrite (Python's template syntax).
@@ -86,12 +94,50 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """A ``[tenant."ID"]`` table: the identity user of one tenant and the environment variable
+    holding its API key or password. The secret itself is never in the file nor in here."""
+
+    tenant: str
+    user: str
+    key_env: str | None = None
+    password_env: str | None = None
+    line: int = 0
+
+    @property
+    def env(self) -> str:
+        """The variable that holds the secret."""
+        return self.key_env or self.password_env or ""
+
+    def secret(self, environ: Mapping[str, str], source: str = "<rules>") -> str:
+        """The secret from the environment; RulesError (naming the variable, never a value)
+        when it is unset or empty."""
+        value = environ.get(self.env, "")
+        if not value:
+            raise RulesError(
+                _at(
+                    source,
+                    self.line,
+                    f"tenant {self.tenant!r}: environment variable {self.env} is not set",
+                )
+            )
+        return value
+
+
+@dataclass(frozen=True)
 class Rules:
     """A complete, validated rule set, in file order."""
 
     rules: tuple[Rule, ...] = ()
     source: str = "<rules>"
     warnings: tuple[str, ...] = field(default=())
+    credentials: tuple[Credentials, ...] = ()
+
+    def tenants(self) -> tuple[str, ...]:
+        """Every tenant the file names (rules and credentials), in order of appearance."""
+        named = [r.tenant for r in self.rules if r.tenant is not None]
+        named += [c.tenant for c in self.credentials]
+        return tuple(dict.fromkeys(named))
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -106,6 +152,9 @@ class Rules:
         parts.append(f"{sum(r.rewrite is not None for r in self.rules)} rewrite")
         parts.append(f"{sum(r.max_new_series_per_minute is not None for r in self.rules)} budget")
         parts.append(f"tenants: {', '.join(tenants) if tenants else '(default only)'}")
+        if self.credentials:
+            own = ", ".join(f"{c.tenant} (user {c.user}, ${c.env})" for c in self.credentials)
+            parts.append(f"own credentials: {own}")
         return ", ".join(parts)
 
 
@@ -147,9 +196,12 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     lines = text.splitlines()
     headers = [i + 1 for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
     for key in doc:
-        if key != "rule":
+        if key not in ("rule", "tenant"):
             where = _key_line(lines, key, 0, len(lines)) or 0
-            raise RulesError(_at(source, where, f"unknown top-level key {key!r} (only [[rule]])"))
+            raise RulesError(
+                _at(source, where, f"unknown top-level key {key!r} (only [[rule]] and [tenant.ID])")
+            )
+    credentials = _credentials(doc.get("tenant", {}), source, lines)
     raw = doc.get("rule", [])
     if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
         raise RulesError(_at(source, 0, "'rule' must be an array of tables: [[rule]]"))
@@ -164,7 +216,55 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
             errors.extend(exc.errors)
     if errors:
         raise RulesError(*errors)
-    return Rules(tuple(rules), source, tuple(_warnings(tuple(rules), source)))
+    return Rules(tuple(rules), source, tuple(_warnings(tuple(rules), source)), credentials)
+
+
+def _credentials(raw: object, source: str, lines: list[str]) -> tuple[Credentials, ...]:
+    """The ``[tenant."ID"]`` tables: each tenant's identity user and secret's variable."""
+    if not isinstance(raw, dict):
+        raise RulesError(_at(source, 0, 'tenant credentials are tables: [tenant."222"]'))
+    out, errors = [], []
+    for tenant, table in raw.items():
+        header = re.compile(rf"^\s*\[\s*tenant\s*\.\s*[\"']?{re.escape(tenant)}[\"']?\s*\]")
+        line = next((i + 1 for i, text in enumerate(lines) if header.match(text)), 0)
+
+        def fail(message: str, tenant: str = tenant, line: int = line) -> None:
+            errors.append(_at(source, line, f"tenant {tenant!r}: {message}"))
+
+        problem = tenant_problem(tenant)
+        if problem:
+            fail(f"is not a valid tenant id: it {problem}")
+            continue
+        if not isinstance(table, dict):
+            fail('write a table: [tenant."ID"] with user and key_env or password_env')
+            continue
+        secrets = [k for k in table if k in ("key", "password", "apikey", "api_key")]
+        if secrets:
+            fail(
+                f"{secrets[0]!r}: secrets are never written in the rules file; name the "
+                "environment variable that holds it with key_env or password_env"
+            )
+            continue
+        unknown = [k for k in table if k not in _CREDENTIAL_KEYS]
+        if unknown:
+            fail(f"unknown key {unknown[0]!r} (known: {', '.join(_CREDENTIAL_KEYS)})")
+            continue
+        user = table.get("user")
+        if not isinstance(user, str) or not user:
+            fail("'user' is required (a non-empty string)")
+            continue
+        envs = {k: table[k] for k in ("key_env", "password_env") if k in table}
+        if len(envs) != 1:
+            fail("give exactly one of key_env and password_env")
+            continue
+        ((which, env),) = envs.items()
+        if not isinstance(env, str) or not _ENV_NAME.match(env):
+            fail(f"{which} must be an environment variable name, not {env!r}")
+            continue
+        out.append(Credentials(tenant, user, line=line, **{which: env}))
+    if errors:
+        raise RulesError(*errors)
+    return tuple(out)
 
 
 def _at(source: str, line: int, message: str) -> str:
