@@ -6,6 +6,7 @@ import pytest
 
 from fastforward.codec import DROP_REASONS
 from fastforward.stats import (
+    ALWAYS_LABELLED,
     KNOWN_STATUSES,
     LATENCY_BUCKETS,
     METRICS,
@@ -104,6 +105,8 @@ def test_samples_follow_registration_order_and_uptime_moves() -> None:
     stats = Stats()
     stats.started -= 5.0
     names = list(dict.fromkeys(n for n, _labels, _v in stats.samples()))
-    labelled_later = {"auth_requests", "worker_restarts"}  # no series before their first event
-    assert names == [n for n in METRICS if n not in labelled_later]
+    # Labelled by values known only at run time (a user, a worker, a tenant): no series before
+    # their first event.
+    assert {"auth_requests", "worker_restarts"} <= ALWAYS_LABELLED
+    assert names == [n for n in METRICS if n not in ALWAYS_LABELLED]
     assert stats.get("uptime_seconds") >= 5.0

@@ -132,7 +132,7 @@ def _known_labels() -> dict[str, list[dict[str, str]]]:
 
 KNOWN_LABELS = _known_labels()
 # Labelled by values only known at run time: no series until the first event.
-_ALWAYS_LABELLED = frozenset(
+ALWAYS_LABELLED = frozenset(
     {
         "auth_requests",
         "worker_restarts",
@@ -168,7 +168,7 @@ class Stats:
             if kind == "histogram":
                 self._values[name] = {_key({"le": _le(b)}): 0 for b in (*LATENCY_BUCKETS, math.inf)}
                 self._values[name][()] = 0.0
-            elif name not in KNOWN_LABELS and name not in _ALWAYS_LABELLED:
+            elif name not in KNOWN_LABELS and name not in ALWAYS_LABELLED:
                 self._values[name][()] = 0
         self._collectors: list[Callable[[Stats], None]] = []
         self.started = time.monotonic()
