@@ -94,6 +94,9 @@ class Service:
         self.receivers = Receivers(
             config, self.encoder, self.forwarder, self.stats, sockets=sockets
         )
+        # One memory cap: the connections' read buffers count with the bodies.
+        read_memory = self.receivers.read_memory
+        self.forwarder.outbox.count_also(lambda: read_memory.used)
         self.admin: AdminServer | None = None
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)
