@@ -5,7 +5,7 @@
         --compare fastforward=@fastforward --compare io-floor=@io-floor --json-out runs.jsonl \\
         --attach "{PEERS}/pyspy-venv/bin/py-spy record --nonblocking -r 1000 --format raw \\
         -o {RUN_DIR}/profile.txt --pid {PID}"
-    python3 bench/breakdown.py [--src OTHER_CHECKOUT/src] runs.jsonl
+    python3 bench/breakdown.py [--src NAME=OTHER_CHECKOUT/src ...] runs.jsonl
 
 Every sampled stack (``--format raw``: frames separated by ``;``, then a count) goes to the first
 part whose marker it contains, innermost frames checked first, so a recv inside the HTTP client
@@ -44,32 +44,30 @@ PARTS = [
     ("gevent scheduling: the hub loop, switches, events", ("gevent/",)),
 ]
 OTHER = "other: stats, logging, interpreter"
-ROOTS = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")]
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 _lines: dict[str, list[str]] = {}
 
 
-def source_line(where: str) -> str:
-    """The source text of ``fastforward/x.py:N`` under the first root that has it."""
+def source_line(where: str, root: str) -> str:
+    """The source text of ``fastforward/x.py:N`` under `root`."""
     path, _, num = where.rpartition(":")
-    if path not in _lines:
-        _lines[path] = []
-        for root in ROOTS:
-            try:
-                with open(os.path.join(root, path)) as f:
-                    _lines[path] = f.read().splitlines()
-                break
-            except OSError:
-                continue
-    text = _lines[path]
+    key = os.path.join(root, path)
+    if key not in _lines:
+        try:
+            with open(key) as f:
+                _lines[key] = f.read().splitlines()
+        except OSError:
+            _lines[key] = []
+    text = _lines[key]
     return text[int(num) - 1] if num.isdigit() and 0 < int(num) <= len(text) else ""
 
 
-def part_of(stack: str) -> str:
+def part_of(stack: str, root: str = SRC) -> str:
     frames = stack.split(";")
     for f in reversed(frames):
         where = f[f.rfind("(") + 1 : -1] if f.endswith(")") else ""
         if where.startswith("fastforward/"):
-            if any(call in source_line(where) for call in CODEC_CALLS):
+            if any(call in source_line(where, root) for call in CODEC_CALLS):
                 return CODEC
             break
     for part, markers in PARTS:
@@ -80,8 +78,10 @@ def part_of(stack: str) -> str:
 
 def main() -> int:
     args = sys.argv[1:]
-    while args[:1] == ["--src"] and len(args) > 2:  # more source roots (another checkout)
-        ROOTS.append(args[1])
+    roots: dict[str, str] = {}  # forwarder name -> its source tree (default: this checkout)
+    while args[:1] == ["--src"] and len(args) > 2:
+        name, _, root = args[1].partition("=")
+        roots[name] = root
         args = args[2:]
     if len(args) != 1:
         print(__doc__)
@@ -100,7 +100,7 @@ def main() -> int:
             for line in open(path, errors="replace"):
                 stack, _, count = line.rstrip("\n").rpartition(" ")
                 if count.isdigit():
-                    samples[part_of(stack)] += int(count)
+                    samples[part_of(stack, roots.get(fwd, SRC))] += int(count)
         n = rs[0]["n"]
         cpu = statistics.median(r["cpu_s"] for r in rs)
         user = statistics.median(r.get("user_s", 0.0) for r in rs)

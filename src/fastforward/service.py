@@ -32,6 +32,7 @@ from .config import Config
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .forwarder import Forwarder
+from .memtune import tune_malloc
 from .pidfile import PidFile
 from .receiver import Receivers
 from .spool import Spool, SpoolRefused
@@ -49,6 +50,7 @@ class Service:
 
     def __init__(self, config: Config, *, sockets: dict[str, socket.socket] | None = None) -> None:
         """``sockets``: listeners a supervisor bound already (``--workers``), by endpoint text."""
+        tune_malloc()  # megabyte bodies from the heap, not fresh pages each time
         self.config = config
         self.stats = Stats()
         self.encoder = Encoder(**config.encoder_options())
