@@ -31,7 +31,7 @@ PARTS = [
     ("gzip", ("gzip_body", "compression.py")),
     (
         "HTTP client: urllib3 / requests / http.client and their socket calls",
-        ("BluefloodClient.post", "urllib3/", "requests/", "http/client.py", "iofloor.py:post"),
+        ("BluefloodClient.post", "urllib3/", "requests/", "http/client.py"),
     ),
     (
         "hand-over: bodies to the outbox, gate, kick, senders",
