@@ -205,12 +205,19 @@ def proc_tree(root: int) -> list[int]:
 
 def tree_cpu(root: int) -> float:
     """CPU seconds (user+sys, reaped children included) of the tree under ``root``."""
-    ticks = 0
+    user, system = tree_cpu_split(root)
+    return user + system
+
+
+def tree_cpu_split(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds, reaped children included, of the tree under ``root``."""
+    user = system = 0
     for p in proc_tree(root):
         st = _stat(p)
         if st:
-            ticks += sum(int(x) for x in st[11:15])  # utime stime cutime cstime
-    return ticks / CLK
+            user += int(st[11]) + int(st[13])  # utime cutime
+            system += int(st[12]) + int(st[14])  # stime cstime
+    return user / CLK, system / CLK
 
 
 def tree_mem(root: int) -> tuple[float, float]:
@@ -384,6 +391,7 @@ def one_run(
             attach = subprocess.Popen(acmd, stdout=logs[-1], stderr=subprocess.STDOUT)
         time.sleep(a.warmup)  # let it finish starting (imports, JIT-free warm caches)
         cpu0 = tree_cpu(proc.pid)
+        user0, sys0 = tree_cpu_split(proc.pid)
         sink_cpu0 = tree_cpu(sink.pid)  # the sink shares the cores: show what it costs
 
         lg_cmd = [
@@ -438,6 +446,8 @@ def one_run(
             time.sleep(a.poll)
         if proc.poll() is None:
             res["cpu_s"] = round(tree_cpu(proc.pid) - cpu0, 3)
+            user1, sys1 = tree_cpu_split(proc.pid)
+            res["user_s"], res["sys_s"] = round(user1 - user0, 3), round(sys1 - sys0, 3)
             res["rss_peak_mb"] = round(tree_mem(proc.pid)[0], 1)
         res["sink_cpu_s"] = round(tree_cpu(sink.pid) - sink_cpu0, 3)
         out, err = lg.communicate(timeout=a.timeout + a.seconds + 30)

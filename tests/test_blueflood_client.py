@@ -6,6 +6,8 @@ import email.utils
 import io
 import json
 import socket
+import ssl
+import threading
 import time
 
 import gevent
@@ -18,6 +20,7 @@ from tests.fake_blueflood import (
     Scripted,
     fake_blueflood,  # noqa: F401 - fixture
 )
+from tests.integration.test_daemon import _self_signed
 
 
 def body(*names: str, ct: int | None = None, value: object = 1.5) -> bytes:
@@ -203,3 +206,49 @@ def test_an_http_failure_is_its_status(client, fake_blueflood):  # noqa: F811
     fake_blueflood.push(503)
     outcome = post(client, body("a"))
     assert outcome.kind is Kind.RETRY and outcome.failure == "HTTP 503"
+
+
+def _tls_blueflood(cert: str, key: str, answers: int) -> tuple[str, threading.Thread]:
+    """An HTTPS "Blueflood" on loopback answering 200 to `answers` connections, one POST each."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with listener:
+            for _ in range(answers):
+                raw, _addr = listener.accept()
+                try:
+                    with ctx.wrap_socket(raw, server_side=True) as conn:
+                        data = b""
+                        while b"\r\n\r\n" not in data:
+                            data += conn.recv(65536)
+                        head, _, rest = data.partition(b"\r\n\r\n")
+                        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                        while len(rest) < length:
+                            rest += conn.recv(65536)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                except (ssl.SSLError, OSError):
+                    pass  # the client refused our certificate
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"https://localhost:{port}", thread
+
+
+def test_tls_is_verified_against_the_ca_bundle_from_the_environment(stats, tmp_path, monkeypatch):
+    key, cert = _self_signed(tmp_path)
+    url, server = _tls_blueflood(cert, key, answers=2)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    untrusted = BluefloodClient(url, "t1", stats, timeout=5)
+    outcome = post(untrusted, body("a"))
+    assert outcome.kind is Kind.RETRY and outcome.status is None
+    assert outcome.failure.startswith("TLS error"), outcome.failure
+    untrusted.close()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    trusted = BluefloodClient(url, "t1", stats, timeout=5)
+    assert post(trusted, body("a")).kind is Kind.OK
+    trusted.close()
+    server.join(timeout=10)

@@ -18,6 +18,7 @@ from fastforward.framing import (
     LineFraming,
     OversizeFrame,
     ReadBuffer,
+    ReadMemory,
     frame_stop,
     mid_record,
     oversize_detail,
@@ -187,3 +188,34 @@ def test_mid_record_tells_where_a_close_may_cut(
     receive(rb, b"consumed\n" + pending)
     rb.start = len(b"consumed\n")
     assert mid_record(rb, protocol) is inside
+
+
+def test_read_buffers_count_their_capacity_and_stop_growing_at_the_cap() -> None:
+    memory = ReadMemory(limit=3 * INITIAL_BUFFER)
+    fast = ReadBuffer(memory=memory)
+    other = ReadBuffer(memory=memory)
+    assert memory.used == 2 * INITIAL_BUFFER
+    fast.start = fast.end = 0
+    fast.grow()  # 32 KiB would put the total at 48 KiB: just fits
+    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    fast.grow()  # 64 KiB would pass the cap: refused, reads stay 32 KiB
+    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    # A buffer full of one unfinished record still grows: it could not progress otherwise.
+    other.end = len(other.buf)
+    other.grow()
+    assert len(other.buf) == 2 * INITIAL_BUFFER and memory.used == 4 * INITIAL_BUFFER
+    # Over the cap, an emptied buffer goes back to the initial size; a closed one stops counting.
+    fast.shrink()
+    assert len(fast.buf) == INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    other.release()
+    assert memory.used == INITIAL_BUFFER
+
+
+def test_without_a_cap_a_fast_connection_grows_to_the_full_read_buffer() -> None:
+    memory = ReadMemory()
+    rb = ReadBuffer(memory=memory)
+    while len(rb.buf) < READ_BUFFER:
+        rb.grow()
+    assert memory.used == READ_BUFFER
+    rb.release()
+    assert memory.used == 0

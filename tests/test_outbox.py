@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fastforward.framing import INITIAL_BUFFER, ReadBuffer, ReadMemory
 from fastforward.outbox import Batch, Outbox
 from fastforward.stats import Stats
 
@@ -142,3 +143,20 @@ def test_clear_forgets_everything(stats: Stats):
     outbox.clear()
     assert (outbox.bytes, outbox.datapoints, len(outbox)) == (0, 0, 0)
     assert not outbox.inflight and outbox.idle.is_set() and not outbox.has_work.is_set()
+
+
+def test_the_gate_closes_when_read_buffers_alone_reach_the_cap(stats: Stats):
+    memory = ReadMemory(limit=4 * INITIAL_BUFFER)
+    outbox = Outbox(4 * INITIAL_BUFFER, stats)
+    outbox.count_also(lambda: memory.used)
+    connections = [ReadBuffer(memory=memory) for _ in range(4)]
+    outbox.update_gate()
+    assert outbox.gate.is_set()  # exactly at the cap: still open
+    connections.append(ReadBuffer(memory=memory))  # one more sender, no body anywhere
+    outbox.update_gate()
+    assert not outbox.gate.is_set() and outbox.bytes == 0
+    assert outbox.memory_bytes == 5 * INITIAL_BUFFER
+    for rb in connections[:2]:
+        rb.release()  # two senders went away: 3/4 of the cap, under the 80% to resume
+    outbox.update_gate()
+    assert outbox.gate.is_set()

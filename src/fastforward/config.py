@@ -257,8 +257,9 @@ class Config:
         metavar="BYTES",
         section="limits",
         check=checks.at_least(1_048_576),
-        help="Memory cap on bodies waiting and in flight; at the cap, reading from sockets "
-        "pauses (TCP backpressure) instead of dropping.",
+        help="Memory cap on everything held for data (bodies waiting, in flight and being "
+        "filled, connection read buffers); at the cap, reading from sockets pauses (TCP "
+        "backpressure) instead of dropping.",
     )
     max_past: float = option(
         259200.0,

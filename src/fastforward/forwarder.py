@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -87,6 +88,10 @@ class Forwarder:
     def kick(self) -> None:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
         self.flusher.kick()
+
+    def count_also(self, holder: Callable[[], int]) -> None:
+        """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
+        self.outbox.count_also(holder)
 
     def stop(self, timeout: float) -> int:
         """Flush everything (partial body included) and send until ``timeout`` seconds pass.

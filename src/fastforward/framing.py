@@ -31,20 +31,42 @@ PLAINTEXT_HINT = f"{LOOKS_LIKE_PLAINTEXT}: use --protocol line or --line-endpoin
 _unpack_len = struct.Struct("!I").unpack_from
 
 
+class ReadMemory:
+    """The capacity of every connection's read buffer, in one counter the memory cap sees.
+
+    `limit` is ``--max-buffer-bytes``: a buffer grows only while the total stays under it, and
+    an empty buffer over the initial size shrinks back when the total is at it, so a thousand
+    fast senders cannot hold 256 KiB each beyond the cap (they read in smaller chunks instead).
+    """
+
+    __slots__ = ("used", "limit")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.used = 0
+        self.limit = limit  # 0: no cap (growth is never refused)
+
+    def may_add(self, extra: int) -> bool:
+        return not self.limit or self.used + extra <= self.limit
+
+
 class ReadBuffer:
     """Bytes read from one connection: ``buf[start:end]`` is received and not yet consumed.
 
     Reads go into ``mv[end:]`` (a memoryview, so ``recv_into`` copies nothing) and records are
-    handed on as slices of ``mv``. The unread tail moves to the front only when needed.
+    handed on as slices of ``mv``. The unread tail moves to the front only when needed. With a
+    `ReadMemory`, the buffer's capacity is counted there until `release`.
     """
 
-    __slots__ = ("buf", "mv", "start", "end")
+    __slots__ = ("buf", "mv", "start", "end", "memory")
 
-    def __init__(self, size: int = INITIAL_BUFFER) -> None:
+    def __init__(self, size: int = INITIAL_BUFFER, memory: ReadMemory | None = None) -> None:
         self.buf = bytearray(size)
         self.mv = memoryview(self.buf)
         self.start = 0
         self.end = 0
+        self.memory = memory
+        if memory is not None:
+            memory.used += size
 
     def sample(self) -> bytes:
         """The first unconsumed bytes (at most SAMPLE_BYTES), for a log line or a reject."""
@@ -57,27 +79,52 @@ class ReadBuffer:
         if need <= size and self.start > 0 and (self.end == size or self.start + need > size):
             self.buf[:pending] = bytes(self.mv[self.start : self.end])  # occasional
         elif need > size:
-            new = bytearray(max(need, min(size * 2, need * 2)))
-            new[:pending] = self.mv[self.start : self.end]
-            self.mv.release()
-            self.buf = new
-            self.mv = memoryview(new)
+            self._replace(max(need, min(size * 2, need * 2)), pending)
         else:
             return
         self.start, self.end = 0, pending
 
+    def _replace(self, size: int, keep: int) -> None:
+        """A new buffer of `size` bytes holding the `keep` unconsumed ones, at the front."""
+        new = bytearray(size)
+        new[:keep] = self.mv[self.start : self.start + keep]
+        if self.memory is not None:
+            self.memory.used += size - len(self.buf)
+        self.mv.release()
+        self.buf = new
+        self.mv = memoryview(new)
+
     def grow(self) -> None:
-        """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs)."""
-        if len(self.buf) < READ_BUFFER:
-            self.make_room(min(READ_BUFFER, 2 * len(self.buf)))
+        """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs),
+        unless the read buffers together are at the memory cap (a buffer full of one unfinished
+        record grows anyway: it cannot make progress otherwise)."""
+        size = len(self.buf)
+        if size < READ_BUFFER:
+            bigger = min(READ_BUFFER, 2 * size)
+            stuck = self.start == 0 and self.end == size
+            if stuck or self.memory is None or self.memory.may_add(bigger - size):
+                self.make_room(bigger)
 
     def shrink(self) -> None:
-        """After a frame larger than the read buffer, give the memory back once it is empty."""
-        if len(self.buf) > READ_BUFFER and self.start == self.end:
-            self.mv.release()
-            self.buf = bytearray(READ_BUFFER)
-            self.mv = memoryview(self.buf)
-            self.start = self.end = 0
+        """Once empty, give memory back: after a frame larger than the read buffer, and down to
+        the initial size while the read buffers together are at the memory cap."""
+        if self.start != self.end:
+            return
+        size = len(self.buf)
+        if size > READ_BUFFER:
+            target = READ_BUFFER
+        elif size > INITIAL_BUFFER and self.memory is not None and not self.memory.may_add(0):
+            target = INITIAL_BUFFER
+        else:
+            return
+        self.start = self.end = 0
+        self._replace(target, 0)
+
+    def release(self) -> None:
+        """The connection is closed: its buffer no longer counts."""
+        if self.memory is not None:
+            self.memory.used -= len(self.buf)
+            self.memory = None
 
 
 # -- pickle -------------------------------------------------------------------------------------

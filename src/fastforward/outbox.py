@@ -91,6 +91,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.stats = stats
         self.pending = pending  # bytes still inside the encoder
+        self.holders: list[Callable[[], int]] = []  # other memory held for data (read buffers)
         self.queue: deque[Batch] = deque()
         self.inflight: set[Batch] = set()
         self.bytes = 0  # queued + in flight
@@ -109,9 +110,18 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.queue)
 
+    def count_also(self, holder: Callable[[], int]) -> None:
+        """Count `holder()` bytes against the cap too (the receivers' read buffers)."""
+        self.holders.append(holder)
+
     @property
     def memory_bytes(self) -> int:
-        return self.bytes + self.pending()
+        """Everything held for data: bodies queued and in flight, bodies being filled in the
+        encoder, and whatever `count_also` added."""
+        held = self.bytes + self.pending()
+        for holder in self.holders:
+            held += holder()
+        return held
 
     @property
     def over_cap(self) -> bool:

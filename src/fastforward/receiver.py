@@ -41,6 +41,7 @@ from .framing import (
     LineFraming,
     OversizeFrame,
     ReadBuffer,
+    ReadMemory,
     frame_stop,
     mid_record,
     oversize_detail,
@@ -103,8 +104,8 @@ class _Conn(ReadBuffer):
         "last_budget",
     )
 
-    def __init__(self, sock: Any, peer: str, size: int) -> None:
-        super().__init__(size)
+    def __init__(self, sock: Any, peer: str, size: int, memory: ReadMemory) -> None:
+        super().__init__(size, memory)
         self.sock = sock
         self.peer = peer
         self.drain_until = 0.0  # > 0 once closing began (shutdown or age): the deadline
@@ -189,7 +190,7 @@ class _StreamListener:
                         "%s: TLS handshake with %s failed: %s", self.endpoint.text, peer, exc
                     )
                     return
-            conn = _Conn(sock, peer, INITIAL_BUFFER)
+            conn = _Conn(sock, peer, INITIAL_BUFFER, owner.read_memory)
             conn.drain_until = owner.drain_until
             conn.age_at = age_deadline(owner.config.max_connection_age, time.monotonic())
             serve = self._serve_pickle if self.protocol == "pickle" else self._serve_lines
@@ -208,6 +209,8 @@ class _StreamListener:
             log.info("connection from %s ended: %s", peer, exc)
         finally:
             owner.intake.settle(peer)
+            if conn is not None:
+                conn.release()
             owner.running.discard(me)
             owner.open_connections -= 1
             stats.set("connections_open", owner.open_connections)
@@ -428,6 +431,7 @@ class _StreamListener:
                 owner.intake.dropped(conn.peer, "line_too_long", head, lines.overlong_detail())
             if conn.start == conn.end:
                 conn.start = conn.end = 0
+                conn.shrink()
             if filled:
                 conn.grow()
             if owner.encoder.ready_bodies:
@@ -561,6 +565,8 @@ class Receivers:
         self.running: set[Any] = set()  # connection greenlets that have begun running
         self._sockets = sockets or {}  # pre-bound by a supervisor (--workers), by endpoint text
         self.listeners: list[_StreamListener | _UdpListener] = []
+        # Every connection's read buffer, counted against --max-buffer-bytes with the outbox.
+        self.read_memory = ReadMemory(int(config.max_buffer_bytes))
 
     def start(self) -> None:
         try:

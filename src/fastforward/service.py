@@ -31,6 +31,7 @@ from .config import Config
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .lifecycle import Signals
+from .memtune import tune_malloc
 from .pidfile import PidFile
 from .receiver import Receivers
 from .spool import Spool, SpoolRefused
@@ -49,6 +50,7 @@ class Service:
 
     def __init__(self, config: Config, *, sockets: dict[str, socket.socket] | None = None) -> None:
         """``sockets``: listeners a supervisor bound already (``--workers``), by endpoint text."""
+        tune_malloc()  # megabyte bodies from the heap, not fresh pages each time
         self.config = config
         self.stats = Stats()
         self.encoder = Encoder(**config.encoder_options())
@@ -94,6 +96,9 @@ class Service:
         self.receivers = Receivers(
             config, self.encoder, self.forwarder, self.stats, sockets=sockets
         )
+        # One memory cap: the connections' read buffers count with the bodies.
+        read_memory = self.receivers.read_memory
+        self.forwarder.count_also(lambda: read_memory.used)
         self.admin: AdminServer | None = None
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)

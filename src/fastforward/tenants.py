@@ -194,6 +194,7 @@ class TenantForwarder:
         self.stopping = False
         self._report: gevent.Greenlet | None = None
         self._tuning: dict[str, float] = {}
+        self._holders: list[Callable[[], int]] = []  # more bytes held for data (read buffers)
         self._lane(None)
         for tenant in [*tenants, *self.posters]:
             if not self.multi and tenant != self.default_tenant:
@@ -346,9 +347,14 @@ class TenantForwarder:
 
     # ---- memory -----------------------------------------------------------------------------
 
+    def count_also(self, holder: Callable[[], int]) -> None:
+        """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
+        self._holders.append(holder)
+
     @property
     def memory_bytes(self) -> int:
-        return sum(lane.outbox.bytes for lane in self.lanes.values()) + self.encoder.pending_bytes
+        held = sum(lane.outbox.bytes for lane in self.lanes.values()) + self.encoder.pending_bytes
+        return held + sum(holder() for holder in self._holders)
 
     def _relieve_all(self) -> None:
         """New shares, each lane's own relief (a failing lane over its share spools), the gate."""
