@@ -8,6 +8,14 @@ opcodes itself, one small function per group of opcodes; it never calls ``pickle
 Decisions the contract leaves open are marked ``DECISION:`` below; the compiled codec matches
 them, and the parity tests (tests/test_codec_parity.py) hold both to them. Limits, defaults and
 the check of the Encoder's arguments come from ``_codec_rules``, shared with the compiled codec.
+
+Two paths decode a frame. The reference is ``_Walker`` (``_loads``): it alone defines what a
+frame means, including every error and its offset, and ``safe_loads`` uses only it. Beside it,
+``_carbon_frame`` reads only the shapes carbon senders write, because the twin runs wherever no
+compiled wheel exists and the reference walker alone costs about twice the CPU per datapoint
+(figures at ``_carbon_frame``). The fast reader returns the same value or declines, and a
+declined frame is decoded from its start by the reference walker; everything after decoding
+is shared. Read the reference walker first.
 """
 
 from __future__ import annotations
@@ -508,10 +516,11 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
 # =============================================================================================
 #
 # Why it exists: the reference walker above pays a table look-up, a call and the general stack
-# rules per opcode; on carbon-relay's frames that made the twin cost 6.3 us of CPU per
-# datapoint, against 3.7 us for the earlier speed-tuned twin (bench/codec.py). The twin is what
-# runs without a compiled wheel, so that measurement decides. This reader knows only the shapes
-# real senders write (docs/carbon-protocol.md, section 1.4):
+# rules per opcode. On carbon-relay's frames (bench/codec.py --cpu --cases twin: frames of 500,
+# CPU time, interleaved runs) the twin cost 5.9-6.1 us per datapoint with the reference walker
+# alone and 2.9 us with this reader in front; the earlier speed-tuned twin took 3.4-3.7 us.
+# The twin is what runs without a compiled wheel, so that measurement decides. This reader
+# knows only the shapes real senders write (docs/carbon-protocol.md, section 1.4):
 #
 #     PROTO? FRAME? EMPTY_LIST put? (MARK item* APPENDS | item APPEND)* STOP    (carbon-relay)
 #     PROTO? FRAME? MARK item* LIST put? STOP                                   (carbon-relay-ng)
