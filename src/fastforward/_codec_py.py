@@ -530,6 +530,9 @@ def _loads(data: bytes, max_frame_bytes: int, max_items: int) -> tuple[object, i
 #     number := BINFLOAT | BININT | BININT1 | BININT2 | LONG1
 #     put    := BINPUT | LONG_BINPUT | MEMOIZE, numbering the memo 0, 1, 2, ... in order
 #
+# (Protocol 4 and 5 pickles larger than 64 KiB carry FRAME opcodes between values: those go to
+# the reference walker; carbon-relay writes protocol 2.)
+#
 # It returns the very value the reference walker builds for such a frame, and None for
 # anything else: another opcode or order, a memo index out of sequence, text that is not
 # UTF-8, a length past the end, more items than allowed, a frame over the byte limit. The
