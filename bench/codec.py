@@ -12,6 +12,9 @@ carbon-relay sends them. Cases, all in one process on the same frames:
 - ``lines compiled``: the same datapoints as plaintext lines through ``add_lines``
 
     .venv/bin/python bench/codec.py [--datapoints N] [--per-frame K] [--reps R] [--clock cpu]
+
+``--clock cpu`` (or ``--cpu``) times each run in process CPU time instead of wall time (steadier on
+a shared host, and the yardstick for e2e.py's datapoints per CPU-second).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         help="cpu: per CPU-second of this process (the yardstick for e2e.py's per CPU-s)",
     )
     ap.add_argument("--cases", default="", help="comma-separated subset of the case names")
+    ap.add_argument("--cpu", action="store_true", help="the same as --clock cpu")
     a = ap.parse_args(argv)
     frames, chunks, now_ms = make_input(a.datapoints, a.per_frame, a.series)
     n = a.datapoints
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     wanted = [c.strip() for c in a.cases.split(",") if c.strip()]
     print(
         f"python {sys.version.split()[0]}, {n:,} datapoints, {len(frames)} frames of "
-        f"{a.per_frame}, {sum(map(len, frames)):,} pickle bytes, median of {a.reps}",
+        f"{a.per_frame}, {sum(map(len, frames)):,} pickle bytes, median of {a.reps}"
+        f" ({'CPU' if a.cpu else 'wall'} time)",
         file=sys.stderr,
     )
     print("| case | datapoints/s median (min-max) | ns/datapoint |")
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, fn in cases.items():
         if wanted and not any(w in name for w in wanted):
             continue
-        ts = run(fn, a.reps, time.process_time if a.clock == "cpu" else time.perf_counter)
+        cpu = a.clock == "cpu" or a.cpu
+        ts = run(fn, a.reps, time.process_time if cpu else time.perf_counter)
         med = statistics.median(ts)
         print(
             f"| {name} | {n / med / 1e6:.2f}M ({n / max(ts) / 1e6:.2f}-{n / min(ts) / 1e6:.2f}M)"

@@ -235,7 +235,7 @@ class BluefloodClient:
             self._manager = urllib3.PoolManager(**pool_options)
             self._direct = self._manager.connection_from_url(self.url)
         self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
-        self._own_path = urllib3.util.parse_url(self.url).path  # the URL's path, for _direct
+        self._own_path = urllib3.util.parse_url(self.url).path or "/"  # the path, for _direct
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
         # Never a tenantId header: Blueflood would take it over the URL tenant.
         self._headers = {
@@ -262,7 +262,7 @@ class BluefloodClient:
         for another tenant (a spooled one) still goes to that tenant's plain ingest URL.
         """
         self.url = f"{self.url_for(self.tenant)}/multi"
-        self._own_path = urllib3.util.parse_url(self.url).path
+        self._own_path = urllib3.util.parse_url(self.url).path or "/"
 
     def post(self, body: bytes, tenant: str | None = None) -> Outcome:
         """POST one body to ``tenant`` (default: the client's own)."""
