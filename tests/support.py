@@ -11,11 +11,17 @@ probe and their bind another process may take the port; that race is why nothing
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
 
 import gevent
+
+# fastforward's log line for each listener it bound (port 0 included): kind, protocol, host, port.
+LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
+# Its log line for the admin endpoint (/health, /metrics) it bound: host, port.
+ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
 
 
 def wait_until(

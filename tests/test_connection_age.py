@@ -17,7 +17,8 @@ import pytest
 from fastforward import receiver
 from fastforward.config import ConfigError, load
 from fastforward.receiver import QUIET_GAP, age_deadline
-from tests.test_receiver import connect, frame, make, names, wait_until
+from tests.support import wait_until
+from tests.test_receiver import connect, frame, make, names
 
 __all__ = ["make"]  # the fixture, shared with test_receiver
 
@@ -103,9 +104,13 @@ def test_ageing_waits_for_the_end_of_a_line(make) -> None:  # noqa: ANN001
     )  # fmt: skip
     ts = int(time.time())
     with connect(ports["tcp/line"]) as s:
-        gevent.sleep(0.2)  # the age is reached: the next read starts the close
+        wait_until(lambda: r.open_connections == 1, what="the connection accepted")
+        # What this waits for is time itself: the age (0.1 s, at most 10 % jitter) has passed
+        # since the accept, so the next read starts the close.
+        aged_at = time.monotonic() + 0.1 * 1.1
+        wait_until(lambda: time.monotonic() > aged_at, what="the connection's age reached")
         s.sendall(f"first 1 {ts}\nsecond 2".encode())
-        gevent.sleep(6 * QUIET_GAP)  # a pause inside a line is not a boundary
+        gevent.sleep(6 * QUIET_GAP)  # the sender's pause: inside a line it is not a boundary
         s.sendall(f" {ts}\n".encode())
     wait_until(lambda: r.open_connections == 0)
     assert names(r.encoder) == ["first", "second"]
@@ -130,7 +135,9 @@ def test_ageing_waits_out_backpressure_and_loses_nothing(
             s.sendall(frame([(f"held.{f}.{i}", (ts, i)) for i in range(10)]))
             sent += 10
             gevent.sleep(0.02)
-        gevent.sleep(1.5)
+        # The scenario, not a wait for something: the backpressure outlasts the bound on
+        # closing three times over before reading resumes.
+        gevent.sleep(3 * receiver.AGED_CLOSE_SECONDS)
         r.flow.gate.set()
         wait_until(lambda: r.open_connections == 0, 10)
     assert r.stats.get("connections_aged") == 1

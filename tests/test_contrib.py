@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import gevent
 import pytest
 
 from fastforward import cli, config, stats
+from tests.support import ADMIN, LISTENING, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "docker-entrypoint.sh"
@@ -321,12 +323,11 @@ def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
     # /health answering, and SIGTERM stops it cleanly.
     ff = _real_fastforward()
     assert ff is not None
-    port, admin_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ORIGINAL_VARS}
     env = {k: v for k, v in env.items() if not k.startswith("FASTFORWARD_")}
     env.update(
         PATH=f"{Path(ff).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
-        ENDPOINT=f"tcp:port={port}:interface=127.0.0.1",
+        ENDPOINT="tcp:port=0:interface=127.0.0.1",
         BLUEFLOOD_URL="-",
         METRIC_PREFIX="pfx",
         METRICS_SEND_INTERVAL="0.2",
@@ -334,7 +335,7 @@ def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
         KEYSTONE_KEY="not-used-in-a-dry-run",
         TWISTED_LOG_LEVEL="INFO",
         SPOOL_DIR=str(tmp_path / "spool"),
-        ADMIN_PORT=str(admin_port),
+        ADMIN_PORT="0",  # the kernel picks; the test reads the port back from the log
         ADMIN_INTERFACE="127.0.0.1",
     )
     proc = subprocess.Popen(
@@ -345,8 +346,11 @@ def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    log = _LogReader(proc)
     try:
-        sock = _connect_when_listening(proc, port)
+        port = log.port(LISTENING, 4, "the pickle listener")
+        admin_port = log.port(ADMIN, 2, "the admin endpoint")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         ts = int(time.time())
         frame = pickle.dumps([("entry.check", (ts, 7))], protocol=2)
         with sock:
@@ -365,7 +369,6 @@ def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
                 "metricName": "pfx.entry.check",
             }
         ]
-        _connect_when_listening(proc, admin_port).close()
         healthy = _run_healthcheck(admin_port)
         assert healthy.returncode == 0, healthy.stderr
         proc.send_signal(signal.SIGTERM)
@@ -375,7 +378,8 @@ def test_entrypoint_starts_the_real_fastforward(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        log.close()
 
 
 def _run_healthcheck(admin_port: int) -> subprocess.CompletedProcess[str]:
@@ -387,21 +391,36 @@ def _run_healthcheck(admin_port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _LogReader:
+    """Collects a child's stderr (its log) in a thread, so the test can wait on what it says."""
 
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
 
-def _connect_when_listening(proc: subprocess.Popen[str], port: int) -> socket.socket:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, f"exited {proc.returncode}: {proc.communicate()[1][-3000:]}"
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=1)
-        except OSError:
-            assert time.monotonic() < deadline, "never listened"
-            time.sleep(0.05)
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        self.lines.extend(self.proc.stderr)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def port(self, pattern: re.Pattern[str], group: int, what: str) -> int:
+        """The first port ``pattern`` finds in the log (its ``group``), once it is there."""
+
+        def found() -> re.Match[str] | None:
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.text()[-3000:]}"
+            return pattern.search(self.text())
+
+        wait_until(found, 30, what)
+        match = found()
+        assert match is not None
+        return int(match.group(group))
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ import pytest
 
 from fastforward.auth import TokenProvider
 from fastforward.blueflood import BluefloodClient
+from fastforward.flushing import BURST_QUIET
 from fastforward.forwarder import Forwarder
 from fastforward.outbox import split_body
 from fastforward.stats import Stats
 from fastforward.target import reminder_seconds
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, Scripted
+from tests.support import wait_until
 
 
 class FakeEncoder:
@@ -112,10 +114,23 @@ def config(**kw) -> SimpleNamespace:
     return SimpleNamespace(**base)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    with gevent.Timeout(timeout, AssertionError(f"condition not met in {timeout}s")):
-        while not predicate():
-            gevent.sleep(0.01)
+def count_hand_overs(fwd: Forwarder) -> list[int]:
+    """Count the flusher's hand-overs to the outbox (interval, burst end, kick), so that a test
+    can wait for several flushes to have passed instead of sleeping through them."""
+    count = [0]
+    inner = fwd.flusher.moved
+
+    def moved() -> None:
+        count[0] += 1
+        inner()
+
+    fwd.flusher.moved = moved
+    return count
+
+
+def settled(fwd: Forwarder) -> bool:
+    """Nothing queued, in flight or held: no body is left that could be sent (again)."""
+    return fwd.outbox.idle.is_set() and fwd.outbox.datapoints == 0
 
 
 def answer_while_down(bf: FakeBlueflood, status: int) -> list[bool]:
@@ -179,13 +194,16 @@ def test_exactly_once_when_nothing_fails_with_slow_posts(bf, stopper):
     bf.delay = 0.1
     fwd, enc, stats = make(bf, interval=0.02, concurrency=3)
     stopper.append(fwd)
+    hand_overs = count_hand_overs(fwd)
     for _ in range(20):
         enc.add(100)
         fwd.kick()
-        gevent.sleep(0.01)
+        gevent.sleep(0.01)  # the input's pace: bodies arrive while earlier POSTs are slow
     enc.add(37)  # a partial body, flushed by the interval
     wait_until(lambda: bf.stored == 2037)
-    gevent.sleep(0.3)  # a few more flush intervals: nothing may be sent again
+    # Ten more flushes with every answer read and nothing left: nothing may be sent again.
+    after = hand_overs[0] + 10
+    wait_until(lambda: hand_overs[0] >= after and settled(fwd), what="ten more flushes")
     assert bf.received == 2037 and bf.duplicates == 0
     assert stats.get("datapoints_sent") == 2037
     assert stats.get("bodies_sent") == len(bf.ingests())
@@ -214,7 +232,9 @@ def test_slow_input_waits_for_the_interval(bf, stopper):
     stopper.append(fwd)
     for _ in range(5):
         enc.add(3)
-        gevent.sleep(0.1)  # well past the burst-end quiet time, but no body was ever full
+        # The input's pace, slower than the burst-end quiet time; no body is ever full, so
+        # nothing kicks the flusher and only the interval (60 s) may send.
+        gevent.sleep(2 * BURST_QUIET)
     assert bf.stored == 0 and enc.pending_datapoints == 15
 
 
@@ -239,7 +259,7 @@ def test_207_logs_rejected_metrics_and_is_not_retried(bf, stopper, caplog):
     fwd.kick()
     fwd.flusher.move(partial=True)
     wait_until(lambda: stats.get("datapoints_rejected") == 1)
-    gevent.sleep(0.2)
+    wait_until(lambda: settled(fwd), what="the body finished with, not queued for a retry")
     assert len(bf.ingests()) == 1 and bf.stored == 3
     assert stats.get("datapoints_rejected", source="collectionTime") == 1
     assert stats.get("datapoints_sent") == 3
@@ -253,7 +273,7 @@ def test_400_per_metric_errors_drop_the_body(bf, stopper):
     enc.add(4, ct=1000)
     fwd.flusher.move(partial=True)
     wait_until(lambda: stats.get("datapoints_rejected") == 4)
-    gevent.sleep(0.2)
+    wait_until(lambda: settled(fwd), what="the body finished with, not queued for a retry")
     assert len(bf.ingests()) == 1 and bf.stored == 0
 
 
@@ -398,7 +418,7 @@ def test_spool_takes_the_overflow_while_failing_then_replays(bf, stopper):
             enc.add(100)
             fwd.kick()
             assert fwd.gate.is_set()  # the spool absorbs it: receivers keep reading
-            gevent.sleep(0.01)
+            gevent.sleep(0.01)  # the input's pace while Blueflood fails
     assert spool.entries  # some bodies went to disk
     wait_until(lambda: bf.stored == 1000, timeout=20)
     wait_until(lambda: not spool.entries)
@@ -441,7 +461,7 @@ def test_a_poison_datapoint_is_parked_and_never_blocks_the_senders(bf, stopper, 
     enc.add(100)  # m.7 is in the first body, so bisection is needed to isolate it
     fwd.kick()
     for _ in range(5):
-        gevent.sleep(0.05)
+        gevent.sleep(0.05)  # the input's pace: more bodies while the poison one is bisected
         enc.add(100)
         fwd.kick()
     wait_until(lambda: bf.stored == 599, timeout=20)  # one sender, yet everything else arrives

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import LISTENING, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 TAG_VERSION = "9.8.7"
 PYTHONS = ("310", "311", "312", "313", "314", "315")
@@ -54,13 +56,6 @@ not_in_pure_run = pytest.mark.skipif(
     bool(os.environ.get("FASTFORWARD_NO_EXTENSIONS")),
     reason="packaging is checked in the run with the compiled codec",
 )
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -192,9 +187,8 @@ def _version_line(venv: Venv, *cmd: str | Path) -> str:
 
 def _forward_one_frame(venv: Venv) -> str:
     """Dry run: one pickle frame in, its Blueflood JSON body on stdout; returns the log."""
-    port = free_port()
     proc = subprocess.Popen(
-        [venv.fastforward, "-b", "-", "-e", f"tcp:port={port}:interface=127.0.0.1", "-i", "0.2"],
+        [venv.fastforward, "-b", "-", "-e", "tcp:port=0:interface=127.0.0.1", "-i", "0.2"],
         env=venv.env,
         cwd=venv.path,
         stdout=subprocess.PIPE,
@@ -202,26 +196,37 @@ def _forward_one_frame(venv: Venv) -> str:
         text=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()
+    log: list[str] = []
 
-    def pump() -> None:
+    def pump_stdout() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.put(line)
         lines.put(None)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    def pump_log() -> None:
+        assert proc.stderr is not None
+        log.extend(proc.stderr)
+
+    def log_text() -> str:
+        return "".join(log)
+
+    def bound_port() -> int | None:
+        """The port the kernel gave the pickle listener, from fastforward's log."""
+        assert proc.poll() is None, f"fastforward exited {proc.returncode}: {log_text()}"
+        for kind, protocol, _host, port in LISTENING.findall(log_text()):
+            if (kind, protocol) == ("tcp", "pickle"):
+                return int(port)
+        return None
+
+    readers = [threading.Thread(target=pump, daemon=True) for pump in (pump_stdout, pump_log)]
+    for reader in readers:
+        reader.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"fastforward exited {proc.returncode}: {_stderr(proc)}"
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("fastforward never listened") from None
-                time.sleep(0.05)
+        wait_until(bound_port, 30, "fastforward's listening line")
+        port = bound_port()
+        assert port is not None
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         ts = int(time.time())
         payload = pickle.dumps([("packaging.check.metric", (ts, 42.5))], protocol=2)
         with sock:
@@ -234,7 +239,7 @@ def _forward_one_frame(venv: Venv) -> str:
                 line = lines.get(timeout=remaining)
             except queue.Empty:
                 continue
-            assert line is not None, f"stdout closed: {_stderr(proc)}"
+            assert line is not None, f"stdout closed: {log_text()}"
             try:
                 body = json.loads(line)
             except ValueError:
@@ -250,19 +255,16 @@ def _forward_one_frame(venv: Venv) -> str:
                 ]
                 break
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, _stderr(proc)
-        return _stderr(proc)
+        assert proc.wait(timeout=30) == 0, log_text()
+        for reader in readers:
+            reader.join(timeout=5)
+        return log_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        reader.join(timeout=5)
-
-
-def _stderr(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None or proc.stderr is None:
-        return "(still running)"
-    return proc.stderr.read()[-4000:]
+        for reader in readers:
+            reader.join(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -185,7 +185,8 @@ def test_stop_reads_what_open_connections_hold(make) -> None:  # noqa: ANN001
     ts = int(time.time())
     s = connect(ports["tcp/pickle"])
     s.sendall(b"".join(frame([(f"d.{f}.{i}", (ts, i)) for i in range(100)]) for f in range(30)))
-    gevent.sleep(0.1)
+    wait_until(lambda: r.stats.get("connections_open") == 1, what="the connection accepted")
+    assert r.encoder.pending_datapoints == 0  # the closed gate held every read back
     r.stop(1.0)
     s.close()
     assert r.encoder.pending_datapoints == 3000

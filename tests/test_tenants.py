@@ -20,7 +20,8 @@ from fastforward.protocols import take_routed
 from fastforward.stats import Stats
 from fastforward.tenants import TenantForwarder, with_tenant_ids
 from tests.routed_encoder import RoutedEncoder
-from tests.test_forwarder import FakeEncoder, MemorySpool, wait_until
+from tests.support import wait_until
+from tests.test_forwarder import FakeEncoder, MemorySpool
 
 
 class TenantsPoster:

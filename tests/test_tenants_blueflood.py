@@ -14,7 +14,7 @@ from fastforward.stats import Stats
 from fastforward.tenants import TenantForwarder
 from tests.fake_blueflood import FakeBlueflood
 from tests.routed_encoder import RoutedEncoder
-from tests.test_forwarder import wait_until
+from tests.support import wait_until
 from tests.test_tenants import tenants_config
 
 ROUNDS = 30

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_blueflood import FakeBlueflood, FakeIdentity, fake_blueflood, fake_identity
-from tests.support import free_port, wait_until
+from tests.support import ADMIN, LISTENING, free_port, wait_until
 
 __all__ = [
     "FakeBlueflood", "FakeIdentity", "fake_blueflood", "fake_identity", "free_port", "wait_until"
@@ -29,9 +29,7 @@ __all__ = [
 
 TENANT = "tenant"
 
-# Lines of fastforward's log that tell what it bound (port 0 included).
-_LISTENING = re.compile(r"listening: (\S+) (\S+) \('([^']*)', (\d+)")
-_ADMIN = re.compile(r"admin endpoint on http://(\S+):(\d+)/")
+# Lines of fastforward's log that tell what it bound (port 0 included): LISTENING and ADMIN.
 _ALL_WORKERS = re.compile(r"all \d+ workers started")
 
 ANY_PORT = "tcp:port=0:interface=127.0.0.1"  # an endpoint on a port the kernel picks
@@ -106,7 +104,7 @@ class Process:
         log. The ``-e`` endpoints come first, so ``port()`` is the main TCP endpoint's."""
 
         def bound() -> int | None:
-            for k, p, _host, port in _LISTENING.findall(self.log_text()):
+            for k, p, _host, port in LISTENING.findall(self.log_text()):
                 if k == kind and protocol in (None, p):
                     return int(port)
             return None
@@ -118,7 +116,7 @@ class Process:
         """The port its ``--admin-endpoint`` bound (read from its log)."""
 
         def bound() -> int | None:
-            match = _ADMIN.search(self.log_text())
+            match = ADMIN.search(self.log_text())
             return None if match is None else int(match.group(2))
 
         return self._read_back(bound, "the admin endpoint")
