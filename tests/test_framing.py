@@ -190,25 +190,25 @@ def test_mid_record_tells_where_a_close_may_cut(
     assert mid_record(rb, protocol) is inside
 
 
-def test_read_buffers_count_their_capacity_and_stop_growing_at_the_cap() -> None:
-    memory = ReadMemory(limit=3 * INITIAL_BUFFER)
+def test_read_buffers_count_their_growth_and_stop_growing_at_the_cap() -> None:
+    memory = ReadMemory(limit=INITIAL_BUFFER)
     fast = ReadBuffer(memory=memory)
     other = ReadBuffer(memory=memory)
-    assert memory.used == 2 * INITIAL_BUFFER
+    assert memory.used == 0  # a connection's initial buffer is its own cost, not data's
     fast.start = fast.end = 0
-    fast.grow()  # 32 KiB would put the total at 48 KiB: just fits
-    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    fast.grow()  # 32 KiB: 16 KiB beyond the initial size, just at the cap
+    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == INITIAL_BUFFER
     fast.grow()  # 64 KiB would pass the cap: refused, reads stay 32 KiB
-    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == INITIAL_BUFFER
     # A buffer full of one unfinished record still grows: it could not progress otherwise.
     other.end = len(other.buf)
     other.grow()
-    assert len(other.buf) == 2 * INITIAL_BUFFER and memory.used == 4 * INITIAL_BUFFER
+    assert len(other.buf) == 2 * INITIAL_BUFFER and memory.used == 2 * INITIAL_BUFFER
     # Over the cap, an emptied buffer goes back to the initial size; a closed one stops counting.
     fast.shrink()
-    assert len(fast.buf) == INITIAL_BUFFER and memory.used == 3 * INITIAL_BUFFER
+    assert len(fast.buf) == INITIAL_BUFFER and memory.used == INITIAL_BUFFER
     other.release()
-    assert memory.used == INITIAL_BUFFER
+    assert memory.used == 0
 
 
 def test_without_a_cap_a_fast_connection_grows_to_the_full_read_buffer() -> None:
@@ -216,6 +216,6 @@ def test_without_a_cap_a_fast_connection_grows_to_the_full_read_buffer() -> None
     rb = ReadBuffer(memory=memory)
     while len(rb.buf) < READ_BUFFER:
         rb.grow()
-    assert memory.used == READ_BUFFER
+    assert memory.used == READ_BUFFER - INITIAL_BUFFER
     rb.release()
     assert memory.used == 0

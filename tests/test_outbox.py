@@ -149,14 +149,27 @@ def test_the_gate_closes_when_read_buffers_alone_reach_the_cap(stats: Stats):
     memory = ReadMemory(limit=4 * INITIAL_BUFFER)
     outbox = Outbox(4 * INITIAL_BUFFER, stats)
     outbox.count_also(lambda: memory.used)
-    connections = [ReadBuffer(memory=memory) for _ in range(4)]
+    connections = [ReadBuffer(memory=memory) for _ in range(5)]
+    for rb in connections:  # five fast senders, each buffer full of one unfinished record
+        rb.end = len(rb.buf)
+        rb.grow()
     outbox.update_gate()
-    assert outbox.gate.is_set()  # exactly at the cap: still open
-    connections.append(ReadBuffer(memory=memory))  # one more sender, no body anywhere
-    outbox.update_gate()
-    assert not outbox.gate.is_set() and outbox.bytes == 0
+    assert not outbox.gate.is_set() and outbox.bytes == 0  # no body anywhere
     assert outbox.memory_bytes == 5 * INITIAL_BUFFER
     for rb in connections[:2]:
         rb.release()  # two senders went away: 3/4 of the cap, under the 80% to resume
     outbox.update_gate()
     assert outbox.gate.is_set()
+
+
+def test_idle_connections_parked_by_backpressure_cannot_hold_the_gate_shut(stats: Stats):
+    # Their initial buffers are theirs, not data's: a crowd of them costs nothing against the
+    # cap, so once bodies drain the gate opens again.
+    memory = ReadMemory(limit=4 * INITIAL_BUFFER)
+    outbox = Outbox(4 * INITIAL_BUFFER, stats)
+    outbox.count_also(lambda: memory.used)
+    crowd = [ReadBuffer(memory=memory) for _ in range(100)]
+    outbox.update_gate()
+    assert outbox.gate.is_set() and outbox.memory_bytes == 0
+    for rb in crowd:
+        rb.release()

@@ -258,8 +258,8 @@ class Config:
         section="limits",
         check=checks.at_least(1_048_576),
         help="Memory cap on everything held for data (bodies waiting, in flight and being "
-        "filled, connection read buffers); at the cap, reading from sockets pauses (TCP "
-        "backpressure) instead of dropping.",
+        "filled, connection read buffers beyond their first 16 KiB); at the cap, reading from "
+        "sockets pauses (TCP backpressure) instead of dropping.",
     )
     max_past: float = option(
         259200.0,

@@ -32,11 +32,15 @@ _unpack_len = struct.Struct("!I").unpack_from
 
 
 class ReadMemory:
-    """The capacity of every connection's read buffer, in one counter the memory cap sees.
+    """What the connections' read buffers hold beyond their initial size, in one counter the
+    memory cap sees.
 
     `limit` is ``--max-buffer-bytes``: a buffer grows only while the total stays under it, and
     an empty buffer over the initial size shrinks back when the total is at it, so a thousand
     fast senders cannot hold 256 KiB each beyond the cap (they read in smaller chunks instead).
+    The initial INITIAL_BUFFER of each connection is not counted: it is the connection's own
+    cost, bounded by --max-connections, and a connection parked by backpressure keeps it; were
+    it counted, enough parked connections would hold the gate shut for good.
     """
 
     __slots__ = ("used", "limit")
@@ -47,6 +51,11 @@ class ReadMemory:
 
     def may_add(self, extra: int) -> bool:
         return not self.limit or self.used + extra <= self.limit
+
+
+def _beyond_initial(size: int) -> int:
+    """The part of a read buffer of `size` bytes that counts against the memory cap."""
+    return max(0, size - INITIAL_BUFFER)
 
 
 class ReadBuffer:
@@ -66,7 +75,7 @@ class ReadBuffer:
         self.end = 0
         self.memory = memory
         if memory is not None:
-            memory.used += size
+            memory.used += _beyond_initial(size)
 
     def sample(self) -> bytes:
         """The first unconsumed bytes (at most SAMPLE_BYTES), for a log line or a reject."""
@@ -89,7 +98,7 @@ class ReadBuffer:
         new = bytearray(size)
         new[:keep] = self.mv[self.start : self.start + keep]
         if self.memory is not None:
-            self.memory.used += size - len(self.buf)
+            self.memory.used += _beyond_initial(size) - _beyond_initial(len(self.buf))
         self.mv.release()
         self.buf = new
         self.mv = memoryview(new)
@@ -123,7 +132,7 @@ class ReadBuffer:
     def release(self) -> None:
         """The connection is closed: its buffer no longer counts."""
         if self.memory is not None:
-            self.memory.used -= len(self.buf)
+            self.memory.used -= _beyond_initial(len(self.buf))
             self.memory = None
 
 
