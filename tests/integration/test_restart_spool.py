@@ -109,9 +109,15 @@ def test_sigkill_loses_at_most_the_memory_buffer(
     sent = _send(port, "kill", ts, frames=80)  # 40,000 datapoints, ~4 MB of JSON: 4x the cap
     wait_until(lambda: scrape(admin)["fastforward_datapoints_accepted_total"] == len(sent), 20,
              "every datapoint read")  # fmt: skip
+    # Right after the last read, the body being filled may still sit beside a full outbox; the
+    # burst's end hands it over and what is over the cap goes to the spool. Once that settled,
+    # memory holds at most the cap.
+    wait_until(
+        lambda: scrape(admin).get("fastforward_buffered_bytes", place="memory") <= CAP,
+        10,
+        "memory back under the cap",
+    )
     m = scrape(admin)
-    in_memory = m.get("fastforward_buffered_bytes", place="memory")
-    assert in_memory <= CAP
     assert m["fastforward_spool_written_bodies_total"] > 0
     ff.proc.send_signal(signal.SIGKILL)
     ff.wait(10)
