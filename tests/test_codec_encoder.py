@@ -53,6 +53,10 @@ def test_counters_have_every_key(codec_impl):
         "bad_item",
         "bad_line",
         "bad_frame",
+        "rule",
+        "series_budget",
+        "bad_tags",
+        "empty_name",
     )
 
 

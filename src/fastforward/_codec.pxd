@@ -69,7 +69,11 @@ cdef enum:
     C_ITEM = 7
     C_LINE = 8
     C_FRAME = 9
-    C_COUNT = 10
+    C_RULE = 10
+    C_BUDGET = 11
+    C_BAD_TAGS = 12
+    C_EMPTY_NAME = 13
+    C_COUNT = 14
 
 # Verdict on a metric name (0 in Val.name_state: not looked at yet).
 cdef enum:

@@ -6,7 +6,8 @@ Same API, bytes out, counters and errors as the pure-Python twin ``fastforward._
 
 DROP_REASONS: tuple[str, ...]
 """Drop counter names, in order: none, nan, inf, bad_value, bad_timestamp, out_of_window,
-invalid_name, bad_item, bad_line, bad_frame."""
+invalid_name, bad_item, bad_line, bad_frame, and the routing ones: rule, series_budget,
+bad_tags, empty_name."""
 
 class Encoder:
     """Accumulates datapoints into Blueflood ingest bodies (compact JSON arrays).

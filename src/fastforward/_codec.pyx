@@ -37,6 +37,8 @@ cdef dict _C_DROP_CODES = {
     "none": C_NONE, "nan": C_NAN, "inf": C_INF, "bad_value": C_BAD_VALUE,
     "bad_timestamp": C_BAD_TS, "out_of_window": C_WINDOW, "invalid_name": C_NAME,
     "bad_item": C_ITEM, "bad_line": C_LINE, "bad_frame": C_FRAME,
+    "rule": C_RULE, "series_budget": C_BUDGET, "bad_tags": C_BAD_TAGS,
+    "empty_name": C_EMPTY_NAME,
 }
 cdef dict _C_LIMITS = {
     "MAX_DEPTH": MAX_DEPTH, "MAX_TEXT_DIGITS": MAX_TEXT_DIGITS,

@@ -25,6 +25,12 @@ DROP_REASONS: tuple[str, ...] = (
     "bad_item",
     "bad_line",
     "bad_frame",
+    # Routing (--rules, issue 13): dropped by a rule, over a series budget, tags carbon would
+    # refuse, or a name left empty by a rewrite.
+    "rule",
+    "series_budget",
+    "bad_tags",
+    "empty_name",
 )
 
 # Fixed limits of the decoder and of the reject log (docs/architecture.md, "The codec contract").
@@ -48,6 +54,7 @@ DEFAULT_MAX_PAST_MS: Final = 259_200_000  # 3 days; negative: no bound
 DEFAULT_MAX_FUTURE_MS: Final = 600_000  # 10 minutes; negative: no bound
 DEFAULT_MAX_NAME_BYTES: Final = 4096
 DEFAULT_MAX_LINE_BYTES: Final = 65_536
+DEFAULT_ROUTE_CACHE_SIZE: Final = 262_144  # names whose routing decision the encoder keeps
 
 
 def check_encoder_args(
