@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from fastforward import _codec_py, codec
-from fastforward import service as service_module
 from fastforward.blueflood import BluefloodClient
 from fastforward.config import ConfigError, load
 from fastforward.forwarder import Forwarder
@@ -40,13 +38,6 @@ max_new_series_per_minute = 100
 match = "prefix:junk."
 drop = true
 """
-
-
-@pytest.fixture(autouse=True)
-def routing_codec(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiled codec routes once its routing lands; until then the pure-Python twin."""
-    if not hasattr(codec.Encoder, "set_router"):
-        monkeypatch.setattr(service_module, "Encoder", _codec_py.Encoder)
 
 
 @pytest.fixture

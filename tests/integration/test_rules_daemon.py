@@ -18,14 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fastforward import codec
-
 from .conftest import ANY_PORT, FakeBlueflood, frame, send_tcp, wait_until
 
 pytestmark = [pytest.mark.integration]
-
-# The compiled codec routes once its routing lands; until then the pure-Python twin does.
-ENV = {} if hasattr(codec.Encoder, "set_router") else {"FASTFORWARD_NO_EXTENSIONS": "1"}
 
 RULES = """\
 [[rule]]
@@ -62,7 +57,7 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
-                "--admin-endpoint", ANY_PORT, env=ENV)  # fmt: skip
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
     assert "routing: 3 rules, 2 tenants" in ff.log_text()
     ts = int(time.time())
@@ -112,7 +107,7 @@ def test_workers_each_reload_on_sighup(
     bf, log, rules = fake_blueflood, tmp_path / "ff.log", tmp_path / "rules.toml"
     rules.write_text(RULES)
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
-                "--workers", "2", "-l", str(log), env=ENV, log=log)  # fmt: skip
+                "--workers", "2", "-l", str(log), log=log)  # fmt: skip
     rules.write_text(RULES.replace('tenant = "222"', 'tenant = "444"'))
     ff.proc.send_signal(signal.SIGHUP)
 
@@ -167,7 +162,6 @@ def test_a_bad_file_is_refused_at_start_with_one_line(
     kind: str,
 ) -> None:
     args, env, expected = _bad(tmp_path, kind)
-    env = {**ENV, **env}
     env.pop("FF_TEST_UNSET_KEY", None)
     os.environ.pop("FF_TEST_UNSET_KEY", None)
     ff = run_ff("-e", ANY_PORT, "-b", "http://127.0.0.1:9", "-t", "111", *args, env=env,
