@@ -115,6 +115,22 @@ def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     fake_blueflood.wait_for(lambda: fake_blueflood.points("111", "app.a") == {ts * 1000: 0})
 
 
+def test_ingest_multi_routes_into_one_lane_with_tenant_ids(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+) -> None:
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--ingest-multi")
+    assert isinstance(svc.forwarder, TenantForwarder) and list(svc.forwarder.lanes) == [None]
+    ts = send(svc, ["app.a", "other.b"])
+    bf.wait_for(lambda: bf.stored == 2)
+    assert bf.points("222", "app.a") == {ts * 1000: 0}
+    assert bf.points("111", "other.b") == {ts * 1000: 1}
+    assert all(r.path.endswith("/ingest/multi") for r in bf.ingests())
+
+
 # ---- reload ---------------------------------------------------------------------------------
 
 

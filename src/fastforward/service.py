@@ -235,6 +235,11 @@ class Service:
             )
             for warning in self.routes.rules.warnings:
                 log.warning("%s", warning)
+            if c.ingest_multi and self.routes.rules.credentials:
+                log.warning(
+                    "  --ingest-multi: every tenant is sent with the daemon's credentials; the "
+                    '[tenant."ID"] credentials of the rules file are not used'
+                )
         log.info(
             "  interval %gs, body limit %d bytes / %d datapoints, %d in flight, buffer cap %d "
             "bytes, spool %s",
