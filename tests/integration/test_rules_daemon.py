@@ -105,10 +105,12 @@ def test_workers_each_reload_on_sighup(
     tmp_path: Path,
 ) -> None:
     bf, log, rules = fake_blueflood, tmp_path / "ff.log", tmp_path / "rules.toml"
-    rules.write_text(RULES)
+    budgeted = RULES.replace('tenant = "222"\n', 'tenant = "222"\nmax_new_series_per_minute = 9\n')
+    rules.write_text(budgeted)
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
-                "--workers", "2", "-l", str(log), log=log)  # fmt: skip
-    rules.write_text(RULES.replace('tenant = "222"', 'tenant = "444"'))
+                "--workers", "2", "-l", str(log), "--admin-endpoint", ANY_PORT,
+                log=log)  # fmt: skip
+    rules.write_text(budgeted.replace('tenant = "222"', 'tenant = "444"'))
     ff.proc.send_signal(signal.SIGHUP)
 
     def reloaded_by() -> set[str]:
@@ -121,7 +123,36 @@ def test_workers_each_reload_on_sighup(
         send_tcp(port, frame([(f"app.n{i}", (ts, i))]))
     bf.wait_for(lambda: all(bf.points("444", f"app.n{i}") for i in range(4)))
     assert not any(k[0] == "222" for k in bf.store)
+    admin = ff.admin_port
+
+    def workers_listed() -> set[int]:
+        entries = json.loads(_get(admin, "/debug/series"))["rules"]
+        assert all(e["rule"] == 1 and e["limit_per_minute"] == 9 for e in entries)
+        return {e["worker"] for e in entries}
+
+    # Budgets are per worker: listed side by side, one entry per worker, not summed.
+    wait_until(lambda: workers_listed() == {1, 2}, 15, "both workers' budgets")
+    wait_until(
+        lambda: 'fastforward_rules_reloads_total{result="ok"} 2.0' in _get(admin, "/metrics"),
+        15,
+        "one reload per worker in the merged metrics",
+    )
     assert ff.terminate() == 0
+
+
+def test_with_workers_a_bad_file_is_refused_once_before_any_worker(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nmatch = "regex:(a"\n')
+    ff = run_ff("-e", ANY_PORT, "-t", "111", "--rules", str(rules), "--workers", "2",
+                wait=False)  # fmt: skip
+    assert ff.wait() == 2
+    assert ff.stderr.strip().splitlines() == [
+        f"fastforward: {rules}:2: rule 1: bad regex '(a': missing ), unterminated subpattern "
+        "at position 0"
+    ]
 
 
 def _bad(tmp_path: Path, kind: str) -> tuple[list[str], dict[str, str], str]:
