@@ -108,7 +108,7 @@ class Service:
                 config, self.encoder, self.stats, self.client, self.spool
             )
         else:
-            routing = Routing(config, self.routes, self.encoder, self.stats)  # type: ignore[arg-type]
+            routing = Routing(config, self.routes, self.encoder, self.stats)
             self.forwarder = build_forwarder(
                 config,
                 self.encoder,
