@@ -201,3 +201,24 @@ def test_a_bad_file_is_refused_at_start_with_one_line(
     lines = ff.stderr.strip().splitlines()
     assert lines == [lines[-1]] and lines[0].startswith(f"fastforward: {expected}"), ff.stderr
     assert "listening" not in ff.stderr
+
+
+def test_a_dry_run_with_rules_shows_each_body_with_its_tenant(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    ff = run_ff("-e", ANY_PORT, "--dry-run", "-t", "111", "-i", "0.1", "--rules", str(rules))
+    ts = int(time.time())
+    send_tcp(ff.port(), frame([("app.a", (ts, 1)), ("other.b", (ts, 2))]))
+
+    def lines() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in ff.stdout.splitlines():
+            tenant, _tab, body = line.partition("\t")
+            out.setdefault(tenant, []).extend(i["metricName"] for i in json.loads(body))
+        return out
+
+    wait_until(lambda: lines() == {"222": ["app.a"], "111": ["other.b"]}, 10, "both bodies")
+    assert ff.terminate() == 0
