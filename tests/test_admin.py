@@ -152,7 +152,7 @@ def test_root_lists_the_paths(server):
     status, headers, body = http(server.port, "/")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     listed = [line.split()[0] for line in body.decode().splitlines() if line.startswith("/")]
-    assert listed == ["/metrics", "/health", "/debug/senders", "/debug/rejects"]
+    assert listed == ["/metrics", "/health", "/debug/senders", "/debug/rejects", "/debug/series"]
     for path in listed:  # every path listed answers
         assert http(server.port, path)[0] == 200
 
@@ -161,6 +161,13 @@ def test_unknown_path_is_404_and_other_methods_405(server):
     assert http(server.port, "/index.html")[0] == 404
     assert http(server.port, "/metrics/extra")[0] == 404
     assert http(server.port, "/metrics", method="POST")[0] == 405
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/health", "/debug/series"])
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_known_path_answers_other_methods_405_with_allow_get(server, path, method):
+    status, headers, _body = http(server.port, path, method=method)
+    assert status == 405 and headers["allow"] == "GET"
 
 
 def test_stop_closes_the_port(stats, health):
