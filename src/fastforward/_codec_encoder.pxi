@@ -8,7 +8,7 @@ from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memset
 
 import math
 from collections import deque
@@ -32,6 +32,36 @@ cdef dict _ROUTE_DROPS = {
     "empty_name": C_EMPTY_NAME,
 }
 cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
+DEF BODY_START = 4096  # bytes a body starts with (it doubles as it fills)
+
+
+cdef int _new_body(Body *b, Py_ssize_t cap) except -1:
+    """Opens an empty body '[' of cap bytes in b (whose counters stay)."""
+    b.obj = PyBytes_New(NULL, cap)
+    b.buf = PyBytes_DATA(b.obj)
+    b.cap = cap
+    b.buf[0] = 91  # '['
+    b.len = 1
+    b.count = 0
+    b.last_tslen = 0
+    return 0
+
+
+cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
+    """Makes the body's bytes object at least need bytes long (doubling)."""
+    cdef Py_ssize_t c = b.cap
+    if need <= c:
+        return 0
+    while c < need:
+        c *= 2
+    try:
+        _PyBytes_Resize(&b.obj, c)
+    except MemoryError:
+        _new_body(b, BODY_START)  # the open body is lost with its object
+        raise
+    b.buf = PyBytes_DATA(b.obj)
+    b.cap = c
+    return 0
 
 
 cdef class Encoder:
@@ -135,7 +165,7 @@ cdef class Encoder:
     def __dealloc__(self):
         cdef Py_ssize_t j
         for j in range(self.nbodies):
-            PyMem_Free(self.bodies[j].buf)
+            Py_XDECREF_raw(self.bodies[j].obj)
         PyMem_Free(self.bodies)
 
     cdef int tenant_slot(self, object tenant) except -1:
@@ -147,9 +177,7 @@ cdef class Encoder:
         _grow(<void **>&self.bodies, &self.bodies_cap, self.nbodies + 1, sizeof(Body))
         b = &self.bodies[self.nbodies]
         memset(b, 0, sizeof(Body))
-        _grow(<void **>&b.buf, &b.cap, 4096, 1)
-        b.buf[0] = 91  # '['
-        b.len = 1
+        _new_body(b, BODY_START)
         self.slot_of[tenant] = self.nbodies
         self.tenants.append(tenant)
         self.nbodies += 1
@@ -184,19 +212,28 @@ cdef class Encoder:
 
     # -- body assembly ----------------------------------------------------------------------
 
-    cdef int close_body(self, Py_ssize_t slot) except -1:
+    cdef int close_body(self, Py_ssize_t slot, Py_ssize_t carry_from=0,
+                        Py_ssize_t carry_len=0) except -1:
+        """Hands the open body of a slot over as it is and opens the next one (of the same
+        capacity when this one filled up), starting with the carry_len bytes at carry_from
+        (the datapoint that did not fit)."""
         cdef Body *b = &self.bodies[slot]
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, b.len + 1)
-        cdef char *w = PyBytes_AS_STRING(out)
-        memcpy(w, b.buf, b.len)
-        w[b.len] = 93  # ']'
-        self.ready.append((out, b.count))
+        cdef Body done = b[0]
+        cdef bint full = carry_len or done.count >= self.max_body_dps
+        _new_body(b, max(done.cap, carry_len + 2) if full else BODY_START)
+        if carry_len:
+            b.buf[0] = 91  # '['
+            memcpy(b.buf + 1, done.buf + carry_from, carry_len)
+        done.buf[done.len] = 93  # ']'
+        try:
+            _PyBytes_Resize(&done.obj, done.len + 1)
+            body = <object>done.obj
+        finally:
+            Py_XDECREF_raw(done.obj)
+        self.ready_bytes += done.len + 1
+        self.ready_dps += done.count
+        self.ready.append((body, done.count))
         self.ready_tenants.append(self.tenants[slot])
-        self.ready_bytes += b.len + 1
-        self.ready_dps += b.count
-        b.len = 1
-        b.count = 0
-        b.last_tslen = 0
         return 0
 
     cdef int emit(self, Py_ssize_t slot, const char *mid, Py_ssize_t mlen,
@@ -209,9 +246,8 @@ cdef class Encoder:
         cdef Py_ssize_t start, dplen
         cdef int tl
         cdef char *w
-        _grow(<void **>&b.buf, &b.cap,
-              b.len + 1 + HEAD_LEN + 21 + max(64, mlen) + 32 + max(64, ntlen)
-              + (6 * nlen if esc else nlen) + 4, 1)
+        _body_room(b, b.len + 1 + HEAD_LEN + 21 + max(64, mlen) + 32 + max(64, ntlen)
+                   + (6 * nlen if esc else nlen) + 4)
         start = b.len + 1 if b.count else b.len
         w = b.buf + start
         memcpy(w, _HEAD, HEAD_LEN)
@@ -250,8 +286,7 @@ cdef class Encoder:
         dplen = w - (b.buf + start)
         if b.count and start + dplen + 1 > self.max_body_bytes:
             tl = b.last_tslen
-            self.close_body(slot)
-            memmove(b.buf + 1, b.buf + start, dplen)
+            self.close_body(slot, start, dplen)
             start = 1
             b.last_ts_off = 1 + HEAD_LEN
             b.last_tslen = tl
