@@ -126,13 +126,11 @@ ctypedef struct Body:
     int64_t accepted
     int64_t drops[4]    # rule, series_budget, bad_tags, empty_name (index: C_* - C_RULE)
 
-# A cached routing decision. The arena holds the name's bytes (the key) and, unless the
-# decision drops, the escaped prefix + final name; mid indexes the route cache's table of
-# ',"ttlInSeconds":N,"metricValue":' pieces.
+# A cached routing decision, a record in the route cache's arena followed by the name's bytes
+# (the key) and, unless the decision drops, the escaped prefix + final name; mid indexes the
+# cache's table of ',"ttlInSeconds":N,"metricValue":' pieces.
 ctypedef struct Route:
     uint64_t hash
-    Py_ssize_t key_off
-    Py_ssize_t out_off
     Py_ssize_t key_len
     Py_ssize_t out_len
     int32_t tenant      # body slot

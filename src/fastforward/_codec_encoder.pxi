@@ -7,7 +7,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 
 import math
@@ -91,6 +91,10 @@ cdef class Encoder:
     cdef dict slot_of           # tenant -> slot
     cdef object router
     cdef _RouteCache routes
+    cdef uint64_t *hashes       # per item of the frame being emitted: its name's hash
+    cdef Py_ssize_t hashes_cap
+    cdef uint64_t item_hash     # the hash of the current item's name, when has_item_hash
+    cdef bint has_item_hash
     cdef list ready             # (body, datapoints), in the order they closed
     cdef list ready_tenants     # the tenant of each ready body
     cdef Py_ssize_t ready_bytes, ready_dps
@@ -167,6 +171,7 @@ cdef class Encoder:
         for j in range(self.nbodies):
             Py_XDECREF_raw(self.bodies[j].obj)
         PyMem_Free(self.bodies)
+        PyMem_Free(self.hashes)
 
     cdef int tenant_slot(self, object tenant) except -1:
         """The body slot of a tenant, opened on first sight."""
@@ -305,28 +310,28 @@ cdef class Encoder:
     cdef int route(self, const uint8_t *name, Py_ssize_t nlen, int64_t ms,
                    const char *val, Py_ssize_t vlen) except -2:
         """Emits a checked datapoint where the router sends it; DP_OK or the C_* drop."""
-        cdef uint64_t h = _hash_name(name, nlen)
+        cdef uint64_t h = self.item_hash if self.has_item_hash else _hash_name(name, nlen)
         cdef Route *r = self.routes.find(name, nlen, h)
-        cdef Py_ssize_t idx
+        cdef Py_ssize_t at
         if r == NULL:
-            idx = self.route_miss(name, nlen, h)
-            if idx < 0:
+            at = self.route_miss(name, nlen, h)
+            if at < 0:
                 return C_BUDGET
-            r = &self.routes.entries[idx]
+            r = <Route *>(self.routes.arena + at)
         if r.drop != DP_OK:
             if r.drop >= C_RULE:
                 self.bodies[r.tenant].drops[r.drop - C_RULE] += 1
             return r.drop
         self.emit(r.tenant, self.routes.mids + r.mid * MID_BYTES, r.mid_len,
                   &self.name_key_pad[0], NAME_KEY_LEN,
-                  <const uint8_t *>self.routes.arena + r.out_off, r.out_len, False,
+                  <const uint8_t *>r + sizeof(Route) + nlen, r.out_len, False,
                   ms, val, vlen)
         return DP_OK
 
     cdef Py_ssize_t route_miss(self, const uint8_t *name, Py_ssize_t nlen,
                                uint64_t h) except -2:
-        """Asks the router about a name not in the cache and caches the answer; its entry
-        index, or -1 for a series_budget drop (counted here, never cached)."""
+        """Asks the router about a name not in the cache and caches the answer; its record's
+        offset, or -1 for a series_budget drop (counted here, never cached)."""
         cdef object decision = self.router(PyUnicode_DecodeUTF8(<const char *>name, nlen, NULL))
         cdef object drop = decision.drop
         cdef int slot = self.tenant_slot(decision.tenant)
@@ -516,6 +521,38 @@ cdef class Encoder:
                 self.rejects.append((DROP_REASONS[r], self.name_sample(nidx)))
         return 0
 
+    cdef Py_ssize_t prefetch_routes(self, Val *rv) except -1:
+        """Hashes every item's name into self.hashes and asks the CPU to fetch their cache
+        slots, then their records, ahead of use: a stream of many distinct names otherwise
+        waits on memory at every lookup. Returns the number of items."""
+        cdef _Decoder dec = self.dec
+        cdef _RouteCache rc = self.routes
+        cdef Py_ssize_t j, c = rv.off if rv.kind == K_LIST else -1
+        cdef Py_ssize_t mask = rc.nslots - 1
+        cdef uint64_t h, slot
+        cdef Val *it
+        cdef Val *nv
+        _grow(<void **>&self.hashes, &self.hashes_cap, rv.n, sizeof(uint64_t))
+        for j in range(rv.n):
+            if rv.kind == K_TUPLE:
+                it = &dec.vals[dec.kids[rv.off + j]]
+            else:
+                it = &dec.vals[dec.cons[c].val]
+                c = dec.cons[c].next
+            h = 0
+            if (it.kind == K_TUPLE or it.kind == K_LIST) and it.n >= 2:
+                nv = &dec.vals[self.child(it, 0)]
+                if nv.kind == K_STR or nv.kind == K_BYTES:
+                    h = _hash_name(dec.sptr(nv), nv.n)
+                    ff_prefetch(&rc.slots[h & <uint64_t>mask])
+            self.hashes[j] = h
+        for j in range(rv.n):
+            slot = rc.slots[self.hashes[j] & <uint64_t>mask]
+            if slot and (slot >> TAG_SHIFT) == (self.hashes[j] >> TAG_SHIFT):
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8)
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8 + 64)
+        return rv.n
+
     # -- public API -------------------------------------------------------------------------
 
     def add_pickle(self, frame, now_ms=None):
@@ -554,7 +591,20 @@ cdef class Encoder:
                 raise
             self.set_now(now_ms)
             rv = &dec.vals[root]
-            if rv.kind == K_TUPLE:
+            if self.router is not None and self.routes.nslots:
+                self.prefetch_routes(rv)
+                rv = &dec.vals[root]
+                c = rv.off if rv.kind == K_LIST else -1
+                for j in range(rv.n):
+                    self.item_hash = self.hashes[j]
+                    self.has_item_hash = True
+                    if rv.kind == K_TUPLE:
+                        self.item(dec.kids[dec.vals[root].off + j])
+                    else:
+                        self.item(dec.cons[c].val)
+                        c = dec.cons[c].next
+                    rv = &dec.vals[root]
+            elif rv.kind == K_TUPLE:
                 for j in range(rv.n):
                     self.item(dec.kids[dec.vals[root].off + j])
             else:
@@ -563,6 +613,7 @@ cdef class Encoder:
                     self.item(dec.cons[c].val)
                     c = dec.cons[c].next
         finally:
+            self.has_item_hash = False
             PyBuffer_Release(&view)
         return self.n_accepted - before
 
