@@ -19,6 +19,7 @@ from fastforward._codec_rules import (
     DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PAST_MS, DEFAULT_PREFIX, DEFAULT_ROUTE_CACHE_SIZE,
     DEFAULT_TTL, DROP_REASONS,
     INT64_MAX, INT64_MIN, R_DATAPOINTS, R_TOO_LARGE, R_TOP, check_encoder_args,
+    check_route_cache_size,
 )
 from fastforward.errors import FrameError, FrameTooLarge
 
@@ -128,11 +129,7 @@ cdef class Encoder:
             max_frame_bytes=max_frame_bytes, max_items_per_frame=max_items_per_frame,
             max_name_bytes=max_name_bytes, max_line_bytes=max_line_bytes,
         )
-        if type(route_cache_size) is not int or route_cache_size < 1:
-            raise ValueError(
-                f"route_cache_size must be a positive integer, not {route_cache_size!r}")
-        if router is not None and not callable(router):
-            raise ValueError(f"router must be callable, not {router!r}")
+        check_route_cache_size(route_cache_size)
         if prefix:
             raw = (prefix + ".").encode("utf-8")
             self.pfx = _escape_bytes(raw)
@@ -160,9 +157,8 @@ cdef class Encoder:
         self.max_future_ms = max_future_ms
         self.max_name = min(max_name_bytes, 1 << 62)
         self.max_line = min(max_line_bytes, 1 << 62)
-        self.dec.name_limit = self.max_name - self.pfx_raw
         self.routes = _RouteCache(min(route_cache_size, 1 << 30))
-        self.router = router
+        self.use_router(router)
         if self.nbodies == 0:
             self.tenant_slot(None)
 
@@ -438,7 +434,7 @@ cdef class Encoder:
             if v.kind != K_STR and v.kind != K_BYTES:
                 v.name_state = NAME_BAD
             else:
-                v.name_state = _name_state(self.dec.sptr(v), v.n, self.max_name - self.pfx_raw)
+                v.name_state = _name_state(self.dec.sptr(v), v.n, self.dec.name_limit)
         return v.name_state
 
     cdef inline Py_ssize_t child(self, Val *v, Py_ssize_t j) noexcept:
@@ -646,7 +642,7 @@ cdef class Encoder:
                 if nf != 3 or ln > self.max_line:
                     r = C_LINE
                 else:
-                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.max_name - self.pfx_raw)
+                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.dec.name_limit)
                     vk = tk = N_INT
                     if ns != NAME_BAD:
                         vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
@@ -690,11 +686,15 @@ cdef class Encoder:
         bodies = self.take_counted(False)
         return [(t, body, n) for t, (body, n) in zip(tenants, bodies)]
 
-    def set_router(self, router):
-        if router is not None and not callable(router):
-            raise ValueError(f"router must be callable, not {router!r}")
+    cdef int use_router(self, object router) except -1:
         self.router = router
         self.routes.clear()
+        # a name as received must fit with the prefix; with a router only its final name
+        self.dec.name_limit = self.max_name - (self.pfx_raw if router is None else 0)
+        return 0
+
+    def set_router(self, router):
+        self.use_router(router)
 
     def counters_by_tenant(self):
         cdef Py_ssize_t j, k
