@@ -4,6 +4,11 @@ Bytes are counted from the moment a body enters the outbox until its sender is d
 (delivered, dropped, or moved to the disk spool), so "in flight" is part of the cap. The gate
 is a gevent Event: receivers ``wait()`` on it before reading; it is cleared when the memory in
 use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set again at 80 %.
+
+The gate is looked at when a full body moves in (and when a sender finishes one), not after
+every frame, so the encoder can fill up to one more body between two looks; and its working
+buffer (which the body being filled only partly uses) stays allocated. A `headroom` for both
+lowers where the gate closes (and reopens) so that the peak stays under ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ from .protocols import Counters, SpoolEntry
 log = logging.getLogger(__name__)
 
 RESUME_FRACTION = 0.8
+MAX_HEADROOM_FRACTION = 0.5  # a small cap keeps at least half of itself for data
+
+
+def gate_headroom(max_bytes: int, body_bytes: int) -> int:
+    """What may be held beyond the counted bytes before the gate is looked at again: the body
+    the encoder fills between two looks, and the encoder's working buffer (one body more,
+    allocated once). Never more than half the cap."""
+    return min(2 * body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
+
+
 # A JSON string (escapes included) or a brace: strings are skipped so that braces inside
 # metric names never count.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}]', re.DOTALL)
@@ -87,8 +102,10 @@ class Outbox:
         max_bytes: int,
         stats: Counters,
         pending: Callable[[], int] = lambda: 0,
+        headroom: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
+        self.headroom = headroom  # see `gate_headroom`; the receivers' gate only
         self.stats = stats
         self.pending = pending  # bytes still inside the encoder
         self.holders: list[Callable[[], int]] = []  # other memory held for data (read buffers)
@@ -124,8 +141,13 @@ class Outbox:
         return held
 
     @property
+    def close_over(self) -> int:
+        """The receivers' gate closes over this many bytes held and opens at 80 % of it."""
+        return self.max_bytes - (self.headroom if self.share_of is None else 0)
+
+    @property
     def over_cap(self) -> bool:
-        return self.memory_bytes > self.max_bytes
+        return self.memory_bytes > self.close_over
 
     def put(self, batch: Batch, front: bool = False) -> None:
         if front:
@@ -186,8 +208,9 @@ class Outbox:
         if self.share_of is not None:
             self._update_share_gate(used)
             return
+        close_over = self.close_over
         if self.gate.is_set():
-            if used > self.max_bytes:
+            if used > close_over:
                 self.gate.clear()
                 self._paused_since = time.monotonic()
                 self.stats.set("backpressure_active", 1)
@@ -196,7 +219,7 @@ class Outbox:
                     used,
                     self.max_bytes,
                 )
-        elif used <= self.max_bytes * RESUME_FRACTION:
+        elif used <= close_over * RESUME_FRACTION:
             self.gate.set()
             paused = time.monotonic() - (self._paused_since or time.monotonic())
             self._paused_since = None

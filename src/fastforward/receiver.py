@@ -336,8 +336,8 @@ class _StreamListener:
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
-            if filled:
-                conn.grow()
+            if filled:  # grows only while under the memory cap (bodies and buffers together)
+                conn.grow(self.owner.flow.gate.is_set())
             if self.owner.encoder.ready_bodies:
                 self.owner.flow.kick()
         if conn.end > conn.start:
@@ -432,8 +432,8 @@ class _StreamListener:
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
-            if filled:
-                conn.grow()
+            if filled:  # grows only while under the memory cap (bodies and buffers together)
+                conn.grow(self.owner.flow.gate.is_set())
             if owner.encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not lines.skipping:
