@@ -350,6 +350,7 @@ class _StreamListener:
         encoder = owner.encoder
         stats = owner.stats
         buf, mv = conn.buf, conn.mv
+        gate = owner.flow.gate  # one Event for the forwarder's life: looked up once per read
         ok = 0
         need = LENGTH_BYTES
         while conn.end - conn.start >= LENGTH_BYTES:
@@ -359,9 +360,9 @@ class _StreamListener:
             if encoder.ready_bodies:
                 owner.flow.kick()
             # (At shutdown the forwarder is draining anyway: no wait.)
-            if not owner.drain_until and not owner.flow.gate.is_set():
+            if not gate.is_set() and not owner.drain_until:
                 owner.intake.settle(conn.peer)  # before other connections run
-                _wait_for_room(owner.flow.gate)
+                _wait_for_room(gate)
             try:
                 stop = frame_stop(buf, conn.start, conn.end, max_frame)
             except OversizeFrame as exc:
