@@ -207,25 +207,29 @@ def test_the_peak_stays_under_the_cap_with_the_body_being_filled_and_the_encoder
     assert _fill_until_paused(outbox, pending, body, frame) > cap
 
 
-def test_the_headroom_moves_where_the_gate_opens_again_too(stats: Stats):
+def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stats):
+    # Reopening stays at 80 % of the cap: connections parked at the gate keep their grown read
+    # buffers, which must not be able to hold it shut.
     outbox = Outbox(10_000, stats, headroom=gate_headroom(10_000, 1000))
-    big = batch(8001)  # over 10,000 - 2 x 1000
-    outbox.put(big)
+    assert outbox.close_over == 9_000
+    first = batch(9_000)
+    outbox.put(first)
+    outbox.update_gate()
+    assert outbox.gate.is_set() and not outbox.over_cap  # at the line, not over it
+    outbox.put(batch(1))
     outbox.update_gate()
     assert not outbox.gate.is_set() and outbox.over_cap
     outbox.pop()
-    outbox.done(big)
-    over = batch(6401)  # over 80% of 8000: still paused
-    outbox.put(over)
+    outbox.done(first)
+    outbox.put(batch(8_000))  # 8,001 bytes: over 80 % of the cap, still paused
     outbox.update_gate()
     assert not outbox.gate.is_set()
-    outbox.pop()
-    outbox.done(over)
-    outbox.put(batch(6400))  # 80% of 8000
+    outbox.done(outbox.pop())  # the 1-byte batch: 8,000 left, 80 % of the cap
+    assert outbox.memory_bytes == 8_000
     outbox.update_gate()
     assert outbox.gate.is_set()
 
 
-def test_a_small_cap_keeps_half_of_itself_for_data() -> None:
-    assert gate_headroom(1_048_576, 1_000_000) == 524_288
+def test_the_headroom_is_two_bodies_and_at_most_a_tenth_of_the_cap() -> None:
+    assert gate_headroom(1_048_576, 1_000_000) == 104_857
     assert gate_headroom(50_000_000, 1_000_000) == 2_000_000

@@ -192,7 +192,7 @@ class Forwarder:
         """Spool under memory pressure while Blueflood fails, then update the gate."""
         outbox, replay = self.outbox, self.replay
         if replay is not None and self.target.failures and outbox.over_cap:
-            goal = outbox.close_over * RESUME_FRACTION  # where the gate opens again
+            goal = outbox.max_bytes * RESUME_FRACTION  # where the gate opens again
             for batch in list(outbox.queue):
                 if outbox.memory_bytes <= goal:
                     break

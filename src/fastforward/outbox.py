@@ -8,7 +8,9 @@ use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set a
 The gate is looked at when a full body moves in (and when a sender finishes one), not after
 every frame, so the encoder can fill up to one more body between two looks; and its working
 buffer (which the body being filled only partly uses) stays allocated. A `headroom` for both
-lowers where the gate closes (and reopens) so that the peak stays under ``max_bytes``.
+lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 % of
+``max_bytes`` as before (lower, memory that paused connections keep, their read buffers, could
+hold it shut).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from .protocols import Counters, SpoolEntry
 log = logging.getLogger(__name__)
 
 RESUME_FRACTION = 0.8
-MAX_HEADROOM_FRACTION = 0.5  # a small cap keeps at least half of itself for data
+# Room between closing (cap - headroom) and reopening (80 % of the cap): at most 10 % of the cap.
+MAX_HEADROOM_FRACTION = 0.1
 
 
 def gate_headroom(max_bytes: int, body_bytes: int) -> int:
     """What may be held beyond the counted bytes before the gate is looked at again: the body
     the encoder fills between two looks, and the encoder's working buffer (one body more,
-    allocated once). Never more than half the cap."""
+    allocated once). Never more than a tenth of the cap."""
     return min(2 * body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
 
 
@@ -142,7 +145,7 @@ class Outbox:
 
     @property
     def close_over(self) -> int:
-        """The receivers' gate closes over this many bytes held and opens at 80 % of it."""
+        """The receivers' gate closes over this many bytes held (and opens at 80 % of the cap)."""
         return self.max_bytes - (self.headroom if self.share_of is None else 0)
 
     @property
@@ -208,9 +211,8 @@ class Outbox:
         if self.share_of is not None:
             self._update_share_gate(used)
             return
-        close_over = self.close_over
         if self.gate.is_set():
-            if used > close_over:
+            if used > self.close_over:
                 self.gate.clear()
                 self._paused_since = time.monotonic()
                 self.stats.set("backpressure_active", 1)
@@ -219,7 +221,7 @@ class Outbox:
                     used,
                     self.max_bytes,
                 )
-        elif used <= close_over * RESUME_FRACTION:
+        elif used <= self.max_bytes * RESUME_FRACTION:
             self.gate.set()
             paused = time.monotonic() - (self._paused_since or time.monotonic())
             self._paused_since = None
