@@ -9,10 +9,10 @@ so nothing leaves the forwarder), the forwarder under test (default: this projec
 with ``--max-buffer-bytes {CAP}``), then ``--connections`` carbon pickle connections that all
 send frames of 500 datapoints as fast as the forwarder reads them, for ``--seconds``. The
 forwarder's RSS is sampled before the load (the baseline), with every connection open, and its
-peak (VmHWM) at the end. ``held_for_data_mb`` (peak - RSS with every connection open + their
-first 16 KiB read buffers) is what ``--max-buffer-bytes`` bounds; ``peak_over_baseline_mb``
-adds what each open connection costs besides data (its greenlet and socket objects, reported
-per connection). Prints one JSON line; sizes in MiB. Bounded in connections and time;
+peak (VmHWM) at the end. ``held_for_data_mb`` (peak - RSS with every connection open) is what
+``--max-buffer-bytes`` bounds; ``peak_over_baseline_mb`` adds what each open connection costs
+besides data (its greenlet, socket objects and first 16 KiB read buffer, reported per
+connection). Prints one JSON line; sizes in MiB. Bounded in connections and time;
 everything started is stopped by PID.
 """
 
@@ -35,7 +35,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTFORWARD = os.path.join(os.path.dirname(HERE), ".venv", "bin", "fastforward")
-INITIAL_READ_BUFFER = 16 * 1024  # fastforward's framing.INITIAL_BUFFER
 DEFAULT_COMMAND = (
     f"{FASTFORWARD} -e tcp:port={{PORT}}:interface=127.0.0.1 -b {{SINK_URL}} -t bench -i 1 "
     "--max-buffer-bytes {CAP} --request-timeout 300 --max-connections 5000"
@@ -155,14 +154,11 @@ def main() -> int:
         result["peak_rss_mb"] = round(peak, 1)
         over = peak - baseline
         result["peak_over_baseline_mb"] = round(over, 1)
-        # An open connection costs its greenlet and socket objects (not data, outside the cap)
-        # besides its first read buffer (data, inside the cap): what the cap bounds is the peak
-        # over the RSS with every connection open, plus those first read buffers.
-        first_buffers = a.connections * INITIAL_READ_BUFFER / (1024 * 1024)
-        held = peak - idle + first_buffers
-        result["per_connection_overhead_kib"] = round(
-            (idle - baseline - first_buffers) * 1024 / a.connections, 1
-        )
+        # An open connection costs its greenlet, socket objects and first 16 KiB read buffer
+        # (its own cost, bounded by --max-connections, outside the cap): what the cap bounds is
+        # the peak over the RSS with every connection open.
+        held = peak - idle
+        result["per_connection_overhead_kib"] = round((idle - baseline) * 1024 / a.connections, 1)
         result["held_for_data_mb"] = round(held, 1)
         result["under_cap"] = held * 1024 * 1024 <= cap
         with open(os.path.join(run_dir, "forwarder.log"), errors="replace") as f:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from collections import Counter
 
+from procnet import owner  # bench/procnet.py, beside this script
+
 READY = re.compile(rb"all (\d+) workers started")
 STARTED = re.compile(rb"worker (\d+) started \(pid (\d+)\)")
 
@@ -33,31 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def accepted_inode(server_port: int, client_port: int) -> int | None:
-    with open("/proc/net/tcp", encoding="ascii") as fh:
-        next(fh)
-        for line in fh:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            if int(local.split(":")[1], 16) == server_port and (
-                int(remote.split(":")[1], 16) == client_port
-            ):
-                return inode or None
-    return None
 
 
 def one_trial(src: str, workers: int, burst: int) -> list[int]:
@@ -89,11 +66,9 @@ def one_trial(src: str, workers: int, burst: int) -> list[int]:
             owners: list[int | None] = [None] * burst
             deadline = time.monotonic() + 10
             while None in owners and time.monotonic() < deadline:
-                held = {wid: socket_inodes(pid) for wid, pid in pids.items()}
                 for i, c in enumerate(conns):
-                    inode = owners[i] is None and accepted_inode(port, c.getsockname()[1])
-                    if inode:
-                        owners[i] = next((w for w, ins in held.items() if inode in ins), None)
+                    if owners[i] is None:
+                        owners[i] = owner(port, c.getsockname()[1], pids)
                 time.sleep(0.01)
             for c in conns:
                 c.close()

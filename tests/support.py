@@ -1,5 +1,5 @@
-"""The two helpers every kind of test shares: waiting on a condition with a deadline, and a
-port for a program that cannot report one it bound itself.
+"""What every kind of test shares: waiting on a condition with a deadline, a port for a program
+that cannot report one it bound itself, and the sample routing rules of the rules tests.
 
 fastforward and the fake Blueflood bind port 0 and tell the kernel's choice (fastforward logs
 ``listening: ...`` and ``admin endpoint on http://...``; see ``Process`` in
@@ -44,3 +44,22 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# A routing rules file with one rule of each kind (drop by prefix, regex rewrite to a tenant with
+# a TTL, tag match), for `fastforward rules` (test_rules_cli) and the Router (test_rules_router).
+ROUTING_RULES = r"""
+[[rule]]
+match = "prefix:junk."
+drop = true
+
+[[rule]]
+match = "regex:^db\\.([^.]+)\\.(.*)$"
+rewrite = "databases.\\1.\\2"
+tenant = "222"
+ttl = 604800
+
+[[rule]]
+match = "tag:env=prod"
+tenant = "prod"
+"""

@@ -93,6 +93,16 @@ def test_plaintext_lines(capsysbinary, tmp_path):
     assert "bad_line=1" in err and "not a metric line" in err
 
 
+def test_samples_in_the_summary_are_escaped_as_the_daemon_logs_them(capsysbinary, tmp_path):
+    path = tmp_path / "cap.txt"
+    # a bad line with a tab, an escape character, a quote and bytes that are not UTF-8
+    path.write_bytes(f"good.a 1 {TS}\nbad\tline\x1b[31m 'q' \xff\xfe x y\n".encode("latin-1"))
+    rc, _out, err = run_main(capsysbinary, [*NO_WINDOW, "--protocol", "line", str(path)])
+    assert rc == 0
+    assert "  bad_line, e.g. 'bad\\tline\\x1b[31m \\'q\\' \\xff\\xfe x y'" in err
+    assert "\x1b" not in err and "\t" not in err  # no raw control byte reaches the terminal
+
+
 def test_oversize_frame_is_skipped_and_decoding_goes_on(capsysbinary, tmp_path):
     big = pickle.dumps([(f"m{i}", (TS, i)) for i in range(200)], protocol=2)
     path = tmp_path / "cap.bin"

@@ -109,7 +109,12 @@ class MemorySpool:
 
 
 def config(**kw) -> SimpleNamespace:
-    base = {"interval": 0.2, "concurrency": 2, "max_buffer_bytes": 10_000_000}
+    base = {
+        "interval": 0.2,
+        "concurrency": 2,
+        "max_buffer_bytes": 10_000_000,
+        "body_bytes": 1_000_000,
+    }
     base.update(kw)
     return SimpleNamespace(**base)
 

@@ -219,3 +219,20 @@ def test_without_a_cap_a_fast_connection_grows_to_the_full_read_buffer() -> None
     assert memory.used == READ_BUFFER - INITIAL_BUFFER
     rb.release()
     assert memory.used == 0
+
+
+def test_no_read_buffer_grows_while_the_memory_cap_is_reached() -> None:
+    # `room` is the receivers' gate: closed, the bodies and buffers together are at the cap,
+    # which the read buffers' own counter does not see.
+    memory = ReadMemory(limit=10 * READ_BUFFER)
+    fast = ReadBuffer(memory=memory)
+    fast.start, fast.end = 100, len(fast.buf)  # a read filled it, a frame was consumed
+    fast.grow(room=False)
+    assert len(fast.buf) == INITIAL_BUFFER and memory.used == 0
+    fast.grow(room=True)
+    assert len(fast.buf) == 2 * INITIAL_BUFFER and memory.used == INITIAL_BUFFER
+    # A buffer full of one unfinished record grows anyway: it could not progress otherwise.
+    stuck = ReadBuffer(memory=memory)
+    stuck.end = len(stuck.buf)
+    stuck.grow(room=False)
+    assert len(stuck.buf) == 2 * INITIAL_BUFFER and memory.used == 2 * INITIAL_BUFFER

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fastforward.framing import INITIAL_BUFFER, ReadBuffer, ReadMemory
-from fastforward.outbox import Batch, Outbox
+from fastforward.outbox import Batch, Outbox, gate_headroom
 from fastforward.stats import Stats
 
 
@@ -173,3 +173,63 @@ def test_idle_connections_parked_by_backpressure_cannot_hold_the_gate_shut(stats
     assert outbox.gate.is_set() and outbox.memory_bytes == 0
     for rb in crowd:
         rb.release()
+
+
+def _fill_until_paused(outbox: Outbox, pending: list[int], body: int, frame: int) -> int:
+    """The receivers decode frames of `frame` JSON bytes while the gate is open; the gate is
+    looked at only when a full body moves into the outbox (the flusher's kick), and nothing is
+    delivered. The peak of what is held: bodies in the outbox plus the encoder's working buffer
+    (one body's size, the body being filled inside it)."""
+    peak = 0
+    for _ in range(10_000):
+        if not outbox.gate.is_set():
+            return peak
+        pending[0] += frame
+        if pending[0] >= body:
+            outbox.put(batch(body))
+            pending[0] -= body
+            outbox.update_gate()
+        peak = max(peak, outbox.bytes + body)
+    raise AssertionError("the gate never closed")
+
+
+@pytest.mark.parametrize("frame", [300, 999, 1000])
+def test_the_peak_stays_under_the_cap_with_the_body_being_filled_and_the_encoders_buffer(
+    stats: Stats, frame: int
+):
+    cap, body = 20_000, 1000
+    pending = [0]
+    outbox = Outbox(cap, stats, lambda: pending[0], gate_headroom(cap, body))
+    assert _fill_until_paused(outbox, pending, body, frame) <= cap
+    # Without the headroom, the same fill passes the cap by up to two bodies.
+    pending = [0]
+    outbox = Outbox(cap, stats, lambda: pending[0])
+    assert _fill_until_paused(outbox, pending, body, frame) > cap
+
+
+def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stats):
+    # Reopening stays at 80 % of the cap: connections parked at the gate keep their grown read
+    # buffers, which must not be able to hold it shut.
+    outbox = Outbox(10_000, stats, headroom=gate_headroom(10_000, 1000))
+    assert outbox.close_over == 9_000
+    first = batch(9_000)
+    outbox.put(first)
+    outbox.update_gate()
+    assert outbox.gate.is_set() and not outbox.over_cap  # at the line, not over it
+    outbox.put(batch(1))
+    outbox.update_gate()
+    assert not outbox.gate.is_set() and outbox.over_cap
+    outbox.pop()
+    outbox.done(first)
+    outbox.put(batch(8_000))  # 8,001 bytes: over 80 % of the cap, still paused
+    outbox.update_gate()
+    assert not outbox.gate.is_set()
+    outbox.done(outbox.pop())  # the 1-byte batch: 8,000 left, 80 % of the cap
+    assert outbox.memory_bytes == 8_000
+    outbox.update_gate()
+    assert outbox.gate.is_set()
+
+
+def test_the_headroom_is_two_bodies_and_at_most_a_tenth_of_the_cap() -> None:
+    assert gate_headroom(1_048_576, 1_000_000) == 104_857
+    assert gate_headroom(50_000_000, 1_000_000) == 2_000_000

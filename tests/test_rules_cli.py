@@ -5,22 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-RULES = r"""
-[[rule]]
-match = "prefix:junk."
-drop = true
+from tests.support import ROUTING_RULES
 
-[[rule]]
-match = "regex:^db\\.([^.]+)\\.(.*)$"
-rewrite = "databases.\\1.\\2"
-tenant = "222"
-ttl = 604800
-
-[[rule]]
-match = "tag:env=prod"
-tenant = "prod"
-"""
-
+RULES = ROUTING_RULES
 SCHEMAS = "[carbon]\npattern = ^carbon\\.\nretentions = 60:90d\n"
 
 

@@ -10,22 +10,11 @@ from hypothesis import strategies as st
 
 from fastforward.routing import Router, first_match_naive, parse_rules, parse_schemas
 from fastforward.routing.tags import split_tags
+from tests.support import ROUTING_RULES
 
-RULES = r"""
-[[rule]]
-match = "prefix:junk."
-drop = true
-
-[[rule]]
-match = "regex:^db\\.([^.]+)\\.(.*)$"
-rewrite = "databases.\\1.\\2"
-tenant = "222"
-ttl = 604800
-
-[[rule]]
-match = "tag:env=prod"
-tenant = "prod"
-
+RULES = (
+    ROUTING_RULES
+    + r"""
 [[rule]]
 match = "prefix:app.web."
 tenant = "333"
@@ -35,6 +24,7 @@ match = "prefix:app."
 tenant = "444"
 ttl = 60
 """
+)
 
 
 def router(text: str = RULES, **kwargs) -> Router:

@@ -22,6 +22,7 @@ from ._codec_rules import (
     looks_like_pickle,
     looks_like_plaintext,
 )
+from .attribution import shown
 from .codec import IMPLEMENTATION, Encoder
 from .config import add_arguments, settings_from_args
 from .errors import ConfigError, FrameError
@@ -209,7 +210,7 @@ def _summary(run: _Run, truncated: str | None) -> str:
         for reason in sorted(drops):
             sample = run.samples.get(reason)
             if sample and reason != "bad_frame":
-                lines.append(f"  {reason}, e.g. {sample!r}")
+                lines.append(f"  {reason}, e.g. '{shown(sample)}'")  # as the daemon logs it
     for msg in run.refused[:MAX_LISTED]:
         lines.append("refused " + msg)
     if len(run.refused) > MAX_LISTED:

@@ -25,7 +25,7 @@ from gevent.event import Event
 from .config import Config
 from .flushing import Flusher
 from .health import HealthFacts, judge
-from .outbox import RESUME_FRACTION, Batch, Outbox
+from .outbox import RESUME_FRACTION, Batch, Outbox, gate_headroom
 from .poison import Parking
 from .protocols import BodySource, BodySpool, Counters, Poster
 from .replay import Replay
@@ -54,7 +54,9 @@ class Forwarder:
         self.client = client
         self.interval = float(config.interval)
         self.concurrency = max(1, int(config.concurrency))
-        self.outbox = Outbox(int(config.max_buffer_bytes), stats, lambda: encoder.pending_bytes)
+        cap = int(config.max_buffer_bytes)
+        headroom = gate_headroom(cap, int(config.body_bytes))
+        self.outbox = Outbox(cap, stats, lambda: encoder.pending_bytes, headroom)
         self.target = TargetState(client.url, self._holding)
         self.replay = (
             None if spool is None else Replay(spool, self.outbox, self.target, self.concurrency)
@@ -190,7 +192,7 @@ class Forwarder:
         """Spool under memory pressure while Blueflood fails, then update the gate."""
         outbox, replay = self.outbox, self.replay
         if replay is not None and self.target.failures and outbox.over_cap:
-            goal = outbox.max_bytes * RESUME_FRACTION
+            goal = outbox.max_bytes * RESUME_FRACTION  # where the gate opens again
             for batch in list(outbox.queue):
                 if outbox.memory_bytes <= goal:
                     break

@@ -103,15 +103,16 @@ class ReadBuffer:
         self.buf = new
         self.mv = memoryview(new)
 
-    def grow(self) -> None:
+    def grow(self, room: bool = True) -> None:
         """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs),
-        unless the read buffers together are at the memory cap (a buffer full of one unfinished
-        record grows anyway: it cannot make progress otherwise)."""
+        unless there is no `room` (the memory cap is reached: the receivers' gate is closed) or
+        the read buffers together are at the cap (a buffer full of one unfinished record grows
+        anyway: it cannot make progress otherwise)."""
         size = len(self.buf)
         if size < READ_BUFFER:
             bigger = min(READ_BUFFER, 2 * size)
             stuck = self.start == 0 and self.end == size
-            if stuck or self.memory is None or self.memory.may_add(bigger - size):
+            if stuck or (room and (self.memory is None or self.memory.may_add(bigger - size))):
                 self.make_room(bigger)
 
     def shrink(self) -> None:

@@ -4,6 +4,13 @@ Bytes are counted from the moment a body enters the outbox until its sender is d
 (delivered, dropped, or moved to the disk spool), so "in flight" is part of the cap. The gate
 is a gevent Event: receivers ``wait()`` on it before reading; it is cleared when the memory in
 use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set again at 80 %.
+
+The gate is looked at when a full body moves in (and when a sender finishes one), not after
+every frame, so the encoder can fill up to one more body between two looks; and its working
+buffer (which the body being filled only partly uses) stays allocated. A `headroom` for both
+lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 % of
+``max_bytes`` as before (lower, memory that paused connections keep, their read buffers, could
+hold it shut).
 """
 
 from __future__ import annotations
@@ -22,6 +29,17 @@ from .protocols import Counters, SpoolEntry
 log = logging.getLogger(__name__)
 
 RESUME_FRACTION = 0.8
+# Room between closing (cap - headroom) and reopening (80 % of the cap): at most 10 % of the cap.
+MAX_HEADROOM_FRACTION = 0.1
+
+
+def gate_headroom(max_bytes: int, body_bytes: int) -> int:
+    """What may be held beyond the counted bytes before the gate is looked at again: the body
+    the encoder fills between two looks, and the encoder's working buffer (one body more,
+    allocated once). Never more than a tenth of the cap."""
+    return min(2 * body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
+
+
 # A JSON string (escapes included) or a brace: strings are skipped so that braces inside
 # metric names never count.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}]', re.DOTALL)
@@ -93,9 +111,10 @@ class Backpressure:
         self.gate.set()
         self._paused_since: float | None = None
 
-    def update(self, used: int, cap: int) -> None:
+    def update(self, used: int, cap: int, headroom: int = 0) -> None:
+        """Closes over ``cap - headroom`` (see `gate_headroom`), reopens at 80 % of ``cap``."""
         if self.gate.is_set():
-            if used > cap:
+            if used > cap - headroom:
                 self.gate.clear()
                 self._paused_since = time.monotonic()
                 self.stats.set("backpressure_active", 1)
@@ -127,8 +146,10 @@ class Outbox:
         max_bytes: int,
         stats: Counters,
         pending: Callable[[], int] = lambda: 0,
+        headroom: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
+        self.headroom = headroom  # see `gate_headroom`; the receivers' gate only
         self.stats = stats
         self.pending = pending  # bytes still inside the encoder
         self.holders: list[Callable[[], int]] = []  # other memory held for data (read buffers)
@@ -164,8 +185,13 @@ class Outbox:
         return held
 
     @property
+    def close_over(self) -> int:
+        """The receivers' gate closes over this many bytes held (and opens at 80 % of the cap)."""
+        return self.max_bytes - (self.headroom if self.share_of is None else 0)
+
+    @property
     def over_cap(self) -> bool:
-        return self.memory_bytes > self.max_bytes
+        return self.memory_bytes > self.close_over
 
     def put(self, batch: Batch, front: bool = False) -> None:
         if front:
@@ -226,7 +252,7 @@ class Outbox:
         if self.share_of is not None:
             self._update_share_gate(used)
         else:
-            self.backpressure.update(used, self.max_bytes)
+            self.backpressure.update(used, self.max_bytes, self.headroom)
 
     def _update_share_gate(self, used: int) -> None:
         if self.gate.is_set():

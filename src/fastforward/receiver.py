@@ -336,8 +336,8 @@ class _StreamListener:
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
-            if filled:
-                conn.grow()
+            if filled:  # grows only while under the memory cap (bodies and buffers together)
+                conn.grow(self.owner.flow.gate.is_set())
             if self.owner.encoder.ready_bodies:
                 self.owner.flow.kick()
         if conn.end > conn.start:
@@ -350,6 +350,7 @@ class _StreamListener:
         encoder = owner.encoder
         stats = owner.stats
         buf, mv = conn.buf, conn.mv
+        gate = owner.flow.gate  # one Event for the forwarder's life: looked up once per read
         ok = 0
         need = LENGTH_BYTES
         while conn.end - conn.start >= LENGTH_BYTES:
@@ -359,9 +360,9 @@ class _StreamListener:
             if encoder.ready_bodies:
                 owner.flow.kick()
             # (At shutdown the forwarder is draining anyway: no wait.)
-            if not owner.drain_until and not owner.flow.gate.is_set():
+            if not gate.is_set() and not owner.drain_until:
                 owner.intake.settle(conn.peer)  # before other connections run
-                _wait_for_room(owner.flow.gate)
+                _wait_for_room(gate)
             try:
                 stop = frame_stop(buf, conn.start, conn.end, max_frame)
             except OversizeFrame as exc:
@@ -432,8 +433,8 @@ class _StreamListener:
             if conn.start == conn.end:
                 conn.start = conn.end = 0
                 conn.shrink()
-            if filled:
-                conn.grow()
+            if filled:  # grows only while under the memory cap (bodies and buffers together)
+                conn.grow(self.owner.flow.gate.is_set())
             if owner.encoder.ready_bodies:
                 owner.flow.kick()
         if conn.end > conn.start and not lines.skipping:

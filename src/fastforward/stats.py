@@ -171,6 +171,10 @@ def _le(bound: float) -> str:
 
 
 _INF: Labels = (("le", "+Inf"),)
+# Each bucket's bound and label set, built once: observe() runs once per POST.
+_BUCKETS: tuple[tuple[float, Labels], ...] = tuple(
+    (b, _key({"le": _le(b)})) for b in LATENCY_BUCKETS
+)
 
 
 class Stats:
@@ -201,9 +205,9 @@ class Stats:
     def observe(self, name: str, value: float) -> None:
         """One observation of a histogram (fixed `LATENCY_BUCKETS`)."""
         series = self._values[name]
-        for bound in LATENCY_BUCKETS:
+        for bound, key in _BUCKETS:
             if value <= bound:
-                series[_key({"le": _le(bound)})] += 1
+                series[key] += 1
         series[_INF] += 1
         series[()] += value
 

@@ -32,7 +32,7 @@ from .blueflood import BluefloodClient, Outcome
 from .config import Config
 from .forwarder import Forwarder
 from .health import HealthFacts, judge
-from .outbox import Backpressure, Batch
+from .outbox import Backpressure, Batch, gate_headroom
 from .protocols import (
     BodySource,
     BodySpool,
@@ -184,6 +184,7 @@ class TenantForwarder:
         self.default_tenant = config.tenant
         self.multi = bool(config.ingest_multi)
         self.max_bytes = int(config.max_buffer_bytes)
+        self._headroom = gate_headroom(self.max_bytes, int(config.body_bytes))
         self.lanes: dict[str | None, Forwarder] = {}
         self.backpressure = Backpressure(stats, self._backlogs)
         self.gate = self.backpressure.gate
@@ -398,7 +399,7 @@ class TenantForwarder:
 
     def _update_gate(self) -> None:
         """The receivers' gate over the whole cap (all lanes, the encoder, the read buffers)."""
-        self.backpressure.update(self.memory_bytes, self.max_bytes)
+        self.backpressure.update(self.memory_bytes, self.max_bytes, self._headroom)
 
     # ---- telling the operator ---------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Helpers of the no-loss suite that `conftest.py` does not have: failure modes for the fake
-Blueflood, steady senders, /metrics scraping, and the memory of a child process.
+Blueflood, steady senders, /metrics scraping, the memory of a child process, and fastforward
+started with both listeners and the admin endpoint (`start_with_admin`).
 
 Process starting, ports, `wait_until` and `frame` come from `conftest.py` (the service
 engineer's); this module only adds to them.
@@ -23,9 +24,26 @@ from gevent.pywsgi import WSGIServer
 
 from tests.fake_blueflood import FakeBlueflood, _drop_connection, _Handler
 
-from .conftest import frame
+from .conftest import ANY_PORT, TENANT, Process, frame
 
 INGEST_PATH = re.compile(r"^/v2\.0/[^/]+/ingest$")
+
+
+def start_with_admin(
+    run_ff,  # noqa: ANN001 - the fixture's start function
+    bf: FakeBlueflood,
+    *extra: str,
+    interval: str = "0.5",
+) -> tuple[Process, int, int, int]:
+    """fastforward into `bf` with a pickle listener, a plaintext one and the admin endpoint,
+    each on a port the kernel picked: (process, pickle port, line port, admin port)."""
+    ff = run_ff(
+        "-e", ANY_PORT,
+        "--line-endpoint", ANY_PORT,
+        "-b", bf.url, "-t", TENANT, "-i", interval,
+        "--admin-endpoint", ANY_PORT, *extra,
+    )  # fmt: skip
+    return ff, ff.port(), ff.port("tcp", "line"), ff.admin_port
 
 
 # ---- failure modes of the fake Blueflood ------------------------------------------------------

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
-from .helpers import Metrics, http_get, scrape
+from .conftest import FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import Metrics, http_get, scrape, start_with_admin
 
 pytestmark = [pytest.mark.integration]
 
@@ -23,16 +23,7 @@ HOUR_MS = 3_600_000
 
 
 def _start(run_ff, bf: FakeBlueflood, *extra: str) -> tuple:  # noqa: ANN001
-    ff = run_ff(
-        "-e", ANY_PORT,
-        "--line-endpoint", ANY_PORT,
-        "-b", bf.url, "-t", TENANT, "-i", "0.3",
-        "--admin-endpoint", ANY_PORT, *extra,
-    )  # fmt: skip
-    port = ff.port()
-    line_port = ff.port("tcp", "line")
-    admin = ff.admin_port
-    return ff, port, line_port, admin
+    return start_with_admin(run_ff, bf, *extra, interval="0.3")
 
 
 def _debug(admin: int, what: str) -> dict:

@@ -5,7 +5,6 @@ reason."""
 from __future__ import annotations
 
 import json
-import pickle
 import socket
 import time
 from pathlib import Path
@@ -14,28 +13,10 @@ import pytest
 
 from tests.fake_blueflood import Scripted
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, send_tcp, wait_until
-from .helpers import Outage, http_get, scrape
+from .conftest import TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import Outage, http_get, scrape, start_with_admin
 
 pytestmark = [pytest.mark.integration]
-
-
-def _ff(run_ff, bf: FakeBlueflood, *extra: str) -> tuple:  # noqa: ANN001
-    ff = run_ff(
-        "-e", ANY_PORT,
-        "--line-endpoint", ANY_PORT,
-        "-b", bf.url, "-t", TENANT, "-i", "0.5",
-        "--admin-endpoint", ANY_PORT, *extra,
-    )  # fmt: skip
-    port = ff.port()
-    line_port = ff.port("tcp", "line")
-    admin = ff.admin_port
-    return ff, port, line_port, admin
-
-
-def _pickle_frame(items: list) -> bytes:
-    payload = pickle.dumps(items, protocol=2)
-    return len(payload).to_bytes(4, "big") + payload
 
 
 def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> None:  # noqa: ANN001
@@ -45,11 +26,11 @@ def test_metrics_count_what_happened(fake_blueflood: FakeBlueflood, run_ff) -> N
                "source": "metricValue", "message": "metric value must be numeric"}
               for i in range(2)]  # fmt: skip
     bf.push(Scripted(207, json.dumps({"errors": errors}), process=True))
-    ff, port, line_port, admin = _ff(run_ff, bf)
+    ff, port, line_port, admin = start_with_admin(run_ff, bf)
     ts = int(time.time())
     good = [(f"good.{i}", (ts, i)) for i in range(10)]
     bad = [("nan.p", (ts, float("nan")))] * 2 + [("none", (ts, None))]
-    send_tcp(port, _pickle_frame(good + bad))
+    send_tcp(port, frame(good + bad))
     send_tcp(line_port, (f"line.a 1 {ts}\nline.b 2 {ts}\nline.c 3 {ts}\nline.d 4 {ts}\n"
                          f"line.e 5 {ts}\nonly.two 1\nthree fields but four {ts}\n"
                          f"nan.l nan {ts}\n").encode())  # fmt: skip
@@ -102,8 +83,8 @@ def test_health_503_when_blueflood_is_down_without_a_spool(
 ) -> None:
     outage = Outage(fake_blueflood)
     outage.mode = "503"
-    ff, port, _line, admin = _ff(run_ff, fake_blueflood)
-    send_tcp(port, _pickle_frame([("down.a", (int(time.time()), 1))]))
+    ff, port, _line, admin = start_with_admin(run_ff, fake_blueflood)
+    send_tcp(port, frame([("down.a", (int(time.time()), 1))]))
     url = f"http://127.0.0.1:{admin}/health"
     assert http_get(url)[0] == 200  # a single failure is not an outage yet
     wait_until(lambda: http_get(url)[0] == 503, 15, "/health 503")
@@ -123,8 +104,10 @@ def test_health_200_while_spooling_within_limits(
 ) -> None:
     outage = Outage(fake_blueflood)
     outage.mode = "503"
-    ff, port, _line, admin = _ff(run_ff, fake_blueflood, "--spool-dir", str(tmp_path / "spool"))
-    send_tcp(port, _pickle_frame([("spooling.a", (int(time.time()), 1))]))
+    ff, port, _line, admin = start_with_admin(
+        run_ff, fake_blueflood, "--spool-dir", str(tmp_path / "spool")
+    )
+    send_tcp(port, frame([("spooling.a", (int(time.time()), 1))]))
     url = f"http://127.0.0.1:{admin}/health"
     wait_until(lambda: "the spool takes" in http_get(url)[1], 15, "/health to mention the spool")
     assert http_get(url)[0] == 200

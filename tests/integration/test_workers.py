@@ -15,6 +15,8 @@ from pathlib import Path
 import gevent
 import pytest
 
+from bench.procnet import owner as owner_of
+
 from .conftest import TENANT, FakeBlueflood, frame, free_port, wait_until
 from .helpers import Outage, datapoint_counts, http_get, scrape
 
@@ -42,39 +44,6 @@ def worker_pids(ff) -> dict[int, int]:  # noqa: ANN001
     return pids
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _accepted_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the server side of 127.0.0.1:client_port -> 127.0.0.1:server_port."""
-    with open("/proc/net/tcp", encoding="ascii") as fh:
-        next(fh)
-        for line in fh:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            if int(local.split(":")[1], 16) == server_port and (
-                int(remote.split(":")[1], 16) == client_port
-            ):
-                return inode or None
-    return None
-
-
-def _owner(server_port: int, client_port: int, pids: dict[int, int]) -> int | None:
-    inode = _accepted_inode(server_port, client_port)
-    if inode is None:
-        return None
-    return next((wid for wid, pid in pids.items() if inode in _socket_inodes(pid)), None)
-
-
 def connections_on_each_worker(port: int, pids: dict[int, int]) -> dict[int, list[socket.socket]]:
     """Open connections until every worker holds at least one; worker id to its connections.
 
@@ -100,7 +69,7 @@ def _spread(
         owner: list[int | None] = [None]
 
         def found(client_port: int = client_port, owner: list[int | None] = owner) -> bool:
-            owner[0] = _owner(port, client_port, pids)
+            owner[0] = owner_of(port, client_port, pids)
             return owner[0] is not None
 
         try:
@@ -417,7 +386,7 @@ def test_connections_are_spread_over_the_workers(
         def all_owned() -> bool:
             for i, s in enumerate(conns):
                 if owners[i] is None:
-                    owners[i] = _owner(port, s.getsockname()[1], pids)
+                    owners[i] = owner_of(port, s.getsockname()[1], pids)
             return None not in owners
 
         wait_until(all_owned, 10, "every connection to be accepted")
