@@ -152,7 +152,7 @@ def test_root_lists_the_paths(server):
     status, headers, body = http(server.port, "/")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     listed = [line.split()[0] for line in body.decode().splitlines() if line.startswith("/")]
-    assert listed == ["/metrics", "/health", "/debug/senders", "/debug/rejects"]
+    assert listed == ["/metrics", "/health", "/debug/senders", "/debug/rejects", "/debug/series"]
     for path in listed:  # every path listed answers
         assert http(server.port, path)[0] == 200
 

@@ -346,6 +346,9 @@ GIVEN = {
     "key": ("s3cret", "s3cret"),
     "password": ("", ""),  # --key and --password exclude each other; key stands for both
     "auth_url": ("http://id.example/v2.0/tokens", "http://id.example/v2.0/tokens"),
+    "rules": ("/etc/ff/rules.toml", "/etc/ff/rules.toml"),
+    "storage_schemas": ("/etc/carbon/storage-schemas.conf", "/etc/carbon/storage-schemas.conf"),
+    "tags": ("Flatten", "flatten"),
     "max_frame_bytes": ("4096", 4096),
     "max_connections": ("10", 10),
     "idle_timeout": ("0", 0.0),

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "daemon",
         {"stats", "attribution", "blueflood", "auth", "pidfile", "spool", "protocols", "outbox"}
         | {"delivery", "target", "replay", "poison", "sending", "flushing", "health"}
-        | {"forwarder", "tenants", "receiver", "admin", "lifecycle"},
+        | {"forwarder", "tenants", "routes", "receiver", "admin", "lifecycle"},
     ),
     ("service", {"service"}),
     (

@@ -25,7 +25,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ._codec_rules import (
     DEFAULT_MAX_BODY_BYTES,
@@ -37,6 +37,7 @@ from ._codec_rules import (
     DEFAULT_MAX_NAME_BYTES,
     DEFAULT_MAX_PAST_MS,
     DEFAULT_PREFIX,
+    DEFAULT_ROUTE_CACHE_SIZE,
     DEFAULT_TTL,
     DROP_REASONS,
     FORBIDDEN_OPCODES,
@@ -67,6 +68,7 @@ from ._codec_rules import (
     R_UNDERFLOW,
     SAMPLE_BYTES,
     check_encoder_args,
+    check_route_cache_size,
     unescape_string,
 )
 from .errors import FrameError, FrameTooLarge
@@ -781,8 +783,70 @@ def _escape(raw: bytes) -> bytes:
 # =============================================================================================
 
 
+class RouteDecision(Protocol):
+    """What a router returns for a name (``routing.Decision`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def ttl(self) -> int | None: ...
+    @property
+    def drop(self) -> str | None: ...
+
+
+class _DatapointFn(Protocol):
+    def __call__(
+        self, name: object, ts: object, value: object, now_ms: int, objs: list[Any]
+    ) -> str | None: ...
+
+
+class _Tenant:
+    """One tenant's open body, and what was decided for it (counters_by_tenant)."""
+
+    __slots__ = ("body", "count", "counts", "name", "routed")
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+        self.body = bytearray(b"[")
+        self.count = 0
+        self.routed = False  # has the router named this tenant (shown in counters_by_tenant)
+        self.counts = dict.fromkeys(_TENANT_COUNTERS, 0)
+
+
+_TENANT_COUNTERS = ("accepted", "rule", "series_budget", "bad_tags", "empty_name")
+
+
+class _Route:
+    """What the encoder remembers of one routing decision: where and how a name is written,
+    or why its datapoints are dropped."""
+
+    __slots__ = ("drop", "tail", "tenant", "tmpl_float", "tmpl_int")
+
+    def __init__(
+        self, tenant: _Tenant, drop: str | None, head: bytes = b"", tail: bytes = b""
+    ) -> None:
+        self.tenant = tenant
+        self.drop = drop
+        self.tmpl_int = head + b"%d%b"
+        self.tmpl_float = head + b"%r%b"
+        self.tail = tail
+
+
+def _head(ttl: int) -> bytes:
+    """The start of a datapoint's JSON object, up to its value."""
+    return b'{"collectionTime":%d,"ttlInSeconds":' + b"%d" % ttl + b',"metricValue":'
+
+
 class Encoder:
-    """Turns pickle frames and plaintext lines into Blueflood JSON bodies (see the contract)."""
+    """Turns pickle frames and plaintext lines into Blueflood JSON bodies (see the contract).
+
+    Without a router every datapoint goes to one open body (the default tenant's). With one,
+    each name is routed once (docs/architecture.md, "Routing in the codec") and its datapoints
+    go to their tenant's open body; ``_datapoint`` and ``_append`` are bound to the routed or
+    the plain variant by `set_router`, so the plain path pays nothing for routing.
+    """
 
     def __init__(
         self,
@@ -798,6 +862,8 @@ class Encoder:
         max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
         max_name_bytes: int = DEFAULT_MAX_NAME_BYTES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        router: Callable[[str], RouteDecision] | None = None,
+        route_cache_size: int = DEFAULT_ROUTE_CACHE_SIZE,
     ) -> None:
         check_encoder_args(
             ttl=ttl,
@@ -808,6 +874,7 @@ class Encoder:
             max_name_bytes=max_name_bytes,
             max_line_bytes=max_line_bytes,
         )
+        check_route_cache_size(route_cache_size)
         self.prefix = prefix
         self.ttl = ttl
         self.overwrite_collection_time = bool(overwrite_collection_time)
@@ -819,21 +886,29 @@ class Encoder:
         self.max_future_ms = max_future_ms
         self.max_name_bytes = max_name_bytes
         self.max_line_bytes = max_line_bytes
+        self.route_cache_size = route_cache_size
         # The prefix and its dot count towards max_name_bytes.
         self._prefix_raw = (prefix + ".").encode("utf-8") if prefix else b""
         self._prefix_esc = _escape(self._prefix_raw)
-        head = b'{"collectionTime":%d,"ttlInSeconds":' + str(ttl).encode() + b',"metricValue":'
+        head = _head(ttl)
         self._tmpl_int = head + b"%d%b"
         self._tmpl_float = head + b"%r%b"
         # name -> its JSON tail, or None when it is invalid: a name repeats in every flush
         self._names: dict[object, bytes | None] = {}
-        self._full: list[tuple[bytes, int]] = []
+        # Bodies: the full ones of every tenant in the order they closed, one open per tenant.
+        self._full: list[tuple[str | None, bytes, int]] = []
         self._full_bytes = 0
         self._full_datapoints = 0
-        self._body = bytearray(b"[")
-        self._body_count = 0
+        self._default = _Tenant(None)
+        self._tenants: dict[str | None, _Tenant] = {None: self._default}
         self._counters = dict.fromkeys(("accepted", "frames", "lines", *DROP_REASONS), 0)
         self._rejects: deque[tuple[str, bytes]] = deque(maxlen=MAX_REJECTS)
+        # name (as received) -> its routing decision; bounded, emptied by set_router
+        self._routes: dict[object, _Route] = {}
+        self._router: Callable[[str], RouteDecision] | None = None
+        self._datapoint: _DatapointFn = self._datapoint_plain
+        self._append: Callable[[list[Any]], None] = self._append_plain
+        self.set_router(router)
 
     # --- public state ---------------------------------------------------------------------
 
@@ -843,42 +918,110 @@ class Encoder:
 
     @property
     def pending_bytes(self) -> int:
-        open_bytes = len(self._body) + 1 if self._body_count else 0
+        open_bytes = sum(len(t.body) + 1 for t in self._tenants.values() if t.count)
         return self._full_bytes + open_bytes
 
     @property
     def pending_datapoints(self) -> int:
-        return self._full_datapoints + self._body_count
+        return self._full_datapoints + sum(t.count for t in self._tenants.values())
 
     def counters(self) -> dict[str, int]:
         return dict(self._counters)
+
+    def counters_by_tenant(self) -> dict[str | None, dict[str, int]]:
+        """Per tenant the router named (None: the default), accepted and the routing drops.
+
+        DECISION: only datapoints that went through the router count here; without a router
+        this is empty (everything is in `counters`). A final name refused after routing counts
+        invalid_name in `counters` only.
+        """
+        return {t.name: dict(t.counts) for t in self._tenants.values() if t.routed}
 
     def take_rejects(self) -> list[tuple[str, bytes]]:
         """Recent (reason, sample) pairs, oldest first, at most 64; clears them.
 
         DECISION: the sample is at most 256 bytes: the raw metric name for a dropped pickle
         datapoint (b"" when the name is not a string, and for bad_item), the line without its
-        line end for plaintext, and ``str(FrameError)`` for bad_frame.
+        line end for plaintext, and ``str(FrameError)`` for bad_frame. Routing drops too.
         """
         out = list(self._rejects)
         self._rejects.clear()
         return out
 
     def take(self, partial: bool = True) -> list[bytes]:
-        return [body for body, _ in self.take_counted(partial)]
+        return [body for _, body, _ in self.take_routed(partial)]
 
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
         """Like `take`, with the number of datapoints of each body (the sender needs it)."""
+        return [(body, count) for _, body, count in self.take_routed(partial)]
+
+    def take_routed(self, partial: bool = True) -> list[tuple[str | None, bytes, int]]:
+        """Every full body, and with ``partial`` every open one, as (tenant, body, count).
+
+        DECISION: full bodies in the order they closed, then the open ones in the order their
+        tenants first appeared (the default tenant first).
+        """
         out = self._full
         self._full = []
         self._full_bytes = 0
         self._full_datapoints = 0
-        if partial and self._body_count:
-            self._body.append(0x5D)
-            out.append((bytes(self._body), self._body_count))
-            self._body = bytearray(b"[")
-            self._body_count = 0
+        if partial:
+            for tenant in self._tenants.values():
+                if tenant.count:
+                    tenant.body.append(0x5D)
+                    out.append((tenant.name, bytes(tenant.body), tenant.count))
+                    tenant.body = bytearray(b"[")
+                    tenant.count = 0
         return out
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def set_router(self, router: Callable[[str], RouteDecision] | None) -> None:
+        """Route with this callable from now on (None: no routing); forgets the decisions
+        made by the previous one. Bodies already open or full stay as they are."""
+        self._router = router
+        self._routes = {}
+        if router is None:
+            self._datapoint = self._datapoint_plain
+            self._append = self._append_plain
+        else:
+            self._datapoint = self._datapoint_routed
+            self._append = self._append_routed
+
+    def _route(self, name: str | bytes) -> _Route:
+        """Ask the router about a name (valid as received) and remember the answer.
+
+        DECISION: the final-name check (valid UTF-8, not empty, no whitespace, prefix + name
+        within max_name_bytes) gives invalid_name, remembered like any decision; a
+        series_budget drop is never remembered (the router must see the next datapoint).
+        """
+        assert self._router is not None
+        text = name if isinstance(name, str) else name.decode("utf-8")
+        decision = self._router(text)
+        tenant = self._tenants.get(decision.tenant)
+        if tenant is None:
+            tenant = self._tenants[decision.tenant] = _Tenant(decision.tenant)
+        tenant.routed = True
+        if decision.drop is not None:
+            route = _Route(tenant, decision.drop)
+            if decision.drop == "series_budget":
+                return route
+        else:
+            raw = _name_utf8(decision.name)
+            if (
+                not raw
+                or _NAME_WS_RE.search(raw) is not None
+                or len(self._prefix_raw) + len(raw) > self.max_name_bytes
+            ):
+                route = _Route(tenant, "invalid_name")
+            else:
+                ttl = self.ttl if decision.ttl is None else decision.ttl
+                tail = b',"metricName":"' + self._prefix_esc + _escape(raw) + b'"}'
+                route = _Route(tenant, None, _head(ttl), tail)
+        if len(self._routes) >= self.route_cache_size:
+            self._routes.clear()
+        self._routes[name] = route
+        return route
 
     # --- input ------------------------------------------------------------------------------
 
@@ -899,7 +1042,7 @@ class Encoder:
             raise
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        objs: list[bytes] = []
+        objs: list[Any] = []
         for item in top:
             self._add_item(item, now_ms, objs)
         self._append(objs)
@@ -923,7 +1066,7 @@ class Encoder:
         lines = buf[:consumed].split(b"\n")
         if not final or lines[-1] == b"":
             lines.pop()  # the empty piece after the last newline
-        objs: list[bytes] = []
+        objs: list[Any] = []
         for line in lines:
             line = line.removesuffix(b"\r")
             fields = line.split()
@@ -946,13 +1089,13 @@ class Encoder:
         self._counters[reason] += 1
         self._rejects.append((reason, sample[:SAMPLE_BYTES]))
 
-    def _add_item(self, item: object, now_ms: int, objs: list[bytes]) -> None:
+    def _add_item(self, item: object, now_ms: int, objs: list[Any]) -> None:
         """One `(name, (ts, value), ...)` item of a frame.
 
         DECISION: an item is a list/tuple of at least 2 elements whose elements after the
         first are all lists/tuples of exactly 2; otherwise the whole item is one bad_item. A
         name that is not str/bytes is invalid_name (per datapoint). Each datapoint gets at most
-        one drop reason, checked in this order: name, value, timestamp, window.
+        one drop reason, checked in this order: name, value, timestamp, window, then routing.
         """
         if not isinstance(item, (list, tuple)) or len(item) < 2:
             self._drop("bad_item", b"")
@@ -986,7 +1129,7 @@ class Encoder:
             self._names[name] = tail
         return tail
 
-    def _datapoint(
+    def _datapoint_plain(
         self, name: object, ts: object, value: object, now_ms: int, objs: list[bytes]
     ) -> str | None:
         """Append one datapoint's JSON object to objs; or return its drop reason."""
@@ -1003,6 +1146,43 @@ class Encoder:
             return ms
         template = self._tmpl_float if isinstance(v, float) else self._tmpl_int
         objs.append(template % (ms, v, tail))
+        return None
+
+    def _datapoint_routed(
+        self, name: object, ts: object, value: object, now_ms: int, objs: list[Any]
+    ) -> str | None:
+        """Append (tenant, JSON object) to objs; or return the drop reason.
+
+        DECISION: with a router the name as received is checked alone (valid UTF-8, not
+        empty, no whitespace, within max_name_bytes without the prefix: the prefix counts in
+        the final-name check). The router is asked only for a datapoint whose value and
+        timestamp are good.
+        """
+        try:
+            route = self._routes.get(name)
+        except TypeError:  # unhashable (a list as a name)
+            return "invalid_name"
+        if route is None:
+            raw = _name_utf8(name)
+            if not raw or _NAME_WS_RE.search(raw) is not None or len(raw) > self.max_name_bytes:
+                return "invalid_name"
+        if value is None:
+            return "none"
+        v = _number(value)
+        if isinstance(v, str):
+            return v
+        ms = now_ms if self.overwrite_collection_time else self._collection_ms(ts, now_ms)
+        if isinstance(ms, str):
+            return ms
+        if route is None:
+            route = self._route(name)  # type: ignore[arg-type]  # str or bytes: checked above
+        if route.drop is not None:
+            counts = route.tenant.counts
+            if route.drop in counts:
+                counts[route.drop] += 1
+            return route.drop
+        template = route.tmpl_float if isinstance(v, float) else route.tmpl_int
+        objs.append((route.tenant, template % (ms, v, route.tail)))
         return None
 
     def _collection_ms(self, ts: object, now_ms: int) -> int | str:
@@ -1031,31 +1211,43 @@ class Encoder:
 
     # --- bodies -----------------------------------------------------------------------------
 
-    def _append(self, objs: list[bytes]) -> None:
-        """Add encoded objects to the open body, closing bodies by size and count.
+    def _append_plain(self, objs: list[bytes]) -> None:
+        """Add encoded objects to the default tenant's open body (no router)."""
+        self._fill(self._default, objs)
+
+    def _append_routed(self, objs: list[tuple[_Tenant, bytes]]) -> None:
+        """Add (tenant, encoded object) pairs to their tenants' open bodies, in order."""
+        for tenant, obj in objs:
+            self._fill(tenant, (obj,))
+            tenant.counts["accepted"] += 1
+
+    def _fill(self, tenant: _Tenant, objs: list[bytes] | tuple[bytes]) -> None:
+        """Add encoded objects to a tenant's open body, closing bodies by size and count.
 
         DECISION: a body is closed (becomes "full") as soon as it holds max_body_datapoints,
         or when the next object would take it over max_body_bytes; an object alone over
         max_body_bytes still gets a body of its own.
         """
+        max_bytes = self.max_body_bytes
+        max_datapoints = self.max_body_datapoints
         for obj in objs:
-            if self._body_count and len(self._body) + len(obj) + 2 > self.max_body_bytes:
-                self._close_body()  # "," + obj + "]" would not fit
-            if self._body_count:
-                self._body.append(0x2C)
-            self._body += obj
-            self._body_count += 1
-            self._counters["accepted"] += 1
-            if self._body_count >= self.max_body_datapoints:
-                self._close_body()
+            if tenant.count and len(tenant.body) + len(obj) + 2 > max_bytes:
+                self._close_body(tenant)  # "," + obj + "]" would not fit
+            if tenant.count:
+                tenant.body.append(0x2C)
+            tenant.body += obj
+            tenant.count += 1
+            if tenant.count >= max_datapoints:
+                self._close_body(tenant)
+        self._counters["accepted"] += len(objs)
 
-    def _close_body(self) -> None:
-        self._body.append(0x5D)
-        self._full.append((bytes(self._body), self._body_count))
-        self._full_bytes += len(self._body)
-        self._full_datapoints += self._body_count
-        self._body = bytearray(b"[")
-        self._body_count = 0
+    def _close_body(self, tenant: _Tenant) -> None:
+        tenant.body.append(0x5D)
+        self._full.append((tenant.name, bytes(tenant.body), tenant.count))
+        self._full_bytes += len(tenant.body)
+        self._full_datapoints += tenant.count
+        tenant.body = bytearray(b"[")
+        tenant.count = 0
 
 
 def _check_datapoint_count(top: list[object] | tuple[object, ...], limit: int, stop: int) -> None:

@@ -82,6 +82,12 @@ def check_encoder_args(
         raise ValueError(f"ttl must be an integer, not {ttl!r}")
 
 
+def check_route_cache_size(route_cache_size: object) -> None:
+    """Raises ValueError unless the encoder's routing cache bound is a positive integer."""
+    if type(route_cache_size) is not int or route_cache_size < 1:
+        raise ValueError(f"route_cache_size must be a positive integer, not {route_cache_size!r}")
+
+
 # Hints for a sender talking the wrong protocol to a port. A pickle frame's 4-byte length made
 # of printable ASCII is the start of a plaintext line ("a.b.c 1 17..." reads as ~1.6 GB), and a
 # plaintext "line" starting with a NUL byte or holding a PROTO opcode (0x80, then 1-5) is a

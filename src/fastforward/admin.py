@@ -1,5 +1,7 @@
-"""Admin HTTP endpoint: ``/metrics`` (Prometheus text format), ``/health``, and
-``/debug/senders`` / ``/debug/rejects`` (JSON: who sent what was dropped, see `attribution`).
+"""Admin HTTP endpoint: ``/metrics`` (Prometheus text format), ``/health``,
+``/debug/senders`` / ``/debug/rejects`` (JSON: who sent what was dropped, see `attribution`) and
+``/debug/series`` (JSON: the routing rules' series budgets, `routing.Router.series_report`).
+Every path answers GET (and HEAD); another method on a known path is 405 with ``Allow: GET``.
 
 Also ``self_metric_lines``: the same numbers as Graphite plaintext lines, which the forwarder
 feeds back into its own encoder when ``--self-metrics-prefix`` is set (like carbon's
@@ -86,7 +88,8 @@ class AdminServer:
         health: Callable[[], tuple[bool, str]],
         debug: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """``debug`` returns ``{"senders": ..., "rejects": ...}`` for the /debug routes."""
+        """``debug`` returns ``{"senders": ..., "rejects": ..., "series": ...}`` for the /debug
+        routes."""
         self.host = host
         self.port = port
         self._stats = stats
@@ -112,7 +115,8 @@ class AdminServer:
         self._server.start()
         self.port = self._server.server_port
         log.info(
-            "admin endpoint on http://%s:%d/ (/metrics, /health, /debug/senders, /debug/rejects)",
+            "admin endpoint on http://%s:%d/ (/metrics, /health, /debug/senders, /debug/rejects, "
+            "/debug/series)",
             self.host,
             self.port,
         )
@@ -125,14 +129,14 @@ class AdminServer:
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/" and method in ("GET", "HEAD"):
-            return _reply(start_response, "200 OK", INDEX)
-        if path not in ("/metrics", "/health", *DEBUG_PATHS):
+        if path not in ("/", "/metrics", "/health", *DEBUG_PATHS):
             return _reply(start_response, "404 Not Found", b"not found\n")
         if method not in ("GET", "HEAD"):
             return _reply(
                 start_response, "405 Method Not Allowed", b"use GET\n", [("Allow", "GET")]
             )
+        if path == "/":
+            return _reply(start_response, "200 OK", INDEX)
         if path in DEBUG_PATHS:
             return self._debug_reply(DEBUG_PATHS[path], start_response)
         if path == "/metrics":
@@ -161,7 +165,11 @@ class AdminServer:
         return _reply(start_response, "200 OK", body, content_type="application/json")
 
 
-DEBUG_PATHS = {"/debug/senders": "senders", "/debug/rejects": "rejects"}
+DEBUG_PATHS = {
+    "/debug/senders": "senders",
+    "/debug/rejects": "rejects",
+    "/debug/series": "series",
+}
 
 
 # GET /: what a person who opens the admin address in a browser or with curl can ask for.
@@ -171,6 +179,8 @@ INDEX = (
     b"/health   200 ok, or 503 with the reason\n"
     b"/debug/senders  per source address: connections, datapoints, drops (JSON)\n"
     b"/debug/rejects  recent samples of dropped input per reason (JSON)\n"
+    b"/debug/series   series budgets of the routing rules: new series per minute, top "
+    b"prefixes (JSON)\n"
 )
 
 

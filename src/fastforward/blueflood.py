@@ -358,14 +358,21 @@ class StdoutClient:
 
     url = "stdout"  # where bodies go, for the forwarder's log (a dry run never fails)
 
-    def __init__(self, stats: Stats, stream: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, stats: Stats, stream: IO[bytes] | None = None, tenant: str | None = None
+    ) -> None:
+        """``tenant``: with routing, each line starts with the body's tenant and a tab
+        (``tenant`` for bodies of the default tenant); None: the body alone, as always."""
         self.stats = stats
         self.stream = stream if stream is not None else sys.stdout.buffer
+        self.tenant = tenant
 
     def url_for(self, tenant: str) -> str:
         return self.url
 
     def post(self, body: bytes, tenant: str | None = None) -> Outcome:
+        if self.tenant is not None:
+            body = (tenant or self.tenant).encode() + b"\t" + body
         self.stream.write(body + b"\n")
         self.stream.flush()
         return Outcome(Kind.OK, 200, "200")

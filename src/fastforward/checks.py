@@ -74,14 +74,46 @@ def blueflood(_name: str, value: Any) -> str:
     return blueflood_url(str(value))
 
 
-def tenant(_name: str, value: Any) -> str:
-    """A path segment of the ingest URL: no separators, no spaces, at most 255 bytes."""
+MAX_TENANT_BYTES = 255
+TAG_POLICIES = ("keep", "strip", "flatten")
+
+
+def tenant_problem(tenant: str) -> str | None:
+    """Why Blueflood cannot use this tenant id, or None when it can.
+
+    The tenant is one segment of the ingest URL and the first part of Blueflood's storage key
+    ``tenant.metric``: the one rule for ``--tenant`` and for the tenants of a rules file.
+    """
+    if not tenant:
+        return "is empty"
+    if any(c in tenant for c in "/.?#%") or any(c.isspace() for c in tenant):
+        return "must not contain '/', '.', '?', '#', '%' or whitespace"
+    if len(tenant.encode()) > MAX_TENANT_BYTES:
+        return f"is longer than {MAX_TENANT_BYTES} bytes"
+    return None
+
+
+def tenant(name: str, value: Any) -> str:
+    """Empty (not given), or a tenant id `tenant_problem` accepts."""
     text = str(value).strip()
-    if any(c in text for c in "/.?#%") or any(c.isspace() for c in text):
-        raise ConfigError(f"--tenant {text!r}: must not contain '/', '.', '?', '#', '%' or spaces")
-    if len(text.encode()) > 255:
-        raise ConfigError(f"--tenant {text[:20]!r}...: longer than 255 bytes")
+    problem = tenant_problem(text) if text else None
+    if problem:
+        shown = text if len(text) <= 40 else text[:20] + "..."
+        raise ConfigError(f"--{name.replace('_', '-')} {shown!r}: {problem}")
     return text
+
+
+def tag_policy(name: str, value: Any) -> str:
+    """One of `TAG_POLICIES`, in lower case."""
+    text = str(value).strip().lower()
+    if text not in TAG_POLICIES:
+        raise ConfigError(f"--{name} {value!r}: use one of {', '.join(TAG_POLICIES)}")
+    return text
+
+
+def readable_file(name: str, value: Any) -> str:
+    """Empty (off), or a path; whether it can be read and used is checked when it is loaded."""
+    return str(value).strip()
 
 
 def body_limit(_name: str, value: int) -> int:

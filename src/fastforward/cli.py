@@ -35,11 +35,11 @@ from .workers import resolve_workers, worker_spec  # plain standard library: bef
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_STARTUP", "EXIT_UNDELIVERED", "EXIT_USAGE", "main"]
 
 
-def _fail(message: str, code: int, warnings: Sequence[str] = ()) -> int:
+def _fail(message: str, code: int, warnings: Sequence[str] = (), hint: bool = True) -> int:
     print(f"fastforward: {message}", file=sys.stderr)
     for warning in warnings:  # e.g. the misspelt name that left a required option unset
         print(f"fastforward: warning: {warning}", file=sys.stderr)
-    if code == EXIT_USAGE:
+    if code == EXIT_USAGE and hint:
         print("Try 'fastforward --help' for the options.", file=sys.stderr)
     return code
 
@@ -117,10 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if where != "stderr":
             log.error("%s", exc)
         return _fail(str(exc), EXIT_STARTUP)
-    except ConfigError as exc:
+    except ConfigError as exc:  # a file an option names (--rules): its one line says it all
         if where != "stderr":
             log.error("%s", exc)
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, hint=False)
     except Exception:
         log.exception("fastforward failed")
         return EXIT_ERROR

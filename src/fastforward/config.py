@@ -221,6 +221,32 @@ class Config:
         check=checks.http_url,
         help="Identity v2.0 token URL.",
     )
+    # routing
+    rules: str = option(
+        "",
+        metavar="FILE",
+        section="routing",
+        check=checks.readable_file,
+        help="Routing rules (TOML, docs/rules.md): per metric name a tenant, a new name, a "
+        "TTL, a drop, a series budget; names no rule matches go to --tenant unchanged. Checked "
+        "at start (exit 2 naming the line), reloaded on SIGHUP (a bad file keeps the old rules).",
+    )
+    storage_schemas: str = option(
+        "",
+        metavar="FILE",
+        section="routing",
+        check=checks.readable_file,
+        help="carbon's storage-schemas.conf: where no rule sets a TTL, the longest retention "
+        "of the first matching schema is the TTL. Reloaded on SIGHUP with the rules.",
+    )
+    tags: str = option(
+        "keep",
+        metavar="POLICY",
+        section="routing",
+        check=checks.tag_policy,
+        help="Graphite tags (name;k=v): always put in carbon's order; keep them in the name, "
+        "strip them, or flatten them into the path (name.k_is_v).",
+    )
     # limits
     max_frame_bytes: int = option(
         1_048_576,

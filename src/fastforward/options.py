@@ -41,6 +41,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("listening", "Listening"),
     ("blueflood", "Blueflood"),
     ("auth", "Authentication (Keystone / Rackspace Identity v2.0)"),
+    ("routing", "Routing to many tenants (docs/rules.md)"),
     ("limits", "Limits"),
     ("reliability", "Reliability and observability"),
     ("logging", "Logging"),

@@ -79,6 +79,46 @@ class Batch:
     failing_since: float | None = None  # monotonic time of the first failed attempt
 
 
+class Backpressure:
+    """The receivers' gate over a memory cap, the one rule for one destination (`Outbox`) and
+    for many (`tenants.TenantForwarder`): closed when the memory in use goes over the cap,
+    open again at `RESUME_FRACTION` of it; each episode logged once (with who holds the
+    memory, when ``holders`` can say) and counted in ``backpressure_active`` and
+    ``backpressure_seconds``."""
+
+    def __init__(self, stats: Counters, holders: Callable[[], str] | None = None) -> None:
+        self.stats = stats
+        self.holders = holders
+        self.gate = Event()
+        self.gate.set()
+        self._paused_since: float | None = None
+
+    def update(self, used: int, cap: int) -> None:
+        if self.gate.is_set():
+            if used > cap:
+                self.gate.clear()
+                self._paused_since = time.monotonic()
+                self.stats.set("backpressure_active", 1)
+                who = f"; {self.holders()}" if self.holders is not None else ""
+                log.warning(
+                    "backpressure: %d bytes waiting for Blueflood (cap %d%s); pausing receivers",
+                    used,
+                    cap,
+                    who,
+                )
+        elif used <= cap * RESUME_FRACTION:
+            self.gate.set()
+            paused = self.paused_for()
+            self._paused_since = None
+            self.stats.set("backpressure_active", 0)
+            self.stats.incr("backpressure_seconds", paused)
+            log.warning("backpressure over after %.1fs; receivers resumed", paused)
+
+    def paused_for(self) -> float:
+        """Seconds the receivers have been paused in the current episode (0 when open)."""
+        return 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+
+
 class Outbox:
     """FIFO of batches with byte accounting and the receivers' gate."""
 
@@ -96,12 +136,12 @@ class Outbox:
         self.inflight: set[Batch] = set()
         self.bytes = 0  # queued + in flight
         self.datapoints = 0
-        self.gate = Event()
-        self.gate.set()
+        self.backpressure = Backpressure(stats)
+        self.gate = self.backpressure.gate
         self.has_work = Event()
         self.idle = Event()  # nothing queued and nothing in flight
         self.idle.set()
-        self._paused_since: float | None = None
+        self._share_since: float | None = None
         # Set by a forwarder of several tenants: this outbox is one tenant's share of the cap.
         # Its gate then only tells its senders "over the share" (spool first); the receivers'
         # gate is the forwarder's, over the whole cap.
@@ -185,30 +225,14 @@ class Outbox:
         used = self.memory_bytes
         if self.share_of is not None:
             self._update_share_gate(used)
-            return
-        if self.gate.is_set():
-            if used > self.max_bytes:
-                self.gate.clear()
-                self._paused_since = time.monotonic()
-                self.stats.set("backpressure_active", 1)
-                log.warning(
-                    "backpressure: %d bytes waiting for Blueflood (cap %d); pausing receivers",
-                    used,
-                    self.max_bytes,
-                )
-        elif used <= self.max_bytes * RESUME_FRACTION:
-            self.gate.set()
-            paused = time.monotonic() - (self._paused_since or time.monotonic())
-            self._paused_since = None
-            self.stats.set("backpressure_active", 0)
-            self.stats.incr("backpressure_seconds", paused)
-            log.warning("backpressure over after %.1fs; receivers resumed", paused)
+        else:
+            self.backpressure.update(used, self.max_bytes)
 
     def _update_share_gate(self, used: int) -> None:
         if self.gate.is_set():
             if used > self.max_bytes:
                 self.gate.clear()
-                self._paused_since = time.monotonic()
+                self._share_since = time.monotonic()
                 log.info(
                     "tenant %s holds %d bytes, over its share %d of the memory cap",
                     self.share_of,
@@ -217,8 +241,10 @@ class Outbox:
                 )
         elif used <= self.max_bytes * RESUME_FRACTION:
             self.gate.set()
-            self._paused_since = None
+            self._share_since = None
 
     def paused_for(self) -> float:
         """Seconds the receivers have been paused in the current episode (0 when open)."""
-        return 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+        if self.share_of is not None:
+            return 0.0 if self._share_since is None else time.monotonic() - self._share_since
+        return self.backpressure.paused_for()

@@ -34,9 +34,10 @@ from .lifecycle import Signals
 from .memtune import tune_malloc
 from .pidfile import PidFile
 from .receiver import Receivers
+from .routes import Routing, load_routes, routing_wanted
 from .spool import Spool, SpoolRefused
 from .stats import RECEIVER_DROP_REASONS, Stats
-from .tenants import build_forwarder
+from .tenants import TenantForwarder, build_forwarder
 
 __all__ = ["Service", "StartupError"]
 
@@ -53,11 +54,20 @@ class Service:
         tune_malloc()  # megabyte bodies from the heap, not fresh pages each time
         self.config = config
         self.stats = Stats()
-        self.encoder = Encoder(**config.encoder_options())
+        # --rules / --storage-schemas / --tags: both files checked before anything is bound
+        # (ConfigError: exit 2 with the file and line); without them no router at all.
+        self.routes = load_routes(config) if routing_wanted(config) else None
+        options = config.encoder_options()
+        if self.routes is not None:
+            options["router"] = self.routes.router.decide
+        self.encoder = Encoder(**options)
         self.token_provider: TokenProvider | None = None
         self.client: BluefloodClient | StdoutClient
         if config.dry_run:
-            self.client = StdoutClient(self.stats)
+            # With routing each line starts with its tenant and a tab (docs/rules.md).
+            self.client = StdoutClient(
+                self.stats, tenant=None if self.routes is None else config.tenant or "-"
+            )
         else:
             if config.user:
                 self.token_provider = TokenProvider(
@@ -92,7 +102,26 @@ class Service:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc.strerror}") from None
             except OSError as exc:
                 raise StartupError(f"--spool-dir {config.spool_dir!r}: {exc}") from None
-        self.forwarder = build_forwarder(config, self.encoder, self.stats, self.client, self.spool)
+        self.routing: Routing | None = None
+        if self.routes is None:
+            self.forwarder = build_forwarder(
+                config, self.encoder, self.stats, self.client, self.spool
+            )
+        else:
+            routing = Routing(config, self.routes, self.encoder, self.stats)  # type: ignore[arg-type]
+            self.forwarder = build_forwarder(
+                config,
+                self.encoder,
+                self.stats,
+                self.client,
+                self.spool,
+                routed=True,
+                posters=routing.posters(self.routes),
+                tenants=self.routes.rules.tenants(),
+            )
+            assert isinstance(self.forwarder, TenantForwarder)
+            routing.forwarder = self.forwarder
+            self.routing = routing
         self.receivers = Receivers(
             config, self.encoder, self.forwarder, self.stats, sockets=sockets
         )
@@ -140,11 +169,20 @@ class Service:
         stats.set("lines_received", lines)
 
     def debug_state(self) -> dict[str, Any]:
-        """What /debug/senders and /debug/rejects show (and a worker reports, --workers)."""
+        """What /debug/senders, /debug/rejects and /debug/series show (and a worker reports,
+        --workers)."""
         return {
             "senders": self.receivers.senders.snapshot(),
             "rejects": self.receivers.rejects.snapshot(),
+            "series": {
+                "rules": [] if self.routing is None else self.routing.series_report(),
+            },
         }
+
+    def hangup(self) -> None:
+        """SIGHUP (after the log was reopened): reload the rules and schemas, if any."""
+        if self.routing is not None:
+            self.routing.reload()
 
     # -- start --------------------------------------------------------------------------------
 
@@ -187,6 +225,16 @@ class Service:
             log.info("  Blueflood: %s tenant %s (%s)", c.blueflood, c.tenant, auth)
             if c.gzip:
                 log.info("  gzip bodies with %s", GZIP_IMPLEMENTATION)
+        if self.routes is not None:
+            log.info(
+                "  routing: %s (%s)%s%s",
+                self.routes.summary(),
+                self.routes.rules.source if c.rules else "no rules file",
+                f", storage schemas {c.storage_schemas}" if c.storage_schemas else "",
+                f", tags {c.tags}",
+            )
+            for warning in self.routes.rules.warnings:
+                log.warning("%s", warning)
         log.info(
             "  interval %gs, body limit %d bytes / %d datapoints, %d in flight, buffer cap %d "
             "bytes, spool %s",
@@ -288,6 +336,12 @@ class Service:
                 f"stopping; draining buffered data (deadline {self.config.drain_timeout:g}s)"
             ),
             forced_text="exiting now without draining",
+            hup_text=(
+                "log file reopened"
+                if self.routing is None
+                else "log file reopened; reloading the rules"
+            ),
+            on_hup=self.hangup,
         )
         try:
             with signals:

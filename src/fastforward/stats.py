@@ -70,6 +70,18 @@ METRICS: dict[str, tuple[Kind, str]] = {
     # Per tenant (issue 13): new series beside the unlabelled totals, which stay the sums.
     "tenant_datapoints_sent": ("counter", "Datapoints Blueflood accepted, by tenant."),
     "tenant_datapoints_rejected": ("counter", "Datapoints Blueflood rejected, by tenant."),
+    "tenant_datapoints_accepted": (
+        "counter",
+        "Datapoints accepted by the routing rules, by tenant (--rules; the default tenant's "
+        "under --tenant).",
+    ),
+    "tenant_datapoints_dropped": (
+        "counter",
+        "Datapoints the routing dropped, by tenant and reason (rule, series_budget, "
+        "bad_tags, empty_name); also counted in datapoints_dropped.",
+    ),
+    "rules_reloads": ("counter", "Reloads of --rules / --storage-schemas (SIGHUP), by result."),
+    "rules_loaded": ("gauge", "Routing rules in use."),
     "tenant_buffered_bytes": ("gauge", "Bytes waiting in memory, by tenant."),
     "tenant_buffered_datapoints": ("gauge", "Datapoints waiting in memory, by tenant."),
     "tenant_failing_seconds": (
@@ -131,13 +143,18 @@ def _known_labels() -> dict[str, list[dict[str, str]]]:
 
 
 KNOWN_LABELS = _known_labels()
-# Labelled by values only known at run time: no series until the first event.
+# Labelled by values only known at run time (or present only with --rules): no series until
+# the first event.
 ALWAYS_LABELLED = frozenset(
     {
         "auth_requests",
         "worker_restarts",
         "tenant_datapoints_sent",
         "tenant_datapoints_rejected",
+        "tenant_datapoints_accepted",
+        "tenant_datapoints_dropped",
+        "rules_reloads",
+        "rules_loaded",
         "tenant_buffered_bytes",
         "tenant_buffered_datapoints",
         "tenant_failing_seconds",
@@ -236,6 +253,7 @@ MAX_GAUGES: frozenset[tuple[str, Labels]] = frozenset(
         ("spool_files", ()),
         ("backpressure_active", ()),
         ("blueflood_failing_seconds", ()),
+        ("rules_loaded", ()),
     }
 )
 

@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 import gevent
-from gevent.event import Event
 
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, Outcome
 from .config import Config
 from .forwarder import Forwarder
 from .health import HealthFacts, judge
-from .outbox import RESUME_FRACTION, Batch
+from .outbox import Backpressure, Batch
 from .protocols import (
     BodySource,
     BodySpool,
@@ -187,9 +185,8 @@ class TenantForwarder:
         self.multi = bool(config.ingest_multi)
         self.max_bytes = int(config.max_buffer_bytes)
         self.lanes: dict[str | None, Forwarder] = {}
-        self.gate = Event()
-        self.gate.set()
-        self._paused_since: float | None = None
+        self.backpressure = Backpressure(stats, self._backlogs)
+        self.gate = self.backpressure.gate
         self.started = False
         self.stopping = False
         self._report: gevent.Greenlet | None = None
@@ -226,11 +223,44 @@ class TenantForwarder:
             setattr(lane, name, value)
         lane.senders.relieve = lane.flusher.moved = self._relieve_all
         self.lanes[tenant] = lane
+        if label is not None:  # every lane's series exist from its start, at 0
+            for name in ("tenant_datapoints_sent", "tenant_datapoints_rejected"):
+                self.stats.incr(name, 0, tenant=label)
         if tenant is not None:
             log.info("tenant %s: delivery lane started (%s)", tenant, poster.url)
         if self.started:
             lane.start()
         return lane
+
+    def add_tenants(self, tenants: Iterable[str]) -> None:
+        """Lanes for tenants a reloaded rules file names for the first time."""
+        if self.multi:
+            return
+        for tenant in tenants:
+            if tenant != self.default_tenant:
+                self._lane(tenant)
+
+    def use_posters(self, changed: Mapping[str, Poster], keep: Iterable[str]) -> None:
+        """After a reload: ``changed`` clients for tenants with new or changed credentials;
+        tenants not in ``keep`` lose their own client and use the default one. A POST in
+        flight finishes with the client it started with; the old clients are closed once
+        such a POST has timed out for sure."""
+        kept = set(keep)
+        retired = [p for t, p in self.posters.items() if t in changed or t not in kept]
+        self.posters = {t: p for t, p in self.posters.items() if t in kept}
+        self.posters.update(changed)
+        for tenant, lane in self.lanes.items():
+            if tenant is None or self.multi:
+                continue
+            if tenant in changed:
+                lane.client = lane.senders.client = changed[tenant]
+            elif any(lane.client is p for p in retired):
+                lane.client = lane.senders.client = _TenantPoster(self.client, tenant)
+        for tenant in changed:
+            if not self.multi and tenant != self.default_tenant:
+                self._lane(tenant)
+        if retired:
+            gevent.spawn_later(2 * float(self.config.request_timeout) + 1, _close_all, retired)
 
     def _default_lane_replays(self, tenant: str) -> bool:
         return tenant == self.default_tenant or tenant not in self.lanes
@@ -336,7 +366,7 @@ class TenantForwarder:
         return max(lane.target.failing_seconds() for lane in self.lanes.values())
 
     def paused_for(self) -> float:
-        return 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+        return self.backpressure.paused_for()
 
     def tune(self, **values: float) -> None:
         """Set ``backoff_base``, ``backoff_cap`` or ``park_retry`` on every lane (tests)."""
@@ -367,26 +397,8 @@ class TenantForwarder:
         self._update_gate()
 
     def _update_gate(self) -> None:
-        """The receivers' gate over the whole cap; each episode logged once, with who holds it."""
-        used = self.memory_bytes
-        if self.gate.is_set():
-            if used > self.max_bytes:
-                self.gate.clear()
-                self._paused_since = time.monotonic()
-                self.stats.set("backpressure_active", 1)
-                log.warning(
-                    "backpressure: %d bytes waiting for Blueflood (cap %d; %s); pausing receivers",
-                    used,
-                    self.max_bytes,
-                    self._backlogs(),
-                )
-        elif used <= self.max_bytes * RESUME_FRACTION:
-            self.gate.set()
-            paused = self.paused_for()
-            self._paused_since = None
-            self.stats.set("backpressure_active", 0)
-            self.stats.incr("backpressure_seconds", paused)
-            log.warning("backpressure over after %.1fs; receivers resumed", paused)
+        """The receivers' gate over the whole cap (all lanes, the encoder, the read buffers)."""
+        self.backpressure.update(self.memory_bytes, self.max_bytes)
 
     # ---- telling the operator ---------------------------------------------------------------
 
@@ -428,6 +440,16 @@ class TenantForwarder:
             stats.set(
                 "tenant_failing_seconds", round(lane.target.failing_seconds(), 3), tenant=label
             )
+
+
+def _close_all(clients: Iterable[Poster]) -> None:
+    for client in clients:
+        close = getattr(client, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing a retired Blueflood client failed")
 
 
 def credential_posters(
@@ -474,15 +496,26 @@ def build_forwarder(
     stats: Counters,
     client: Poster,
     spool: BodySpool | None = None,
+    *,
+    routed: bool = False,
+    posters: Mapping[str, Poster] | None = None,
+    tenants: Iterable[str] = (),
 ) -> Forwarder | TenantForwarder:
     """The service's forwarder: one destination as before, or the tenants' lanes.
 
-    ``--ingest-multi`` takes the tenants' forwarder (one lane, items tagged with their tenant);
-    so will routing by tenant once the encoder hands bodies over per tenant (``take_routed``).
+    ``routed`` (the encoder routes by ``--rules``) and ``--ingest-multi`` take the tenants'
+    forwarder: a lane per tenant (``tenants`` the rules name start at once, ``posters`` for
+    tenants with credentials of their own), or with ``--ingest-multi`` one lane whose items
+    carry their tenant. Otherwise the single-destination `Forwarder`, exactly as before.
     """
+    multi = False
     if config.ingest_multi and isinstance(client, BluefloodClient):
         client.use_ingest_multi()
-        return TenantForwarder(config, encoder, stats, client, spool=spool)
+        multi = True
+    if multi or routed:
+        return TenantForwarder(
+            config, encoder, stats, client, spool=spool, posters=posters, tenants=tenants
+        )
     return Forwarder(config, encoder, stats, client, spool=spool)
 
 

@@ -27,6 +27,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..checks import MAX_TENANT_BYTES, tenant_problem
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -45,7 +47,6 @@ __all__ = [
 ]
 
 KINDS = ("prefix", "regex", "tag", "all")
-MAX_TENANT_BYTES = 255
 _KEYS = ("match", "tenant", "rewrite", "ttl", "drop", "max_new_series_per_minute")
 _CREDENTIAL_KEYS = ("user", "key_env", "password_env")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -156,21 +157,6 @@ class Rules:
             own = ", ".join(f"{c.tenant} (user {c.user}, ${c.env})" for c in self.credentials)
             parts.append(f"own credentials: {own}")
         return ", ".join(parts)
-
-
-def tenant_problem(tenant: str) -> str | None:
-    """Why Blueflood cannot use this tenant id, or None when it can.
-
-    The tenant is one segment of the ingest URL and the first part of Blueflood's storage key
-    ``tenant.metric`` (docs/blueflood-api.md): the same checks as ``--tenant``.
-    """
-    if not tenant:
-        return "is empty"
-    if any(c in tenant for c in "/.?#%") or any(c.isspace() for c in tenant):
-        return "must not contain '/', '.', '?', '#', '%' or whitespace"
-    if len(tenant.encode()) > MAX_TENANT_BYTES:
-        return f"is longer than {MAX_TENANT_BYTES} bytes"
-    return None
 
 
 def load_rules(path: str) -> Rules:

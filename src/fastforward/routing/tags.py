@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..checks import TAG_POLICIES
+
 __all__ = [
     "TAG_POLICIES",
     "TagError",
@@ -30,7 +32,6 @@ __all__ = [
     "tag_policy",
 ]
 
-TAG_POLICIES = ("keep", "strip", "flatten")
 _FORBIDDEN_IN_KEY = frozenset(";!^=")
 # flatten: `name.k_is_v`, with every `.` inside a key or value replaced so a tag stays one node.
 FLATTEN_JOIN = "_is_"

@@ -28,6 +28,7 @@ from ..endpoints import parse_endpoint
 from ..errors import EXIT_ERROR, EXIT_OK, EXIT_UNDELIVERED, StartupError
 from ..lifecycle import Signals
 from ..pidfile import PidFile
+from ..routes import check_routes
 from ..sockets import bind, tls_context
 from ..stats import Labels, MergedStats, Sample, retire
 from .channel import STOP, LineReader, ReportError, decode_report
@@ -142,6 +143,7 @@ class Supervisor:
         self.loads: LoadTable | None = None
         self.pidfile = PidFile(config.pidfile)
         self._initial = True
+        check_routes(config, os.environ)  # a bad rules file: exit 2 once, before any worker
 
     # -- what the admin endpoint shows ------------------------------------------------------
 
@@ -156,8 +158,19 @@ class Supervisor:
         return [("worker_restarts", (("worker", str(s.id)),), s.restarts) for s in self.slots]
 
     def debug_state(self) -> dict[str, Any]:
-        """/debug/senders and /debug/rejects: the running workers' tables merged."""
-        return merge_debug({s.id: s.debug for s in self.slots if s.alive})
+        """/debug/senders and /debug/rejects: the running workers' tables merged;
+        /debug/series: every worker's budgets, each entry marked with its ``worker`` (budgets
+        are per worker, so they are listed side by side, not summed)."""
+        running = {s.id: s.debug for s in self.slots if s.alive}
+        merged = merge_debug(running)
+        merged["series"] = {
+            "rules": [
+                {**entry, "worker": worker}
+                for worker, state in sorted(running.items())
+                for entry in state.get("series", {}).get("rules", [])
+            ]
+        }
+        return merged
 
     def health(self) -> tuple[bool, str]:
         """200 only while every worker runs, reports, and reports itself healthy."""
