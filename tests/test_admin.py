@@ -163,6 +163,13 @@ def test_unknown_path_is_404_and_other_methods_405(server):
     assert http(server.port, "/metrics", method="POST")[0] == 405
 
 
+@pytest.mark.parametrize("path", ["/", "/metrics", "/health", "/debug/series"])
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_known_path_answers_other_methods_405_with_allow_get(server, path, method):
+    status, headers, _body = http(server.port, path, method=method)
+    assert status == 405 and headers["allow"] == "GET"
+
+
 def test_stop_closes_the_port(stats, health):
     srv = AdminServer("127.0.0.1", 0, stats, health)
     srv.start()

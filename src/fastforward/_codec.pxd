@@ -6,7 +6,7 @@ and the drop-reason codes repeat numbers that `_codec_rules` defines for both im
 `_codec.pyx` compares them at import and refuses to load if they differ.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "_floatrepr.h":
     int ff_u64_to_dec(uint64_t v, char *out) nogil
@@ -105,3 +105,29 @@ ctypedef struct Val:
 ctypedef struct Cons:
     Py_ssize_t val
     Py_ssize_t next
+
+# One tenant's open body: the JSON array being filled, the timestamp digits last written in it
+# (copied for the next datapoint with the same time), and that tenant's counters.
+ctypedef struct Body:
+    char *buf
+    Py_ssize_t len, cap, count
+    int64_t last_ms
+    Py_ssize_t last_ts_off
+    int last_tslen
+    bint decided        # the router named this tenant at least once (counters_by_tenant)
+    int64_t accepted
+    int64_t drops[4]    # rule, series_budget, bad_tags, empty_name (index: C_* - C_RULE)
+
+# A cached routing decision. The arena holds the name's bytes (the key) and, unless the
+# decision drops, the escaped prefix + final name; mid indexes the route cache's table of
+# ',"ttlInSeconds":N,"metricValue":' pieces.
+ctypedef struct Route:
+    uint64_t hash
+    Py_ssize_t key_off
+    Py_ssize_t out_off
+    Py_ssize_t key_len
+    Py_ssize_t out_len
+    int32_t tenant      # body slot
+    int32_t drop        # DP_OK or a C_* reason
+    int32_t mid
+    int32_t mid_len

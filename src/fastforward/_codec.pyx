@@ -26,6 +26,7 @@ include "_codec_numbers.pxi"
 include "_codec_names.pxi"
 include "_codec_pickle.pxi"
 include "_codec_lines.pxi"
+include "_codec_routes.pxi"
 include "_codec_encoder.pxi"
 
 ff_floatrepr_init()

@@ -1,12 +1,14 @@
-# The JSON body encoder: checks each datapoint (name, value, timestamp, window) and writes it
-# into a C body buffer, closing bodies by size and count (included by _codec.pyx).
+# The JSON body encoder: checks each datapoint (name, value, timestamp, window), routes it
+# when a router is set, and writes it into its tenant's C body buffer, closing bodies by size
+# and count (included by _codec.pyx).
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free
+from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
 import math
 from collections import deque
@@ -14,13 +16,22 @@ from collections import deque
 from fastforward._codec_rules import (
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_DATAPOINTS, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_ITEMS_PER_FRAME, DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PAST_MS, DEFAULT_PREFIX, DEFAULT_TTL, DROP_REASONS,
+    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PAST_MS, DEFAULT_PREFIX, DEFAULT_ROUTE_CACHE_SIZE,
+    DEFAULT_TTL, DROP_REASONS,
     INT64_MAX, INT64_MIN, R_DATAPOINTS, R_TOO_LARGE, R_TOP, check_encoder_args,
 )
 from fastforward.errors import FrameError, FrameTooLarge
 
 cdef const char *_HEAD = b'{"collectionTime":'
 DEF HEAD_LEN = 18
+DEF NAME_KEY_LEN = 15  # len(',"metricName":"')
+
+# drop reasons a router may give, and the names of the per-tenant counters
+cdef dict _ROUTE_DROPS = {
+    "rule": C_RULE, "series_budget": C_BUDGET, "bad_tags": C_BAD_TAGS,
+    "empty_name": C_EMPTY_NAME,
+}
+cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
 
 
 cdef class Encoder:
@@ -34,17 +45,24 @@ cdef class Encoder:
     # short constants padded to 64 bytes, copied with fixed-size (inlined) memcpy
     cdef char mid_pad[64]
     cdef char ntail_pad[64]
+    cdef char name_key_pad[64]  # ',"metricName":"' alone: routed names carry their prefix
+    cdef const char *mid_p      # mid_pad, or mid's bytes when longer than 64
+    cdef const char *ntail_p
     cdef Py_ssize_t mlen, ntlen
-    cdef int64_t last_ms
-    cdef Py_ssize_t last_ts_off
-    cdef int last_tslen
+    cdef object ttl
     cdef bint overwrite
     cdef Py_ssize_t max_body_bytes, max_body_dps, max_frame_bytes, max_items
     cdef object max_past_ms, max_future_ms
     cdef Py_ssize_t max_name, max_line
-    cdef char *body
-    cdef Py_ssize_t blen, bcap, bcount
-    cdef list ready
+    # open bodies, one per tenant slot; slot 0 is the default tenant (None)
+    cdef Body *bodies
+    cdef Py_ssize_t nbodies, bodies_cap
+    cdef list tenants           # slot -> tenant
+    cdef dict slot_of           # tenant -> slot
+    cdef object router
+    cdef _RouteCache routes
+    cdef list ready             # (body, datapoints), in the order they closed
+    cdef list ready_tenants     # the tenant of each ready body
     cdef Py_ssize_t ready_bytes, ready_dps
     cdef int64_t drops[C_COUNT]
     cdef int64_t n_accepted, n_frames, n_lines
@@ -53,9 +71,12 @@ cdef class Encoder:
     cdef int64_t now, lo, hi
     cdef bint has_lo, has_hi
 
-    def __cinit__(self):
+    def __cinit__(self, *args, **kwargs):
         self.dec = _Decoder()
         self.ready = []
+        self.ready_tenants = []
+        self.tenants = []
+        self.slot_of = {}
         self.rejects = deque(maxlen=MAX_REJECTS)
 
     def __init__(self, *, prefix=DEFAULT_PREFIX, ttl=DEFAULT_TTL,
@@ -65,13 +86,19 @@ cdef class Encoder:
                  max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
                  max_items_per_frame=DEFAULT_MAX_ITEMS_PER_FRAME,
                  max_past_ms=DEFAULT_MAX_PAST_MS, max_future_ms=DEFAULT_MAX_FUTURE_MS,
-                 max_name_bytes=DEFAULT_MAX_NAME_BYTES, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
+                 max_name_bytes=DEFAULT_MAX_NAME_BYTES, max_line_bytes=DEFAULT_MAX_LINE_BYTES,
+                 router=None, route_cache_size=DEFAULT_ROUTE_CACHE_SIZE):
         cdef bytes raw
         check_encoder_args(
             ttl=ttl, max_body_bytes=max_body_bytes, max_body_datapoints=max_body_datapoints,
             max_frame_bytes=max_frame_bytes, max_items_per_frame=max_items_per_frame,
             max_name_bytes=max_name_bytes, max_line_bytes=max_line_bytes,
         )
+        if type(route_cache_size) is not int or route_cache_size < 1:
+            raise ValueError(
+                f"route_cache_size must be a positive integer, not {route_cache_size!r}")
+        if router is not None and not callable(router):
+            raise ValueError(f"router must be callable, not {router!r}")
         if prefix:
             raw = (prefix + ".").encode("utf-8")
             self.pfx = _escape_bytes(raw)
@@ -85,6 +112,10 @@ cdef class Encoder:
         self.ntlen = len(self.ntail)
         memcpy(self.mid_pad, PyBytes_AS_STRING(self.mid), min(self.mlen, 64))
         memcpy(self.ntail_pad, PyBytes_AS_STRING(self.ntail), min(self.ntlen, 64))
+        memcpy(self.name_key_pad, b',"metricName":"', NAME_KEY_LEN)
+        self.mid_p = &self.mid_pad[0] if self.mlen <= 64 else PyBytes_AS_STRING(self.mid)
+        self.ntail_p = &self.ntail_pad[0] if self.ntlen <= 64 else PyBytes_AS_STRING(self.ntail)
+        self.ttl = ttl
         self.overwrite = bool(overwrite_collection_time)
         self.max_body_bytes = min(max_body_bytes, 1 << 62)
         self.max_body_dps = min(max_body_datapoints, 1 << 62)
@@ -96,13 +127,33 @@ cdef class Encoder:
         self.max_name = min(max_name_bytes, 1 << 62)
         self.max_line = min(max_line_bytes, 1 << 62)
         self.dec.name_limit = self.max_name - self.pfx_raw
-        _grow(<void **>&self.body, &self.bcap, 4096, 1)
-        self.body[0] = 91  # '['
-        self.blen = 1
-        self.bcount = 0
+        self.routes = _RouteCache(min(route_cache_size, 1 << 30))
+        self.router = router
+        if self.nbodies == 0:
+            self.tenant_slot(None)
 
     def __dealloc__(self):
-        PyMem_Free(self.body)
+        cdef Py_ssize_t j
+        for j in range(self.nbodies):
+            PyMem_Free(self.bodies[j].buf)
+        PyMem_Free(self.bodies)
+
+    cdef int tenant_slot(self, object tenant) except -1:
+        """The body slot of a tenant, opened on first sight."""
+        cdef object known = self.slot_of.get(tenant)
+        cdef Body *b
+        if known is not None:
+            return known
+        _grow(<void **>&self.bodies, &self.bodies_cap, self.nbodies + 1, sizeof(Body))
+        b = &self.bodies[self.nbodies]
+        memset(b, 0, sizeof(Body))
+        _grow(<void **>&b.buf, &b.cap, 4096, 1)
+        b.buf[0] = 91  # '['
+        b.len = 1
+        self.slot_of[tenant] = self.nbodies
+        self.tenants.append(tenant)
+        self.nbodies += 1
+        return self.nbodies - 1
 
     # -- clock and window -------------------------------------------------------------------
 
@@ -133,55 +184,61 @@ cdef class Encoder:
 
     # -- body assembly ----------------------------------------------------------------------
 
-    cdef int close_body(self) except -1:
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.blen + 1)
+    cdef int close_body(self, Py_ssize_t slot) except -1:
+        cdef Body *b = &self.bodies[slot]
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, b.len + 1)
         cdef char *w = PyBytes_AS_STRING(out)
-        memcpy(w, self.body, self.blen)
-        w[self.blen] = 93  # ']'
-        self.ready.append((out, self.bcount))
-        self.ready_bytes += self.blen + 1
-        self.ready_dps += self.bcount
-        self.blen = 1
-        self.bcount = 0
-        self.last_tslen = 0
+        memcpy(w, b.buf, b.len)
+        w[b.len] = 93  # ']'
+        self.ready.append((out, b.count))
+        self.ready_tenants.append(self.tenants[slot])
+        self.ready_bytes += b.len + 1
+        self.ready_dps += b.count
+        b.len = 1
+        b.count = 0
+        b.last_tslen = 0
         return 0
 
-    cdef int emit(self, const uint8_t *name, Py_ssize_t nlen, bint esc, int64_t ms,
-                  const char *val, Py_ssize_t vlen) except -1:
-        """Appends one datapoint; val points to at least 32 readable bytes."""
+    cdef int emit(self, Py_ssize_t slot, const char *mid, Py_ssize_t mlen,
+                  const char *ntail, Py_ssize_t ntlen, const uint8_t *name, Py_ssize_t nlen,
+                  bint esc, int64_t ms, const char *val, Py_ssize_t vlen) except -1:
+        """Appends one datapoint to the open body of a tenant slot: mid is the TTL piece,
+        ntail the name key (with the prefix unless name has it); each of them points to at
+        least 64 readable bytes when shorter than 64, and val to at least 32."""
+        cdef Body *b = &self.bodies[slot]
         cdef Py_ssize_t start, dplen
         cdef int tl
         cdef char *w
-        _grow(<void **>&self.body, &self.bcap,
-              self.blen + 1 + HEAD_LEN + 21 + 64 + 32 + max(64, self.ntlen)
+        _grow(<void **>&b.buf, &b.cap,
+              b.len + 1 + HEAD_LEN + 21 + max(64, mlen) + 32 + max(64, ntlen)
               + (6 * nlen if esc else nlen) + 4, 1)
-        start = self.blen + 1 if self.bcount else self.blen
-        w = self.body + start
+        start = b.len + 1 if b.count else b.len
+        w = b.buf + start
         memcpy(w, _HEAD, HEAD_LEN)
         w += HEAD_LEN
         # datapoints of one flush mostly share a timestamp: copy its digits from the
         # previous datapoint (long written, so no store-forwarding stall) instead of
         # formatting them again
-        if ms == self.last_ms and self.last_tslen:
-            memcpy(w, self.body + self.last_ts_off, 24)
-            w += self.last_tslen
+        if ms == b.last_ms and b.last_tslen:
+            memcpy(w, b.buf + b.last_ts_off, 24)
+            w += b.last_tslen
         else:
-            self.last_ts_off = w - self.body
-            self.last_tslen = ff_i64_to_dec(ms, w)
-            self.last_ms = ms
-            w += self.last_tslen
-        if self.mlen <= 64:
-            memcpy(w, self.mid_pad, 64)
+            b.last_ts_off = w - b.buf
+            b.last_tslen = ff_i64_to_dec(ms, w)
+            b.last_ms = ms
+            w += b.last_tslen
+        if mlen <= 64:
+            memcpy(w, mid, 64)
         else:
-            memcpy(w, PyBytes_AS_STRING(self.mid), self.mlen)
-        w += self.mlen
+            memcpy(w, mid, mlen)
+        w += mlen
         memcpy(w, val, 32)
         w += vlen
-        if self.ntlen <= 64:
-            memcpy(w, self.ntail_pad, 64)
+        if ntlen <= 64:
+            memcpy(w, ntail, 64)
         else:
-            memcpy(w, PyBytes_AS_STRING(self.ntail), self.ntlen)
-        w += self.ntlen
+            memcpy(w, ntail, ntlen)
+        w += ntlen
         if esc:
             w = _escape(w, name, nlen)
         else:
@@ -190,22 +247,78 @@ cdef class Encoder:
         w[0] = 34  # '"'
         w[1] = 125  # '}'
         w += 2
-        dplen = w - (self.body + start)
-        if self.bcount and start + dplen + 1 > self.max_body_bytes:
-            tl = self.last_tslen
-            self.close_body()
-            memmove(self.body + 1, self.body + start, dplen)
+        dplen = w - (b.buf + start)
+        if b.count and start + dplen + 1 > self.max_body_bytes:
+            tl = b.last_tslen
+            self.close_body(slot)
+            memmove(b.buf + 1, b.buf + start, dplen)
             start = 1
-            self.last_ts_off = 1 + HEAD_LEN
-            self.last_tslen = tl
-        elif self.bcount:
-            self.body[self.blen] = 44  # ','
-        self.blen = start + dplen
-        self.bcount += 1
+            b.last_ts_off = 1 + HEAD_LEN
+            b.last_tslen = tl
+        elif b.count:
+            b.buf[b.len] = 44  # ','
+        b.len = start + dplen
+        b.count += 1
+        b.accepted += 1
         self.n_accepted += 1
-        if self.bcount >= self.max_body_dps:
-            self.close_body()
+        if b.count >= self.max_body_dps:
+            self.close_body(slot)
         return 0
+
+    # -- routing ----------------------------------------------------------------------------
+
+    cdef int route(self, const uint8_t *name, Py_ssize_t nlen, int64_t ms,
+                   const char *val, Py_ssize_t vlen) except -2:
+        """Emits a checked datapoint where the router sends it; DP_OK or the C_* drop."""
+        cdef uint64_t h = _hash_name(name, nlen)
+        cdef Route *r = self.routes.find(name, nlen, h)
+        cdef Py_ssize_t idx
+        if r == NULL:
+            idx = self.route_miss(name, nlen, h)
+            if idx < 0:
+                return C_BUDGET
+            r = &self.routes.entries[idx]
+        if r.drop != DP_OK:
+            if r.drop >= C_RULE:
+                self.bodies[r.tenant].drops[r.drop - C_RULE] += 1
+            return r.drop
+        self.emit(r.tenant, self.routes.mids + r.mid * MID_BYTES, r.mid_len,
+                  &self.name_key_pad[0], NAME_KEY_LEN,
+                  <const uint8_t *>self.routes.arena + r.out_off, r.out_len, False,
+                  ms, val, vlen)
+        return DP_OK
+
+    cdef Py_ssize_t route_miss(self, const uint8_t *name, Py_ssize_t nlen,
+                               uint64_t h) except -2:
+        """Asks the router about a name not in the cache and caches the answer; its entry
+        index, or -1 for a series_budget drop (counted here, never cached)."""
+        cdef object decision = self.router(PyUnicode_DecodeUTF8(<const char *>name, nlen, NULL))
+        cdef object drop = decision.drop
+        cdef int slot = self.tenant_slot(decision.tenant)
+        cdef int code, ns, mid = 0
+        cdef bytes final, out = None
+        self.bodies[slot].decided = True
+        if drop is not None:
+            code = _ROUTE_DROPS[drop]
+            if code == C_BUDGET:
+                self.bodies[slot].drops[C_BUDGET - C_RULE] += 1
+                return -1
+        else:
+            try:
+                final = PyUnicode_AsUTF8String(decision.name)
+            except UnicodeEncodeError:
+                final = b""  # lone surrogates: not a valid name
+            ns = _name_state(<const uint8_t *>PyBytes_AS_STRING(final), len(final),
+                             self.max_name - self.pfx_raw)
+            if ns == NAME_BAD:
+                code = C_NAME
+            else:
+                code = DP_OK
+                out = self.pfx + (_escape_bytes(final) if ns == NAME_ESCAPE else final)
+        self.routes.make_room()
+        if code == DP_OK:
+            mid = self.routes.mid_for(self.ttl if decision.ttl is None else decision.ttl)
+        return self.routes.insert(name, nlen, h, out, slot, code, mid)
 
     # -- one datapoint ----------------------------------------------------------------------
 
@@ -273,7 +386,10 @@ cdef class Encoder:
         if not self.overwrite and ((self.has_lo and ms < self.lo)
                                    or (self.has_hi and ms > self.hi)):
             return C_WINDOW
-        self.emit(name, nlen, nstate == NAME_ESCAPE, ms, vbuf, vlen)
+        if self.router is not None:
+            return self.route(name, nlen, ms, vbuf, vlen)
+        self.emit(0, self.mid_p, self.mlen, self.ntail_p, self.ntlen, name, nlen,
+                  nstate == NAME_ESCAPE, ms, vbuf, vlen)
         return DP_OK
 
     cdef int name_state(self, Py_ssize_t idx) noexcept:
@@ -465,12 +581,46 @@ cdef class Encoder:
 
     def take_counted(self, bint partial=True):
         cdef list out
-        if partial and self.bcount:
-            self.close_body()
+        cdef Py_ssize_t j
+        if partial:
+            for j in range(self.nbodies):
+                if self.bodies[j].count:
+                    self.close_body(j)
         out = self.ready
         self.ready = []
+        self.ready_tenants = []
         self.ready_bytes = 0
         self.ready_dps = 0
+        return out
+
+    def take_routed(self, bint partial=True):
+        cdef list tenants, bodies
+        cdef Py_ssize_t j
+        if partial:
+            for j in range(self.nbodies):
+                if self.bodies[j].count:
+                    self.close_body(j)
+        tenants = self.ready_tenants
+        bodies = self.take_counted(False)
+        return [(t, body, n) for t, (body, n) in zip(tenants, bodies)]
+
+    def set_router(self, router):
+        if router is not None and not callable(router):
+            raise ValueError(f"router must be callable, not {router!r}")
+        self.router = router
+        self.routes.clear()
+
+    def counters_by_tenant(self):
+        cdef Py_ssize_t j, k
+        cdef Body *b
+        out = {}
+        for j in range(self.nbodies):
+            b = &self.bodies[j]
+            if b.decided:
+                d = {"accepted": b.accepted}
+                for k in range(4):
+                    d[_TENANT_COUNTERS[k]] = b.drops[k]
+                out[self.tenants[j]] = d
         return out
 
     @property
@@ -479,11 +629,18 @@ cdef class Encoder:
 
     @property
     def pending_bytes(self):
-        return self.ready_bytes + (self.blen + 1 if self.bcount else 0)
+        cdef Py_ssize_t j, n = self.ready_bytes
+        for j in range(self.nbodies):
+            if self.bodies[j].count:
+                n += self.bodies[j].len + 1
+        return n
 
     @property
     def pending_datapoints(self):
-        return self.ready_dps + self.bcount
+        cdef Py_ssize_t j, n = self.ready_dps
+        for j in range(self.nbodies):
+            n += self.bodies[j].count
+        return n
 
     def counters(self):
         d = {"accepted": self.n_accepted, "frames": self.n_frames, "lines": self.n_lines}

@@ -58,7 +58,8 @@ class Routes:
 
     def summary(self) -> str:
         """``N rules, M tenants`` as the start and reload lines say it."""
-        return f"{len(self.rules)} rules, {len(self.rules.tenants())} tenants"
+        rules, tenants = len(self.rules), len(self.rules.tenants())
+        return f"{rules} rule{'s' * (rules != 1)}, {tenants} tenant{'s' * (tenants != 1)}"
 
 
 def load_routes(config: Config, previous: Router | None = None) -> Routes:
