@@ -120,6 +120,23 @@ PRESETS: dict[str, Forwarder] = {
         note="fastforward routing by rulesgen.py's rules (100 prefix, 10 regex with rewrites, "
         "31 tenants, tags normalised); run with --names routed",
     ),
+    "fastforward-rules-1t": Forwarder(
+        "fastforward-rules-1t",
+        "{FASTFORWARD} -e tcp:port={PORT}:interface=127.0.0.1 --protocol {PROTOCOL} "
+        "-b {SINK_URL} -t {TENANT} -i {INTERVAL} --rules {RUN_DIR}/rules.toml",
+        {"pickle": "http", "line": "http"},
+        {"rules.toml": rules_text(drops=False, tenants=False)},
+        note="the same rules without their tenants: everything to -t (the routing's cost "
+        "without the delivery to many tenants)",
+    ),
+    "fastforward-router": Forwarder(
+        "fastforward-router",
+        "{FASTFORWARD} -e tcp:port={PORT}:interface=127.0.0.1 --protocol {PROTOCOL} "
+        "-b {SINK_URL} -t {TENANT} -i {INTERVAL} --rules {RUN_DIR}/rules.toml",
+        {"pickle": "http", "line": "http"},
+        {"rules.toml": "# no rules: the router in the path, every name to -t unchanged\n"},
+        note="an empty rules file: the cost of having a router at all",
+    ),
     "io-floor": Forwarder(
         "io-floor",
         "{VENV_PYTHON} {BENCH}/iofloor.py --port {PORT} --protocol {PROTOCOL} --sink {SINK_PORT} "

@@ -22,21 +22,25 @@ from __future__ import annotations
 import sys
 
 
-def rules_text(prefixes: int = 100, regexes: int = 10, drops: bool = True) -> str:
-    """The rules file; ``drops=False`` for end-to-end runs (every datapoint must arrive)."""
+def rules_text(
+    prefixes: int = 100, regexes: int = 10, drops: bool = True, tenants: bool = True
+) -> str:
+    """The rules file; ``drops=False`` for end-to-end runs (every datapoint must arrive),
+    ``tenants=False``: the same rules without a tenant (everything to ``-t``)."""
     parts = []
     for i in range(prefixes):
         if i % 10 == 0 and i // 10 < regexes:
             j = i // 10
             parts.append(
                 f'[[rule]]\nmatch = "regex:^svc{j}\\\\.([^.]+)\\\\.(.*)$"\n'
-                f'rewrite = "services.svc{j}.\\\\1.\\\\2"\ntenant = "s{j}"\n'
+                f'rewrite = "services.svc{j}.\\\\1.\\\\2"\n'
+                + (f'tenant = "s{j}"\n' if tenants else "")
             )
         rule = f'[[rule]]\nmatch = "prefix:team{i}."\n'
         if drops and i % 20 == 19:
             rule += "drop = true\n"
         elif i % 5 == 0:
-            rule += f'tenant = "t{i}"\nttl = 604800\n'
+            rule += (f'tenant = "t{i}"\n' if tenants else "") + "ttl = 604800\n"
         parts.append(rule)
     return "\n".join(parts)
 
