@@ -111,4 +111,3 @@ def test_a_burst_of_new_series_is_held_to_the_budget_and_existing_series_flow(
     top = rule["top_prefixes"][0]
     assert top["prefix"] == "noisy.burst" and top["new_series"] == admitted, rule
     assert ff.terminate() == 0
-

@@ -66,6 +66,8 @@ def test_a_failing_tenant_never_stalls_another_and_catches_up_after(
     # All through the window: whatever was sent for the healthy tenant so far arrives while the
     # other tenant is still failing. The window ends only once its POSTs were refused.
     while time.monotonic() < window_ends or checkpoints < 3:
+        frames = sum(s.frames for s in senders)
+        wait_until(lambda n=frames: sum(s.frames for s in senders) >= n + 10, 15, "more frames")
         sent = len(_sent(senders, "healthy."))
         wait_until(
             lambda n=sent: _stored(bf, "healthy") >= n,
