@@ -150,7 +150,11 @@ def test_series_budget_drops_are_never_cached(compiled_codec):
     assert routed(enc) == {"t": [("old.b", 86400, 1)] * 2 + [("new.a", 86400, 1)] * 2}
     assert enc.counters()["series_budget"] == 2
     assert enc.counters_by_tenant()["t"] == {
-        "accepted": 4, "rule": 0, "series_budget": 2, "bad_tags": 0, "empty_name": 0,
+        "accepted": 4,
+        "rule": 0,
+        "series_budget": 2,
+        "bad_tags": 0,
+        "empty_name": 0,
     }
     assert enc.take_rejects() == [("series_budget", b"new.a 1 1700000000")] * 2
 
@@ -173,8 +177,10 @@ def test_set_router_empties_the_cache_and_keeps_open_bodies(compiled_codec):
     enc.set_router(second)
     enc.add_lines(lines("a", "b"), now_ms=NOW)
     assert second.calls == Counter({"a": 1, "b": 1})
-    assert routed(enc) == {"one": [("a", 86400, 1), ("b", 86400, 1)],
-                           "two": [("A", 86400, 1), ("B", 86400, 1)]}
+    assert routed(enc) == {
+        "one": [("a", 86400, 1), ("b", 86400, 1)],
+        "two": [("A", 86400, 1), ("B", 86400, 1)],
+    }
     enc.set_router(None)
     enc.add_lines(lines("a"), now_ms=NOW)
     assert routed(enc) == {None: [("a", 86400, 1)]}

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from fastforward import _codec_py, codec
-from fastforward import service as service_module
 from fastforward.blueflood import BluefloodClient
 from fastforward.config import ConfigError, load
 from fastforward.forwarder import Forwarder
@@ -40,13 +38,6 @@ max_new_series_per_minute = 100
 match = "prefix:junk."
 drop = true
 """
-
-
-@pytest.fixture(autouse=True)
-def routing_codec(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiled codec routes once its routing lands; until then the pure-Python twin."""
-    if not hasattr(codec.Encoder, "set_router"):
-        monkeypatch.setattr(service_module, "Encoder", _codec_py.Encoder)
 
 
 @pytest.fixture
@@ -122,6 +113,22 @@ def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     assert json.loads(get(svc, "/debug/series")) == {"rules": []}
     ts = send(svc, ["app.a"])
     fake_blueflood.wait_for(lambda: fake_blueflood.points("111", "app.a") == {ts * 1000: 0})
+
+
+def test_ingest_multi_routes_into_one_lane_with_tenant_ids(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+) -> None:
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--ingest-multi")
+    assert isinstance(svc.forwarder, TenantForwarder) and list(svc.forwarder.lanes) == [None]
+    ts = send(svc, ["app.a", "other.b"])
+    bf.wait_for(lambda: bf.stored == 2)
+    assert bf.points("222", "app.a") == {ts * 1000: 0}
+    assert bf.points("111", "other.b") == {ts * 1000: 1}
+    assert all(r.path.endswith("/ingest/multi") for r in bf.ingests())
 
 
 # ---- reload ---------------------------------------------------------------------------------

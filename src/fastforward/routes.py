@@ -110,9 +110,8 @@ def _credential_key(cred: Any) -> tuple[str, str | None, str | None]:
 class Routing:
     """The routes in use, their reload, and the per-tenant intake counters.
 
-    ``forwarder`` is the service's `TenantForwarder` (None in a dry run: no credentials);
-    ``make_posters`` builds the clients of tenants with credentials of their own (raises
-    `RulesError` for an unset variable)."""
+    ``forwarder`` is the service's `TenantForwarder` (set once it is built: it needs
+    `posters` first); a reload gives it the new tenants' lanes and the new clients."""
 
     def __init__(
         self,

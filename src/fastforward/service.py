@@ -108,7 +108,7 @@ class Service:
                 config, self.encoder, self.stats, self.client, self.spool
             )
         else:
-            routing = Routing(config, self.routes, self.encoder, self.stats)  # type: ignore[arg-type]
+            routing = Routing(config, self.routes, self.encoder, self.stats)
             self.forwarder = build_forwarder(
                 config,
                 self.encoder,
@@ -235,6 +235,11 @@ class Service:
             )
             for warning in self.routes.rules.warnings:
                 log.warning("%s", warning)
+            if c.ingest_multi and self.routes.rules.credentials:
+                log.warning(
+                    "  --ingest-multi: every tenant is sent with the daemon's credentials; the "
+                    '[tenant."ID"] credentials of the rules file are not used'
+                )
         log.info(
             "  interval %gs, body limit %d bytes / %d datapoints, %d in flight, buffer cap %d "
             "bytes, spool %s",

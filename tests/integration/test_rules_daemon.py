@@ -18,14 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fastforward import codec
-
 from .conftest import ANY_PORT, FakeBlueflood, frame, send_tcp, wait_until
 
 pytestmark = [pytest.mark.integration]
-
-# The compiled codec routes once its routing lands; until then the pure-Python twin does.
-ENV = {} if hasattr(codec.Encoder, "set_router") else {"FASTFORWARD_NO_EXTENSIONS": "1"}
 
 RULES = """\
 [[rule]]
@@ -62,7 +57,7 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
-                "--admin-endpoint", ANY_PORT, env=ENV)  # fmt: skip
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
     assert "routing: 3 rules, 2 tenants" in ff.log_text()
     ts = int(time.time())
@@ -110,10 +105,12 @@ def test_workers_each_reload_on_sighup(
     tmp_path: Path,
 ) -> None:
     bf, log, rules = fake_blueflood, tmp_path / "ff.log", tmp_path / "rules.toml"
-    rules.write_text(RULES)
+    budgeted = RULES.replace('tenant = "222"\n', 'tenant = "222"\nmax_new_series_per_minute = 9\n')
+    rules.write_text(budgeted)
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
-                "--workers", "2", "-l", str(log), env=ENV, log=log)  # fmt: skip
-    rules.write_text(RULES.replace('tenant = "222"', 'tenant = "444"'))
+                "--workers", "2", "-l", str(log), "--admin-endpoint", ANY_PORT,
+                log=log)  # fmt: skip
+    rules.write_text(budgeted.replace('tenant = "222"', 'tenant = "444"'))
     ff.proc.send_signal(signal.SIGHUP)
 
     def reloaded_by() -> set[str]:
@@ -126,7 +123,36 @@ def test_workers_each_reload_on_sighup(
         send_tcp(port, frame([(f"app.n{i}", (ts, i))]))
     bf.wait_for(lambda: all(bf.points("444", f"app.n{i}") for i in range(4)))
     assert not any(k[0] == "222" for k in bf.store)
+    admin = ff.admin_port
+
+    def workers_listed() -> set[int]:
+        entries = json.loads(_get(admin, "/debug/series"))["rules"]
+        assert all(e["rule"] == 1 and e["limit_per_minute"] == 9 for e in entries)
+        return {e["worker"] for e in entries}
+
+    # Budgets are per worker: listed side by side, one entry per worker, not summed.
+    wait_until(lambda: workers_listed() == {1, 2}, 15, "both workers' budgets")
+    wait_until(
+        lambda: 'fastforward_rules_reloads_total{result="ok"} 2.0' in _get(admin, "/metrics"),
+        15,
+        "one reload per worker in the merged metrics",
+    )
     assert ff.terminate() == 0
+
+
+def test_with_workers_a_bad_file_is_refused_once_before_any_worker(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nmatch = "regex:(a"\n')
+    ff = run_ff("-e", ANY_PORT, "-t", "111", "--rules", str(rules), "--workers", "2",
+                wait=False)  # fmt: skip
+    assert ff.wait() == 2
+    assert ff.stderr.strip().splitlines() == [
+        f"fastforward: {rules}:2: rule 1: bad regex '(a': missing ), unterminated subpattern "
+        "at position 0"
+    ]
 
 
 def _bad(tmp_path: Path, kind: str) -> tuple[list[str], dict[str, str], str]:
@@ -167,7 +193,6 @@ def test_a_bad_file_is_refused_at_start_with_one_line(
     kind: str,
 ) -> None:
     args, env, expected = _bad(tmp_path, kind)
-    env = {**ENV, **env}
     env.pop("FF_TEST_UNSET_KEY", None)
     os.environ.pop("FF_TEST_UNSET_KEY", None)
     ff = run_ff("-e", ANY_PORT, "-b", "http://127.0.0.1:9", "-t", "111", *args, env=env,
@@ -176,3 +201,24 @@ def test_a_bad_file_is_refused_at_start_with_one_line(
     lines = ff.stderr.strip().splitlines()
     assert lines == [lines[-1]] and lines[0].startswith(f"fastforward: {expected}"), ff.stderr
     assert "listening" not in ff.stderr
+
+
+def test_a_dry_run_with_rules_shows_each_body_with_its_tenant(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    ff = run_ff("-e", ANY_PORT, "--dry-run", "-t", "111", "-i", "0.1", "--rules", str(rules))
+    ts = int(time.time())
+    send_tcp(ff.port(), frame([("app.a", (ts, 1)), ("other.b", (ts, 2))]))
+
+    def lines() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in ff.stdout.splitlines():
+            tenant, _tab, body = line.partition("\t")
+            out.setdefault(tenant, []).extend(i["metricName"] for i in json.loads(body))
+        return out
+
+    wait_until(lambda: lines() == {"222": ["app.a"], "111": ["other.b"]}, 10, "both bodies")
+    assert ff.terminate() == 0
