@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -112,6 +113,34 @@ def test_fast_path_takes_the_frames_carbon_senders_write():
     assert fast["counters"]["accepted"] > 1500
     with reference_only():
         assert outcome(CARBON_FRAMES) == fast
+
+
+def test_both_paths_route_the_frames_carbon_senders_write():
+    """With a router the fast reader still takes carbon's frames, and the bodies per tenant
+    are the ones the reference walker gives."""
+
+    @dataclass(frozen=True)
+    class Decision:
+        name: str
+        tenant: str | None
+        ttl: int | None = 60
+        drop: str | None = None
+
+    def router(name: str) -> Decision:
+        return Decision("r." + name, name.split(".")[0])
+
+    def routed(frames: list[bytes]) -> list[tuple[str | None, bytes, int]]:
+        enc = _codec_py.Encoder(prefix="pre", max_body_datapoints=7, router=router)
+        for frame in frames:
+            enc.add_pickle(frame, now_ms=NOW)
+        return enc.take_routed()
+
+    with counting_reference_walks() as walked:
+        fast = routed(CARBON_FRAMES)
+    assert walked == []
+    assert {tenant for tenant, _, _ in fast} >= {"app", "m1", "a", "x"}
+    with reference_only():
+        assert routed(CARBON_FRAMES) == fast
 
 
 @pytest.mark.parametrize(

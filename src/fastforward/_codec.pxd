@@ -24,6 +24,12 @@ cdef extern from "Python.h":
     void PyMem_Free_raw "PyMem_Free"(void *p)
     int Py_DTSF_ADD_DOT_0
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    # bodies are written straight into bytes objects the encoder owns until they close
+    ctypedef struct PyObject
+    PyObject *PyBytes_New "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
+    int _PyBytes_Resize(PyObject **b, Py_ssize_t n) except -1
+    char *PyBytes_DATA "PyBytes_AS_STRING"(PyObject *b)
+    void Py_XDECREF_raw "Py_XDECREF"(PyObject *o)
 
 # Limits; the same numbers as _codec_rules (checked at import).
 cdef enum:
@@ -106,9 +112,11 @@ ctypedef struct Cons:
     Py_ssize_t val
     Py_ssize_t next
 
-# One tenant's open body: the JSON array being filled, the timestamp digits last written in it
+# One tenant's open body: the JSON array being filled in place in a bytes object (handed over
+# as it is when the body closes, so no copy), the timestamp digits last written in it
 # (copied for the next datapoint with the same time), and that tenant's counters.
 ctypedef struct Body:
+    PyObject *obj       # the bytes object being filled (owned); buf is its data
     char *buf
     Py_ssize_t len, cap, count
     int64_t last_ms
@@ -118,13 +126,11 @@ ctypedef struct Body:
     int64_t accepted
     int64_t drops[4]    # rule, series_budget, bad_tags, empty_name (index: C_* - C_RULE)
 
-# A cached routing decision. The arena holds the name's bytes (the key) and, unless the
-# decision drops, the escaped prefix + final name; mid indexes the route cache's table of
-# ',"ttlInSeconds":N,"metricValue":' pieces.
+# A cached routing decision, a record in the route cache's arena followed by the name's bytes
+# (the key) and, unless the decision drops, the escaped prefix + final name; mid indexes the
+# cache's table of ',"ttlInSeconds":N,"metricValue":' pieces.
 ctypedef struct Route:
     uint64_t hash
-    Py_ssize_t key_off
-    Py_ssize_t out_off
     Py_ssize_t key_len
     Py_ssize_t out_len
     int32_t tenant      # body slot

@@ -4,10 +4,29 @@ Same API, bytes out, counters and errors as the pure-Python twin ``fastforward._
 (docs/architecture.md, "The codec contract"). Import it through ``fastforward.codec``.
 """
 
+from collections.abc import Callable
+from typing import Protocol
+
 DROP_REASONS: tuple[str, ...]
 """Drop counter names, in order: none, nan, inf, bad_value, bad_timestamp, out_of_window,
 invalid_name, bad_item, bad_line, bad_frame, and the routing ones: rule, series_budget,
 bad_tags, empty_name."""
+
+class RouteDecision(Protocol):
+    """What a router returns for a metric name (``routing.Decision`` is one)."""
+
+    @property
+    def name(self) -> str:
+        """The final name, before the prefix."""
+    @property
+    def tenant(self) -> str | None:
+        """The Blueflood tenant; None for the default one."""
+    @property
+    def ttl(self) -> int | None:
+        """``ttlInSeconds``; None for the encoder's ``ttl``."""
+    @property
+    def drop(self) -> str | None:
+        """None, or the drop reason: rule, series_budget, bad_tags, empty_name."""
 
 class Encoder:
     """Accumulates datapoints into Blueflood ingest bodies (compact JSON arrays).
@@ -26,6 +45,15 @@ class Encoder:
     :param max_items_per_frame: items in any list or tuple, and datapoints in a frame.
     :param max_name_bytes: UTF-8 bytes of the final name, prefix included.
     :param max_line_bytes: longer plaintext lines count ``bad_line``.
+    :param router: ``routing.Router.decide`` or any callable from a name to a `RouteDecision`
+        (docs/architecture.md, "Routing in the codec"); None: every datapoint goes to the
+        default tenant as the original forwarder did. Called once per distinct name whose
+        datapoint has a good value and timestamp, with the name as received (checked: valid
+        UTF-8, not empty, no whitespace, within ``max_name_bytes`` without the prefix);
+        exceptions from it propagate. The final name gets the prefix and is checked again
+        (``invalid_name``).
+    :param route_cache_size: names whose decision is remembered (a positive int); when full
+        the older decisions are forgotten. A ``series_budget`` drop is never remembered.
     :raises ValueError: a limit that is not a positive int, or a ttl that is not an int.
 
     The defaults are ``_codec_rules.DEFAULT_*`` (the same for the pure-Python twin).
@@ -45,6 +73,8 @@ class Encoder:
         max_future_ms: int = ...,
         max_name_bytes: int = ...,
         max_line_bytes: int = ...,
+        router: Callable[[str], RouteDecision] | None = ...,
+        route_cache_size: int = ...,
     ) -> None: ...
     def add_pickle(self, frame: bytes | bytearray | memoryview, now_ms: int | None = None) -> int:
         """Decode one pickle frame (payload without its 4-byte length) and queue its datapoints.
@@ -79,17 +109,32 @@ class Encoder:
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
         """Like `take`, as ``(body, datapoints)`` pairs, so the sender need not count them."""
 
+    def take_routed(self, partial: bool = True) -> list[tuple[str | None, bytes, int]]:
+        """Like `take_counted`, as ``(tenant, body, datapoints)`` (tenant None: the default).
+
+        A body holds one tenant's datapoints; each tenant's bodies come in arrival order
+        (bodies of different tenants may interleave). Without a router every tenant is None.
+        """
+
+    def set_router(self, router: Callable[[str], RouteDecision] | None) -> None:
+        """Route with this callable from now on (None: no routing) and forget every decision
+        remembered; open and full bodies stay and drain to their tenants."""
+
+    def counters_by_tenant(self) -> dict[str | None, dict[str, int]]:
+        """Per tenant a router has named (None: the default): ``accepted``, ``rule``,
+        ``series_budget``, ``bad_tags``, ``empty_name``. Empty without a router."""
+
     @property
     def ready_bodies(self) -> int:
-        """Complete (full) bodies waiting."""
+        """Complete (full) bodies waiting, all tenants."""
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of all waiting bodies, the open partial one included."""
+        """Bytes of all waiting bodies, every tenant's open one included."""
 
     @property
     def pending_datapoints(self) -> int:
-        """Datapoints in all waiting bodies, the open partial one included."""
+        """Datapoints in all waiting bodies, every tenant's open one included."""
 
     def counters(self) -> dict[str, int]:
         """Totals since creation: ``accepted``, ``frames``, ``lines`` and every DROP_REASONS
@@ -99,7 +144,7 @@ class Encoder:
         """Recent ``(reason, sample)`` pairs, oldest first, at most 64; clears them.
 
         The sample (at most 256 bytes) is the metric name for a pickle datapoint, the line for
-        plaintext, and the error message for a bad frame.
+        plaintext, and the error message for a bad frame; routing drops are sampled too.
         """
 
 def safe_loads(

@@ -7,8 +7,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int64_t, uint8_t
-from libc.string cimport memcpy, memmove, memset
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
 
 import math
 from collections import deque
@@ -19,6 +19,7 @@ from fastforward._codec_rules import (
     DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PAST_MS, DEFAULT_PREFIX, DEFAULT_ROUTE_CACHE_SIZE,
     DEFAULT_TTL, DROP_REASONS,
     INT64_MAX, INT64_MIN, R_DATAPOINTS, R_TOO_LARGE, R_TOP, check_encoder_args,
+    check_route_cache_size,
 )
 from fastforward.errors import FrameError, FrameTooLarge
 
@@ -32,6 +33,36 @@ cdef dict _ROUTE_DROPS = {
     "empty_name": C_EMPTY_NAME,
 }
 cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
+DEF BODY_START = 4096  # bytes a body starts with (it doubles as it fills)
+
+
+cdef int _new_body(Body *b, Py_ssize_t cap) except -1:
+    """Opens an empty body '[' of cap bytes in b (whose counters stay)."""
+    b.obj = PyBytes_New(NULL, cap)
+    b.buf = PyBytes_DATA(b.obj)
+    b.cap = cap
+    b.buf[0] = 91  # '['
+    b.len = 1
+    b.count = 0
+    b.last_tslen = 0
+    return 0
+
+
+cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
+    """Makes the body's bytes object at least need bytes long (doubling)."""
+    cdef Py_ssize_t c = b.cap
+    if need <= c:
+        return 0
+    while c < need:
+        c *= 2
+    try:
+        _PyBytes_Resize(&b.obj, c)
+    except MemoryError:
+        _new_body(b, BODY_START)  # the open body is lost with its object
+        raise
+    b.buf = PyBytes_DATA(b.obj)
+    b.cap = c
+    return 0
 
 
 cdef class Encoder:
@@ -61,6 +92,10 @@ cdef class Encoder:
     cdef dict slot_of           # tenant -> slot
     cdef object router
     cdef _RouteCache routes
+    cdef uint64_t *hashes       # per item of the frame being emitted: its name's hash
+    cdef Py_ssize_t hashes_cap
+    cdef uint64_t item_hash     # the hash of the current item's name, when has_item_hash
+    cdef bint has_item_hash
     cdef list ready             # (body, datapoints), in the order they closed
     cdef list ready_tenants     # the tenant of each ready body
     cdef Py_ssize_t ready_bytes, ready_dps
@@ -94,11 +129,7 @@ cdef class Encoder:
             max_frame_bytes=max_frame_bytes, max_items_per_frame=max_items_per_frame,
             max_name_bytes=max_name_bytes, max_line_bytes=max_line_bytes,
         )
-        if type(route_cache_size) is not int or route_cache_size < 1:
-            raise ValueError(
-                f"route_cache_size must be a positive integer, not {route_cache_size!r}")
-        if router is not None and not callable(router):
-            raise ValueError(f"router must be callable, not {router!r}")
+        check_route_cache_size(route_cache_size)
         if prefix:
             raw = (prefix + ".").encode("utf-8")
             self.pfx = _escape_bytes(raw)
@@ -126,17 +157,17 @@ cdef class Encoder:
         self.max_future_ms = max_future_ms
         self.max_name = min(max_name_bytes, 1 << 62)
         self.max_line = min(max_line_bytes, 1 << 62)
-        self.dec.name_limit = self.max_name - self.pfx_raw
         self.routes = _RouteCache(min(route_cache_size, 1 << 30))
-        self.router = router
+        self.use_router(router)
         if self.nbodies == 0:
             self.tenant_slot(None)
 
     def __dealloc__(self):
         cdef Py_ssize_t j
         for j in range(self.nbodies):
-            PyMem_Free(self.bodies[j].buf)
+            Py_XDECREF_raw(self.bodies[j].obj)
         PyMem_Free(self.bodies)
+        PyMem_Free(self.hashes)
 
     cdef int tenant_slot(self, object tenant) except -1:
         """The body slot of a tenant, opened on first sight."""
@@ -147,9 +178,7 @@ cdef class Encoder:
         _grow(<void **>&self.bodies, &self.bodies_cap, self.nbodies + 1, sizeof(Body))
         b = &self.bodies[self.nbodies]
         memset(b, 0, sizeof(Body))
-        _grow(<void **>&b.buf, &b.cap, 4096, 1)
-        b.buf[0] = 91  # '['
-        b.len = 1
+        _new_body(b, BODY_START)
         self.slot_of[tenant] = self.nbodies
         self.tenants.append(tenant)
         self.nbodies += 1
@@ -184,19 +213,28 @@ cdef class Encoder:
 
     # -- body assembly ----------------------------------------------------------------------
 
-    cdef int close_body(self, Py_ssize_t slot) except -1:
+    cdef int close_body(self, Py_ssize_t slot, Py_ssize_t carry_from=0,
+                        Py_ssize_t carry_len=0) except -1:
+        """Hands the open body of a slot over as it is and opens the next one (of the same
+        capacity when this one filled up), starting with the carry_len bytes at carry_from
+        (the datapoint that did not fit)."""
         cdef Body *b = &self.bodies[slot]
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, b.len + 1)
-        cdef char *w = PyBytes_AS_STRING(out)
-        memcpy(w, b.buf, b.len)
-        w[b.len] = 93  # ']'
-        self.ready.append((out, b.count))
+        cdef Body done = b[0]
+        cdef bint full = carry_len or done.count >= self.max_body_dps
+        _new_body(b, max(done.cap, carry_len + 2) if full else BODY_START)
+        if carry_len:
+            b.buf[0] = 91  # '['
+            memcpy(b.buf + 1, done.buf + carry_from, carry_len)
+        done.buf[done.len] = 93  # ']'
+        try:
+            _PyBytes_Resize(&done.obj, done.len + 1)
+            body = <object>done.obj
+        finally:
+            Py_XDECREF_raw(done.obj)
+        self.ready_bytes += done.len + 1
+        self.ready_dps += done.count
+        self.ready.append((body, done.count))
         self.ready_tenants.append(self.tenants[slot])
-        self.ready_bytes += b.len + 1
-        self.ready_dps += b.count
-        b.len = 1
-        b.count = 0
-        b.last_tslen = 0
         return 0
 
     cdef int emit(self, Py_ssize_t slot, const char *mid, Py_ssize_t mlen,
@@ -209,9 +247,8 @@ cdef class Encoder:
         cdef Py_ssize_t start, dplen
         cdef int tl
         cdef char *w
-        _grow(<void **>&b.buf, &b.cap,
-              b.len + 1 + HEAD_LEN + 21 + max(64, mlen) + 32 + max(64, ntlen)
-              + (6 * nlen if esc else nlen) + 4, 1)
+        _body_room(b, b.len + 1 + HEAD_LEN + 21 + max(64, mlen) + 32 + max(64, ntlen)
+                   + (6 * nlen if esc else nlen) + 4)
         start = b.len + 1 if b.count else b.len
         w = b.buf + start
         memcpy(w, _HEAD, HEAD_LEN)
@@ -250,8 +287,7 @@ cdef class Encoder:
         dplen = w - (b.buf + start)
         if b.count and start + dplen + 1 > self.max_body_bytes:
             tl = b.last_tslen
-            self.close_body(slot)
-            memmove(b.buf + 1, b.buf + start, dplen)
+            self.close_body(slot, start, dplen)
             start = 1
             b.last_ts_off = 1 + HEAD_LEN
             b.last_tslen = tl
@@ -270,28 +306,28 @@ cdef class Encoder:
     cdef int route(self, const uint8_t *name, Py_ssize_t nlen, int64_t ms,
                    const char *val, Py_ssize_t vlen) except -2:
         """Emits a checked datapoint where the router sends it; DP_OK or the C_* drop."""
-        cdef uint64_t h = _hash_name(name, nlen)
+        cdef uint64_t h = self.item_hash if self.has_item_hash else _hash_name(name, nlen)
         cdef Route *r = self.routes.find(name, nlen, h)
-        cdef Py_ssize_t idx
+        cdef Py_ssize_t at
         if r == NULL:
-            idx = self.route_miss(name, nlen, h)
-            if idx < 0:
+            at = self.route_miss(name, nlen, h)
+            if at < 0:
                 return C_BUDGET
-            r = &self.routes.entries[idx]
+            r = <Route *>(self.routes.arena + at)
         if r.drop != DP_OK:
             if r.drop >= C_RULE:
                 self.bodies[r.tenant].drops[r.drop - C_RULE] += 1
             return r.drop
         self.emit(r.tenant, self.routes.mids + r.mid * MID_BYTES, r.mid_len,
                   &self.name_key_pad[0], NAME_KEY_LEN,
-                  <const uint8_t *>self.routes.arena + r.out_off, r.out_len, False,
+                  <const uint8_t *>r + sizeof(Route) + nlen, r.out_len, False,
                   ms, val, vlen)
         return DP_OK
 
     cdef Py_ssize_t route_miss(self, const uint8_t *name, Py_ssize_t nlen,
                                uint64_t h) except -2:
-        """Asks the router about a name not in the cache and caches the answer; its entry
-        index, or -1 for a series_budget drop (counted here, never cached)."""
+        """Asks the router about a name not in the cache and caches the answer; its record's
+        offset, or -1 for a series_budget drop (counted here, never cached)."""
         cdef object decision = self.router(PyUnicode_DecodeUTF8(<const char *>name, nlen, NULL))
         cdef object drop = decision.drop
         cdef int slot = self.tenant_slot(decision.tenant)
@@ -398,7 +434,7 @@ cdef class Encoder:
             if v.kind != K_STR and v.kind != K_BYTES:
                 v.name_state = NAME_BAD
             else:
-                v.name_state = _name_state(self.dec.sptr(v), v.n, self.max_name - self.pfx_raw)
+                v.name_state = _name_state(self.dec.sptr(v), v.n, self.dec.name_limit)
         return v.name_state
 
     cdef inline Py_ssize_t child(self, Val *v, Py_ssize_t j) noexcept:
@@ -481,6 +517,38 @@ cdef class Encoder:
                 self.rejects.append((DROP_REASONS[r], self.name_sample(nidx)))
         return 0
 
+    cdef Py_ssize_t prefetch_routes(self, Val *rv) except -1:
+        """Hashes every item's name into self.hashes and asks the CPU to fetch their cache
+        slots, then their records, ahead of use: a stream of many distinct names otherwise
+        waits on memory at every lookup. Returns the number of items."""
+        cdef _Decoder dec = self.dec
+        cdef _RouteCache rc = self.routes
+        cdef Py_ssize_t j, c = rv.off if rv.kind == K_LIST else -1
+        cdef Py_ssize_t mask = rc.nslots - 1
+        cdef uint64_t h, slot
+        cdef Val *it
+        cdef Val *nv
+        _grow(<void **>&self.hashes, &self.hashes_cap, rv.n, sizeof(uint64_t))
+        for j in range(rv.n):
+            if rv.kind == K_TUPLE:
+                it = &dec.vals[dec.kids[rv.off + j]]
+            else:
+                it = &dec.vals[dec.cons[c].val]
+                c = dec.cons[c].next
+            h = 0
+            if (it.kind == K_TUPLE or it.kind == K_LIST) and it.n >= 2:
+                nv = &dec.vals[self.child(it, 0)]
+                if nv.kind == K_STR or nv.kind == K_BYTES:
+                    h = _hash_name(dec.sptr(nv), nv.n)
+                    ff_prefetch(&rc.slots[h & <uint64_t>mask])
+            self.hashes[j] = h
+        for j in range(rv.n):
+            slot = rc.slots[self.hashes[j] & <uint64_t>mask]
+            if slot and (slot >> TAG_SHIFT) == (self.hashes[j] >> TAG_SHIFT):
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8)
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8 + 64)
+        return rv.n
+
     # -- public API -------------------------------------------------------------------------
 
     def add_pickle(self, frame, now_ms=None):
@@ -519,7 +587,20 @@ cdef class Encoder:
                 raise
             self.set_now(now_ms)
             rv = &dec.vals[root]
-            if rv.kind == K_TUPLE:
+            if self.router is not None and self.routes.nslots:
+                self.prefetch_routes(rv)
+                rv = &dec.vals[root]
+                c = rv.off if rv.kind == K_LIST else -1
+                for j in range(rv.n):
+                    self.item_hash = self.hashes[j]
+                    self.has_item_hash = True
+                    if rv.kind == K_TUPLE:
+                        self.item(dec.kids[dec.vals[root].off + j])
+                    else:
+                        self.item(dec.cons[c].val)
+                        c = dec.cons[c].next
+                    rv = &dec.vals[root]
+            elif rv.kind == K_TUPLE:
                 for j in range(rv.n):
                     self.item(dec.kids[dec.vals[root].off + j])
             else:
@@ -528,6 +609,7 @@ cdef class Encoder:
                     self.item(dec.cons[c].val)
                     c = dec.cons[c].next
         finally:
+            self.has_item_hash = False
             PyBuffer_Release(&view)
         return self.n_accepted - before
 
@@ -560,7 +642,7 @@ cdef class Encoder:
                 if nf != 3 or ln > self.max_line:
                     r = C_LINE
                 else:
-                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.max_name - self.pfx_raw)
+                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.dec.name_limit)
                     vk = tk = N_INT
                     if ns != NAME_BAD:
                         vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
@@ -604,11 +686,15 @@ cdef class Encoder:
         bodies = self.take_counted(False)
         return [(t, body, n) for t, (body, n) in zip(tenants, bodies)]
 
-    def set_router(self, router):
-        if router is not None and not callable(router):
-            raise ValueError(f"router must be callable, not {router!r}")
+    cdef int use_router(self, object router) except -1:
         self.router = router
         self.routes.clear()
+        # a name as received must fit with the prefix; with a router only its final name
+        self.dec.name_limit = self.max_name - (self.pfx_raw if router is None else 0)
+        return 0
+
+    def set_router(self, router):
+        self.use_router(router)
 
     def counters_by_tenant(self):
         cdef Py_ssize_t j, k
