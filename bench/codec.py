@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"python {sys.version.split()[0]}, {n:,} datapoints, {len(frames)} frames of "
         f"{a.per_frame}, {sum(map(len, frames)):,} pickle bytes, median of {a.reps}"
-        f" ({'CPU' if a.cpu else 'wall'} time)",
+        f" ({'CPU' if a.clock == 'cpu' or a.cpu else 'wall'} time)",
         file=sys.stderr,
     )
     print("| case | datapoints/s median (min-max) | ns/datapoint |")

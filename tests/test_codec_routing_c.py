@@ -243,3 +243,23 @@ def test_a_router_error_propagates(compiled_codec):
 def test_route_cache_size_must_be_a_positive_integer(compiled_codec, size):
     with pytest.raises(ValueError, match="route_cache_size"):
         compiled_codec.Encoder(route_cache_size=size)
+
+
+def test_plaintext_batches_find_known_names_whatever_the_line_shape(compiled_codec):
+    # Lookups are prepared for a batch of lines at a time (their names' hashes computed
+    # ahead): blank lines, CRLF, leading blanks, bad lines and chunks longer than a batch must
+    # not shift a name onto another line's hash (a known name would be decided again).
+    shapes = [b"%s 1 %d\n", b"  %s\t2 %d\r\n", b"%s 3\n", b"\n", b"\r\n", b" %s 4 %d  \n"]
+    args = [2, 2, 1, 0, 0, 2]  # placeholders in each shape
+    chunk = b""
+    for i in range(2_000):
+        name = b"line.%d" % (i % 700)
+        chunk += shapes[i % 6] % (name, NOW // 1000)[: args[i % 6]]
+    router = Counting(keep("t"))
+    enc = compiled_codec.Encoder(router=router)
+    for _ in range(3):
+        assert enc.add_lines(chunk, now_ms=NOW) == len(chunk)
+    assert set(router.calls.values()) == {1}
+    counters = enc.counters()
+    assert counters["bad_line"] == 3 * sum(1 for i in range(2_000) if i % 6 == 2)
+    assert counters["accepted"] == 3 * sum(1 for i in range(2_000) if i % 6 in (0, 1, 5))

@@ -34,6 +34,7 @@ cdef dict _ROUTE_DROPS = {
 }
 cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
 DEF BODY_START = 4096  # bytes a body starts with (it doubles as it fills)
+DEF LINE_BATCH = 256  # plaintext lines whose cache lookups are prefetched together
 
 
 cdef int _new_body(Body *b, Py_ssize_t cap) except -1:
@@ -549,6 +550,35 @@ cdef class Encoder:
                 ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8 + 64)
         return rv.n
 
+    cdef Py_ssize_t prefetch_lines(self, const uint8_t *b, Py_ssize_t pos,
+                                   Py_ssize_t n) except -1:
+        """prefetch_routes for the next LINE_BATCH lines from pos: self.hashes[k] is the hash
+        of line k's first field (found as _split_fields finds it); returns where the batch
+        ends."""
+        cdef _RouteCache rc = self.routes
+        cdef Py_ssize_t j, s0, end, k = 0, mask = rc.nslots - 1
+        cdef uint64_t h, slot
+        _grow(<void **>&self.hashes, &self.hashes_cap, LINE_BATCH, sizeof(uint64_t))
+        while pos < n and k < LINE_BATCH:
+            end = _line_end(b, pos, n)
+            j = pos
+            while j < end and _is_space(b[j]):
+                j += 1
+            s0 = j
+            while j < end and not _is_space(b[j]):
+                j += 1
+            h = _hash_name(b + s0, j - s0)
+            ff_prefetch(&rc.slots[h & <uint64_t>mask])
+            self.hashes[k] = h
+            k += 1
+            pos = end + 1
+        for j in range(k):
+            slot = rc.slots[self.hashes[j] & <uint64_t>mask]
+            if slot and (slot >> TAG_SHIFT) == (self.hashes[j] >> TAG_SHIFT):
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8)
+                ff_prefetch(rc.arena + <Py_ssize_t>((slot & _PLACE_MASK) - 1) * 8 + 64)
+        return pos
+
     # -- public API -------------------------------------------------------------------------
 
     def add_pickle(self, frame, now_ms=None):
@@ -616,12 +646,13 @@ cdef class Encoder:
     def add_lines(self, data, bint final=False, now_ms=None):
         cdef Py_buffer view
         cdef const uint8_t *b
-        cdef Py_ssize_t n, pos = 0, end, ln, nf
+        cdef Py_ssize_t n, pos = 0, end, ln, nf, batch_end = 0, k = 0
         cdef Py_ssize_t fs[4]
         cdef Py_ssize_t fe[4]
         cdef int ns, vk, tk, r
         cdef int64_t vi = 0, ti = 0
         cdef double vd = 0.0, td = 0.0
+        cdef bint routed = self.router is not None and self.routes.nslots > 0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             b = <const uint8_t *>view.buf
@@ -629,7 +660,14 @@ cdef class Encoder:
             if n == 0:
                 return 0
             self.set_now(now_ms)
+            self.has_item_hash = routed
             while pos < n:
+                if routed:
+                    if pos >= batch_end:
+                        batch_end = self.prefetch_lines(b, pos, n)
+                        k = 0
+                    self.item_hash = self.hashes[k]
+                    k += 1
                 end = _line_end(b, pos, n)
                 ln = end - pos
                 if ln and b[end - 1] == 13:
@@ -656,6 +694,7 @@ cdef class Encoder:
                 pos = end + 1
             return n
         finally:
+            self.has_item_hash = False
             PyBuffer_Release(&view)
 
     def take(self, bint partial=True):
