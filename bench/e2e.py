@@ -43,6 +43,8 @@ import tempfile
 import time
 from typing import Any
 
+from rulesgen import rules_text  # bench/: the routing benchmark's rules
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLK = os.sysconf("SC_CLK_TCK")
 REPO_FASTFORWARD = os.path.join(os.path.dirname(HERE), ".venv", "bin", "fastforward")
@@ -108,6 +110,32 @@ PRESETS: dict[str, Forwarder] = {
         "-b {SINK_URL} -t {TENANT} -i {INTERVAL}",
         {"pickle": "http", "line": "http"},
         note="carbon in, Blueflood HTTP JSON out",
+    ),
+    "fastforward-rules": Forwarder(
+        "fastforward-rules",
+        "{FASTFORWARD} -e tcp:port={PORT}:interface=127.0.0.1 --protocol {PROTOCOL} "
+        "-b {SINK_URL} -t {TENANT} -i {INTERVAL} --rules {RUN_DIR}/rules.toml",
+        {"pickle": "http", "line": "http"},
+        {"rules.toml": rules_text(drops=False)},
+        note="fastforward routing by rulesgen.py's rules (100 prefix, 10 regex with rewrites, "
+        "31 tenants, tags normalised); run with --names routed",
+    ),
+    "fastforward-rules-1t": Forwarder(
+        "fastforward-rules-1t",
+        "{FASTFORWARD} -e tcp:port={PORT}:interface=127.0.0.1 --protocol {PROTOCOL} "
+        "-b {SINK_URL} -t {TENANT} -i {INTERVAL} --rules {RUN_DIR}/rules.toml",
+        {"pickle": "http", "line": "http"},
+        {"rules.toml": rules_text(drops=False, tenants=False)},
+        note="the same rules without their tenants: everything to -t (the routing's cost "
+        "without the delivery to many tenants)",
+    ),
+    "fastforward-router": Forwarder(
+        "fastforward-router",
+        "{FASTFORWARD} -e tcp:port={PORT}:interface=127.0.0.1 --protocol {PROTOCOL} "
+        "-b {SINK_URL} -t {TENANT} -i {INTERVAL} --rules {RUN_DIR}/rules.toml",
+        {"pickle": "http", "line": "http"},
+        {"rules.toml": "# no rules: the router in the path, every name to -t unchanged\n"},
+        note="an empty rules file: the cost of having a router at all",
     ),
     "io-floor": Forwarder(
         "io-floor",
@@ -407,6 +435,8 @@ def one_run(
             str(a.connections),
             "--series",
             str(a.series),
+            "--names",
+            a.names,
             "--per-frame",
             str(a.per_frame),
             "--timeout",
@@ -624,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--n", type=int, default=1_000_000, help="datapoints per burst run")
     p.add_argument("-c", "--connections", type=int, default=4)
     p.add_argument("--series", type=int, default=10_000)
+    p.add_argument(
+        "--names",
+        choices=["plain", "routed"],
+        default="plain",
+        help="load's names: plain, or routed (rulesgen.py: rule hits, tags out of order)",
+    )
     p.add_argument("--per-frame", type=int, default=500)
     p.add_argument("--runs", type=int, default=1, help="runs per forwarder (medians)")
     p.add_argument("--interval", default="1", help="{INTERVAL}: flush interval, seconds")
@@ -734,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.sustained:
         print(
             f"\n{a.n:,} datapoints per run, {a.connections} connections, frames of "
-            f"{a.per_frame}, {a.series:,} series, interval {a.interval} s; "
+            f"{a.per_frame}, {a.series:,} {a.names} series, interval {a.interval} s; "
             f"median (min-max) of {a.runs} interleaved runs"
         )
         print(table(results, order))

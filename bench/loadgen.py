@@ -38,8 +38,13 @@ LEAVES = ("user", "system", "idle", "iowait", "nice", "irq", "softirq", "steal")
 PLACEHOLDER_TS = 0x7A7A7A7A
 
 
-def series_names(count: int, prefix: str) -> list[str]:
-    """Graphite-like names: ``prefix.hostN.cpu.leaf``."""
+def series_names(count: int, prefix: str, kind: str = "plain") -> list[str]:
+    """Graphite-like names: ``prefix.hostN.cpu.leaf``; ``routed``: the names of the routing
+    benchmark (`rulesgen.routed_names`: prefix and regex rule hits, tags out of order)."""
+    if kind == "routed":
+        from rulesgen import routed_names
+
+        return routed_names(count)
     return [f"{prefix}.host{s // len(LEAVES)}.cpu.{LEAVES[s % len(LEAVES)]}" for s in range(count)]
 
 
@@ -205,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-frame", type=int, default=500, help="datapoints per frame/chunk")
     p.add_argument("--series", type=int, default=10_000, help="distinct metric names")
     p.add_argument("--prefix", default="bench")
+    p.add_argument(
+        "--names",
+        choices=["plain", "routed"],
+        default="plain",
+        help="plain: PREFIX.hostN.cpu.leaf; routed: for the rules of rulesgen.py (tags too)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate", type=float, default=0.0, help="paced: datapoints/s (0 = burst)")
     p.add_argument("--seconds", type=float, default=60.0, help="paced: how long")
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(a.n, a.connections, a.per_frame, a.series) <= 0 or a.rate < 0:
         p.error("counts must be positive")
 
-    names = series_names(a.series, a.prefix)
+    names = series_names(a.series, a.prefix, a.names)
     total = int(a.rate * a.seconds) // a.per_frame * a.per_frame if a.rate else a.n
     # Timestamps end before now, inside Blueflood's accepted window.
     base_ts = int(time.time()) - (total + a.series - 1) // a.series - 60

@@ -27,6 +27,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from rulesgen import rules_text  # bench/: the same rules as the end-to-end run
+
 from fastforward.routing import Router, parse_rules, parse_schemas
 from fastforward.routing.router import first_match_naive
 from fastforward.routing.tags import split_tags
@@ -42,24 +44,6 @@ retentions = 10s:6h,1m:7d,10m:5y
 pattern = .*
 retentions = 1m:30d
 """
-
-
-def rules_text(prefixes: int = 100, regexes: int = 10) -> str:
-    parts = []
-    for i in range(prefixes):
-        if i % 10 == 0 and i // 10 < regexes:
-            j = i // 10
-            parts.append(
-                f'[[rule]]\nmatch = "regex:^svc{j}\\\\.([^.]+)\\\\.(.*)$"\n'
-                f'rewrite = "services.svc{j}.\\\\1.\\\\2"\ntenant = "s{j}"\n'
-            )
-        rule = f'[[rule]]\nmatch = "prefix:team{i}."\n'
-        if i % 20 == 19:
-            rule += "drop = true\n"
-        elif i % 5 == 0:
-            rule += f'tenant = "t{i}"\nttl = 604800\n'
-        parts.append(rule)
-    return "\n".join(parts)
 
 
 def names(distinct: int, seed: int = 1) -> list[str]:

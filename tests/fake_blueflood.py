@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +284,9 @@ class FakeBlueflood(_FakeServer):
         self.script: deque[Scripted] = deque()
         self.store: dict[tuple[str, str], dict[int, tuple[Any, int, str | None]]] = {}
         self.received = 0  # datapoints written, duplicates included
+        # How often each (tenant, metricName, collectionTime) was written: more than once is a
+        # duplicate, and names which one.
+        self.writes: Counter[tuple[str, str, int]] = Counter()
         # Per-tenant faults: a POST for a tenant listed here (the URL's, or any item's tenantId
         # on /ingest/multi) is answered with this status, as a hosted Blueflood does for a
         # tenant whose token or quota is bad.
@@ -309,6 +312,10 @@ class FakeBlueflood(_FakeServer):
     @property
     def duplicates(self) -> int:
         return self.received - self.stored
+
+    def written_twice(self) -> dict[tuple[str, str, int], int]:
+        """The (tenant, name, collectionTime) points written more than once, with their count."""
+        return {point: n for point, n in self.writes.items() if n > 1}
 
     def points(self, tenant: str, name: str) -> dict[int, Any]:
         return {ct: v[0] for ct, v in self.store.get((tenant, name), {}).items()}
@@ -495,6 +502,7 @@ class FakeBlueflood(_FakeServer):
             series = self.store.setdefault((tenant, m["metricName"]), {})
             series[m["collectionTime"]] = (m["metricValue"], m["ttlInSeconds"], m["unit"])
             self.received += 1
+            self.writes[(tenant, m["metricName"], m["collectionTime"])] += 1
         if errors:
             return 207, _errors_json(errors), {}
         return 200, b"", {}

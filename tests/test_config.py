@@ -349,6 +349,7 @@ GIVEN = {
     "rules": ("/etc/ff/rules.toml", "/etc/ff/rules.toml"),
     "storage_schemas": ("/etc/carbon/storage-schemas.conf", "/etc/carbon/storage-schemas.conf"),
     "tags": ("Flatten", "flatten"),
+    "series_budget_warmup": ("0", 0.0),
     "max_frame_bytes": ("4096", 4096),
     "max_connections": ("10", 10),
     "idle_timeout": ("0", 0.0),

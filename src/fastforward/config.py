@@ -247,6 +247,15 @@ class Config:
         help="Graphite tags (name;k=v): always put in carbon's order; keep them in the name, "
         "strip them, or flatten them into the path (name.k_is_v).",
     )
+    series_budget_warmup: float = option(
+        300.0,
+        metavar="SECONDS",
+        section="routing",
+        check=checks.at_least(0),
+        help="For this long after a series budget starts (max_new_series_per_minute in the "
+        "rules), it only learns the series flowing and refuses none: to a new process every "
+        "series is new. 0 applies the budgets at once.",
+    )
     # limits
     max_frame_bytes: int = option(
         1_048_576,

@@ -69,7 +69,13 @@ def load_routes(config: Config, previous: Router | None = None) -> Routes:
         schemas = load_schemas(config.storage_schemas) if config.storage_schemas else None
     except (RulesError, SchemasError) as exc:
         raise ConfigError(str(exc)) from None
-    router = Router(rules, tags=config.tags, schemas=schemas, previous=previous)
+    router = Router(
+        rules,
+        tags=config.tags,
+        schemas=schemas,
+        previous=previous,
+        budget_options={"warmup_seconds": config.series_budget_warmup},
+    )
     return Routes(router, rules, schemas)
 
 

@@ -150,7 +150,9 @@ class Sender:
     """One TCP pickle connection sending ``per_frame`` datapoints every ``period`` seconds.
 
     Names are ``<prefix>.<frame>.<i>`` at timestamp ``ts``, so every datapoint is distinct and
-    ``expected`` lists what was handed to the kernel.
+    ``expected`` lists what was handed to the kernel. With ``mix`` (more prefixes), datapoint
+    ``i`` of a frame takes the ``i % n``-th of ``(prefix, *mix)``: one connection carrying
+    several kinds of names (for routing, several tenants), as a relay's does.
     """
 
     port: int
@@ -158,6 +160,7 @@ class Sender:
     ts: int
     per_frame: int = 100
     period: float = 0.05
+    mix: tuple[str, ...] = ()
     expected: set[tuple[str, int]] = field(default_factory=set)
     frames: int = 0
     blocked: float = 0.0  # seconds sendall() waited: backpressure reaching the client
@@ -178,8 +181,12 @@ class Sender:
     def _run(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=60) as s:
             next_at = time.monotonic()
+            prefixes = (self.prefix, *self.mix)
             while not self._stop:
-                names = [f"{self.prefix}.{self.frames}.{i}" for i in range(self.per_frame)]
+                names = [
+                    f"{prefixes[i % len(prefixes)]}.{self.frames}.{i}"
+                    for i in range(self.per_frame)
+                ]
                 data = frame([(n, (self.ts, i)) for i, n in enumerate(names)])
                 started = time.monotonic()
                 s.sendall(data)
