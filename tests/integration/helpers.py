@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -271,3 +272,16 @@ def obey_file_permissions() -> None:
     for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
         if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def start_routed(run_ff, bf: FakeBlueflood, tmp_path: Path, rules: str, *extra: str):  # noqa: ANN001, ANN201
+    """fastforward with ``--rules`` (the text written to ``tmp_path/rules.toml``, which a test
+    may rewrite before a SIGHUP), default tenant TENANT, flushing every 0.2 s, the admin
+    endpoint on; returns (process, pickle port, admin port)."""
+    path = tmp_path / "rules.toml"
+    path.write_text(rules)
+    ff = run_ff(
+        "-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
+        "--admin-endpoint", ANY_PORT, "--rules", str(path), *extra,
+    )  # fmt: skip
+    return ff, ff.port(), ff.admin_port

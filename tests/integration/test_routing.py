@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
+from . import helpers
+from .conftest import TENANT, FakeBlueflood, frame, send_tcp, wait_until
 from .helpers import scrape
 
 pytestmark = [pytest.mark.integration]
@@ -20,15 +21,8 @@ DAY = 86_400
 
 
 def start_routed(run_ff, bf: FakeBlueflood, tmp_path: Path, rules: str, *extra: str):  # noqa: ANN001, ANN201
-    """fastforward with ``--rules`` (the text written to rules.toml), flushing every 0.2 s;
-    returns (process, pickle port, admin port)."""
-    path = tmp_path / "rules.toml"
-    path.write_text(rules)
-    ff = run_ff(
-        "-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "--ttl", str(DEFAULT_TTL), "-i", "0.2",
-        "--admin-endpoint", ANY_PORT, "--rules", str(path), *extra,
-    )  # fmt: skip
-    return ff, ff.port(), ff.admin_port
+    """`helpers.start_routed` with ``--ttl DEFAULT_TTL``."""
+    return helpers.start_routed(run_ff, bf, tmp_path, rules, "--ttl", str(DEFAULT_TTL), *extra)
 
 
 def stored_series(bf: FakeBlueflood) -> dict[tuple[str, str], set[int]]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
-from .helpers import http_get, scrape
+from .conftest import FakeBlueflood, frame, send_tcp, wait_until
+from .helpers import http_get, scrape, start_routed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,13 +53,8 @@ def test_a_burst_of_new_series_is_held_to_the_budget_and_existing_series_flow(
     tmp_path: Path,
 ) -> None:
     bf = fake_blueflood
-    rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
-    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
-                "--admin-endpoint", ANY_PORT, "--rules", str(rules),
-                # the budget applies from the start (not after the default 5 minutes learning)
-                "--series-budget-warmup", "0")  # fmt: skip
-    port, admin = ff.port(), ff.admin_port
+    # the budget applies from the start (not after the default 5 minutes learning)
+    ff, port, admin = start_routed(run_ff, bf, tmp_path, RULES, "--series-budget-warmup", "0")
     wait_until(lambda: time.time() % 60 < 40, 25, "the first 40 seconds of a minute", poll=0.2)
     first_minute = _minute()
     ts = int(time.time()) - 120

@@ -13,7 +13,7 @@ import pytest
 from fastforward.cli import EXIT_USAGE
 
 from .conftest import ANY_PORT, TENANT, FakeBlueflood, frame, send_tcp, wait_until
-from .helpers import scrape
+from .helpers import scrape, start_routed
 
 pytestmark = [pytest.mark.integration]
 
@@ -62,6 +62,9 @@ def test_a_bad_rules_file_is_refused_at_start_naming_its_line(
     assert not fake_blueflood.requests
 
 
+ROUTE_A = '[[rule]]\nmatch = "prefix:a."\ntenant = "111"\n'
+
+
 def test_a_bad_rules_file_on_reload_keeps_the_rules_in_force(
     fake_blueflood: FakeBlueflood,
     run_ff,  # noqa: ANN001
@@ -69,10 +72,7 @@ def test_a_bad_rules_file_on_reload_keeps_the_rules_in_force(
 ) -> None:
     bf = fake_blueflood
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nmatch = "prefix:a."\ntenant = "111"\n')
-    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
-                "--admin-endpoint", ANY_PORT, "--rules", str(rules))  # fmt: skip
-    port, admin = ff.port(), ff.admin_port
+    ff, port, admin = start_routed(run_ff, bf, tmp_path, ROUTE_A)
     ts = int(time.time())
     send_tcp(port, frame([("a.before", (ts, 1.0))]))
     bf.wait_for(lambda: bf.points("111", "a.before") == {ts * 1000: 1.0})

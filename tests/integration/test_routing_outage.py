@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, wait_until
-from .helpers import Sender, scrape
+from .conftest import FakeBlueflood, wait_until
+from .helpers import Sender, scrape, start_routed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,11 +47,7 @@ def test_a_failing_tenant_never_stalls_another_and_catches_up_after(
     tmp_path: Path,
 ) -> None:
     bf = fake_blueflood
-    rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
-    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
-                "--admin-endpoint", ANY_PORT, "--rules", str(rules))  # fmt: skip
-    port, admin = ff.port(), ff.admin_port
+    ff, port, admin = start_routed(run_ff, bf, tmp_path, RULES)  # fmt: skip
     ts = int(time.time())
     senders = [
         Sender(port, f"healthy.s{k}", ts, mix=(f"failing.s{k}",)).start() for k in range(SENDERS)

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support import LISTENING
 
-from .conftest import ANY_PORT, TENANT, FakeBlueflood, wait_until
-from .helpers import Sender, scrape
+from .conftest import FakeBlueflood, wait_until
+from .helpers import Sender, scrape, start_routed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,10 +38,7 @@ def test_sighup_reloads_the_rules_under_load_losing_and_repeating_nothing(
 ) -> None:
     bf = fake_blueflood
     rules = tmp_path / "rules.toml"
-    rules.write_text(BEFORE)
-    ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2",
-                "--admin-endpoint", ANY_PORT, "--rules", str(rules))  # fmt: skip
-    port, admin = ff.port(), ff.admin_port
+    ff, port, admin = start_routed(run_ff, bf, tmp_path, BEFORE)  # fmt: skip
     listeners = LISTENING.findall(ff.log_text())
     ts = int(time.time())
     senders = [
