@@ -66,6 +66,22 @@ cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
     return 0
 
 
+cdef inline Py_ssize_t _next_cap(Body *done, Py_ssize_t carry_len, bint full) noexcept:
+    """The capacity of the body that follows a closed one: as large after one that filled up
+    by bytes (the next will too); else what the closed one used and an eighth more, so the
+    next flush's worth of a tenant fits without growing by doubling (a copy each time, and
+    the old buffers left as holes in the heap), but no more than the closed one had. A
+    partial body (an interval or burst-end flush) gives a power of two, from BODY_START."""
+    cdef Py_ssize_t need = done.len + done.len // 8, c = BODY_START
+    if carry_len:
+        return max(done.cap, carry_len + 2)
+    if full:
+        return min(done.cap, need + BODY_START)
+    while c < need and c < done.cap:
+        c *= 2
+    return c
+
+
 cdef class Encoder:
     """Accumulates datapoints from pickle frames and plaintext lines into Blueflood bodies."""
 
@@ -216,13 +232,13 @@ cdef class Encoder:
 
     cdef int close_body(self, Py_ssize_t slot, Py_ssize_t carry_from=0,
                         Py_ssize_t carry_len=0) except -1:
-        """Hands the open body of a slot over as it is and opens the next one (of the same
-        capacity when this one filled up), starting with the carry_len bytes at carry_from
-        (the datapoint that did not fit)."""
+        """Hands the open body of a slot over as it is and opens the next one (sized by
+        _next_cap), starting with the carry_len bytes at carry_from (the datapoint that did
+        not fit)."""
         cdef Body *b = &self.bodies[slot]
         cdef Body done = b[0]
         cdef bint full = carry_len or done.count >= self.max_body_dps
-        _new_body(b, max(done.cap, carry_len + 2) if full else BODY_START)
+        _new_body(b, _next_cap(&done, carry_len, full))
         if carry_len:
             b.buf[0] = 91  # '['
             memcpy(b.buf + 1, done.buf + carry_from, carry_len)
