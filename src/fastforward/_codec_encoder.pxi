@@ -113,6 +113,9 @@ cdef class Encoder:
     cdef Py_ssize_t hashes_cap
     cdef uint64_t item_hash     # the hash of the current item's name, when has_item_hash
     cdef bint has_item_hash
+    # the current item's record when its name was found in the route cache before the name's
+    # check: a cached name passed it when it was decided, so a hit skips the byte scan
+    cdef Route *item_route
     cdef list ready             # (body, datapoints), in the order they closed
     cdef list ready_tenants     # the tenant of each ready body
     cdef Py_ssize_t ready_bytes, ready_dps
@@ -323,9 +326,12 @@ cdef class Encoder:
     cdef int route(self, const uint8_t *name, Py_ssize_t nlen, int64_t ms,
                    const char *val, Py_ssize_t vlen) except -2:
         """Emits a checked datapoint where the router sends it; DP_OK or the C_* drop."""
-        cdef uint64_t h = self.item_hash if self.has_item_hash else _hash_name(name, nlen)
-        cdef Route *r = self.routes.find(name, nlen, h)
+        cdef uint64_t h
+        cdef Route *r = self.item_route
         cdef Py_ssize_t at
+        if r == NULL:
+            h = self.item_hash if self.has_item_hash else _hash_name(name, nlen)
+            r = self.routes.find(name, nlen, h)
         if r == NULL:
             at = self.route_miss(name, nlen, h)
             if at < 0:
@@ -507,7 +513,11 @@ cdef class Encoder:
             self.drops[C_ITEM] += 1
             self.rejects.append(("bad_item", self.name_sample(nidx)))
             return 0
-        ns = self.name_state(nidx)
+        nv = &dec.vals[nidx]
+        self.item_route = NULL
+        if self.has_item_hash and (nv.kind == K_STR or nv.kind == K_BYTES):
+            self.item_route = self.routes.find(dec.sptr(nv), nv.n, self.item_hash)
+        ns = NAME_OK if self.item_route != NULL else self.name_state(nidx)
         c = dec.cons[it.off].next if it.kind == K_LIST else -1
         for j in range(1, cnt):
             it = &dec.vals[idx]
@@ -532,6 +542,7 @@ cdef class Encoder:
             if r != DP_OK:
                 self.drops[r] += 1
                 self.rejects.append((DROP_REASONS[r], self.name_sample(nidx)))
+        self.item_route = NULL
         return 0
 
     cdef Py_ssize_t prefetch_routes(self, Val *rv) except -1:
@@ -656,6 +667,7 @@ cdef class Encoder:
                     c = dec.cons[c].next
         finally:
             self.has_item_hash = False
+            self.item_route = NULL
             PyBuffer_Release(&view)
         return self.n_accepted - before
 
@@ -696,13 +708,18 @@ cdef class Encoder:
                 if nf != 3 or ln > self.max_line:
                     r = C_LINE
                 else:
-                    ns = _name_state(b + fs[0], fe[0] - fs[0], self.dec.name_limit)
+                    if routed:
+                        self.item_route = self.routes.find(b + fs[0], fe[0] - fs[0],
+                                                           self.item_hash)
+                    ns = (NAME_OK if self.item_route != NULL
+                          else _name_state(b + fs[0], fe[0] - fs[0], self.dec.name_limit))
                     vk = tk = N_INT
                     if ns != NAME_BAD:
                         vk = _parse_text(b + fs[1], fe[1] - fs[1], &vi, &vd, False)
                         if not self.overwrite and (vk == N_INT or vk == N_FLOAT):
                             tk = _parse_text(b + fs[2], fe[2] - fs[2], &ti, &td, False)
                     r = self.datapoint(b + fs[0], fe[0] - fs[0], ns, vk, vi, vd, tk, ti, td)
+                    self.item_route = NULL
                 if r != DP_OK:
                     self.drops[r] += 1
                     self.rejects.append((DROP_REASONS[r], PyBytes_FromStringAndSize(
@@ -711,6 +728,7 @@ cdef class Encoder:
             return n
         finally:
             self.has_item_hash = False
+            self.item_route = NULL
             PyBuffer_Release(&view)
 
     def take(self, bint partial=True):
