@@ -286,7 +286,8 @@ class TenantForwarder:
         return tenant == self.default_tenant or tenant not in self.lanes
 
     def dispatch(self, partial: bool) -> None:
-        """Move the encoder's bodies into their tenants' lanes."""
+        """Move the encoder's bodies into their tenants' lanes (the caller relieves: the
+        default lane's flusher does after every hand-over)."""
         try:
             routed = take_routed(self.encoder, partial)
         except Exception:  # never let a codec bug kill a flusher
@@ -299,7 +300,6 @@ class TenantForwarder:
                 if tenant == self.default_tenant:
                     tenant = None  # a rule naming the default tenant: the same lane
                 self._lane(tenant).outbox.put(Batch(body, datapoints, tenant=tenant))
-        self._relieve_all()
 
     def _merged(self, routed: list[RoutedBody]) -> list[RoutedBody]:
         """``--ingest-multi``: items tagged with their tenantId, bodies of several tenants
@@ -346,6 +346,7 @@ class TenantForwarder:
         if self._report is not None:
             self._report.kill(block=False)
         self.dispatch(partial=True)
+        self._relieve_all()
         stops = [gevent.spawn(lane.stop, timeout) for lane in list(self.lanes.values())]
         gevent.joinall(stops)
         return sum(int(g.value or 0) for g in stops)
