@@ -155,6 +155,25 @@ def test_keep_alive_one_connection_for_many_posts(client, fake_blueflood):  # no
     assert len(fake_blueflood.connections()) == 1
 
 
+def test_a_pool_kept_as_large_as_the_posts_in_flight_opens_no_connection_per_post(
+    fake_blueflood,  # noqa: F811
+    stats,
+):
+    # Tenants' lanes share one client: its pool grows to what they may have in flight, else
+    # every POST beyond the pool's size would open (and close) a connection of its own.
+    fake_blueflood.delay = 0.05  # the four POSTs of a round overlap
+    c = BluefloodClient(fake_blueflood.url, "t1", stats, timeout=5, pool_size=1)
+    c.keep_connections(4)
+    try:
+        for round_ in range(3):
+            posts = [gevent.spawn(c.post, body(f"r{round_}.{i}")) for i in range(4)]
+            gevent.joinall(posts, timeout=15, raise_error=True)
+            assert all(g.value.kind is Kind.OK for g in posts)
+    finally:
+        c.close()
+    assert len(fake_blueflood.connections()) == 4
+
+
 def test_stdout_client_writes_one_line_per_body(stats):
     out = io.BytesIO()
     c = StdoutClient(stats, out)

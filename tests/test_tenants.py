@@ -13,6 +13,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import gevent
+import gevent.event
 import pytest
 
 from fastforward.blueflood import Outcome, classify
@@ -130,6 +131,48 @@ def test_a_failing_tenant_never_stalls_another_then_catches_up(forwarders, caplo
     assert poster.duplicates() == 0
     assert stats.get("tenant_datapoints_sent", tenant="222") == 1000
     assert stats.get("datapoints_sent") == 2000  # the unlabelled total stays the sum
+
+
+class HangingPoster(TenantsPoster):
+    """POSTs of the tenants in ``hanging`` wait for ``release``; counts POSTs in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hanging: set[str] = set()
+        self.release = gevent.event.Event()
+        self.in_flight = self.most_in_flight = 0
+
+    def post(self, body: bytes, tenant: str | None = None) -> Outcome:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if (tenant or "t1") in self.hanging:
+                self.release.wait()
+            return super().post(body, tenant)
+        finally:
+            self.in_flight -= 1
+
+
+def test_posts_in_flight_are_bounded_across_tenants_and_hanging_ones_hold_up_no_other(
+    forwarders,
+):
+    poster, encoder = HangingPoster(), RoutedEncoder(per_body=10)
+    poster.hanging = {"h1", "h2"}  # answered only at the end: they hold every slot they get
+    fwd, stats = start(forwarders, poster, encoder)  # --concurrency 2 (2 senders per lane)
+    others = [None, *(f"{i}00" for i in range(1, 10))]
+    for round_ in range(5):
+        for tenant in ["h1", "h2", *others]:
+            encoder.add(tenant, 40, prefix=f"{tenant}.{round_}")
+        fwd.kick()
+    lanes = len(fwd.lanes)
+    assert lanes == 12
+    wait_until(lambda: all(poster.count(t or "t1") == 200 for t in others))
+    # --concurrency shared by all lanes, plus one POST of each lane's own: not 2 per lane
+    assert poster.most_in_flight <= 2 + lanes
+    poster.release.set()
+    wait_until(lambda: poster.count("h1") == poster.count("h2") == 200)
+    assert poster.duplicates() == 0
+    assert stats.get("datapoints_sent") == 12 * 200
 
 
 def test_without_a_spool_a_failing_tenant_uses_free_memory_then_backpressure_pauses_all(

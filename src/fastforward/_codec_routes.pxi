@@ -21,11 +21,14 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define ff_prefetch(p) __builtin_prefetch(p)
+    #define ff_prefetch_w(p) __builtin_prefetch((p), 1)
     #else
     #define ff_prefetch(p) ((void)(p))
+    #define ff_prefetch_w(p) ((void)(p))
     #endif
     """
     void ff_prefetch(const void *p) noexcept nogil
+    void ff_prefetch_w(const void *p) noexcept nogil
 
 DEF MIN_SLOTS = 1024
 DEF TAG_SHIFT = 40  # slot: hash >> 40 above, (record offset / 8) + 1 below

@@ -219,7 +219,8 @@ class BluefloodClient:
             tls["ca_certs"] = ca
         # One pool for the one host, as large as the number of senders, so every sender keeps
         # its own connection alive instead of reconnecting; block=False as requests did.
-        pool_options: dict[str, Any] = {"num_pools": 2, "maxsize": max(1, pool_size), **tls}
+        self._pool_size = max(1, pool_size)
+        pool_options: dict[str, Any] = {"num_pools": 2, "maxsize": self._pool_size, **tls}
         proxy = select_proxy(self.url, env["proxies"])
         self._manager: urllib3.PoolManager
         if proxy:
@@ -254,6 +255,25 @@ class BluefloodClient:
 
     def close(self) -> None:
         self._manager.clear()
+
+    def keep_connections(self, n: int) -> None:
+        """Keep up to ``n`` connections alive from now on: the POSTs that may be in flight at
+        once (several tenants' lanes share this client). A pool smaller than that opens a
+        connection for a POST beyond its size and closes it after (a TCP handshake each)."""
+        grow = n - self._pool_size
+        if grow <= 0:
+            return
+        self._pool_size = n
+        pools = self._manager.pools
+        made = [pools[key] for key in pools.keys()]
+        if not made:  # the size is part of a pool's key: change it only before the first
+            self._manager.connection_pool_kw["maxsize"] = n
+        for pool in made:
+            idle = getattr(pool, "pool", None)  # its queue of idle connections (None: closed)
+            if idle is not None:
+                idle.maxsize += grow  # gevent's queue under the daemon: no thread races it
+                for _ in range(grow):
+                    idle.put(None, block=False)  # an empty place: a connection made on demand
 
     def use_ingest_multi(self) -> None:
         """Send the default tenant's bodies to ``/v2.0/{tenant}/ingest/multi`` from now on.

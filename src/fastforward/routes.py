@@ -148,7 +148,7 @@ class Routing:
                     self.stats,
                     self.environ,
                     routes.rules.source,
-                    pool_size=self.config.concurrency,
+                    pool_size=self.config.concurrency + 1,  # shared slots and its own (tenants.py)
                 )
             )
         except RulesError as exc:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from .blueflood import Kind, Outcome
 from .delivery import Attempt, Decision, Situation, Step, Wait, backoff_seconds, decide, is_failure
@@ -60,6 +61,30 @@ class Backoff:
         return backoff_seconds(attempts, self.base, self.cap) * random.uniform(0.5, 1.0)
 
 
+class PostSlots:
+    """The slots one destination among several (a tenant's lane) holds for its POSTs.
+
+    A POST takes a slot shared by every lane if one is free, else the lane's own. So the lanes
+    together have at most ``shared + lanes`` POSTs (and connections) open, not ``concurrency``
+    per lane, and each lane can always POST: a tenant whose POSTs fail or hang cannot hold up
+    another. A failing lane uses only its own slot (one POST at a time while it fails), so
+    its timeouts never hold the shared ones.
+    """
+
+    def __init__(self, shared: BoundedSemaphore) -> None:
+        self.shared = shared
+        self.own = BoundedSemaphore(1)
+
+    def take(self, failing: bool) -> BoundedSemaphore:
+        """A slot (waits until one is free); release it when the POST is over."""
+        while True:
+            if not failing and self.shared.acquire(blocking=False):
+                return self.shared
+            if self.own.acquire(blocking=False):
+                return self.own
+            gevent.wait([self.own] if failing else [self.shared, self.own], count=1)
+
+
 class Senders:
     """``concurrency`` greenlets that deliver the outbox's bodies to one destination."""
 
@@ -83,6 +108,7 @@ class Senders:
         self.relieve = relieve
         self.backoff = Backoff()
         self.deadline: float | None = None  # set by stop: no wait may pass it
+        self.slots: PostSlots | None = None  # shared with other lanes (tenants.py), if any
 
     def loop(self) -> None:
         """A sender greenlet."""
@@ -109,7 +135,7 @@ class Senders:
     def deliver(self, batch: Batch) -> None:
         """POST one body until it is finished (delivered, dropped, split, spooled, parked)."""
         while True:
-            outcome = self.client.post(batch.body, batch.tenant)
+            outcome = self._post(batch)
             if is_failure(outcome, batch.auth_replays):
                 self._record_failure(batch, outcome)
             decision = decide(outcome, self._attempt(batch), self._situation())
@@ -121,6 +147,16 @@ class Senders:
                 batch.auth_replays = decision.auth_replays
             if not self._carry_out(decision, batch, outcome):
                 return
+
+    def _post(self, batch: Batch) -> Outcome:
+        slots = self.slots
+        if slots is None:
+            return self.client.post(batch.body, batch.tenant)
+        slot = slots.take(self.target.failing)
+        try:
+            return self.client.post(batch.body, batch.tenant)
+        finally:
+            slot.release()
 
     def _attempt(self, batch: Batch) -> Attempt:
         since = batch.failing_since

@@ -14,6 +14,11 @@ others leave free; only when everything held reaches the whole cap do the receiv
 (TCP backpressure), for every tenant, because a socket carries all tenants. Until then the
 other tenants deliver at full rate, and while paused their bodies already in memory still go.
 
+POSTs in flight are bounded across lanes, not per lane: ``--concurrency`` slots shared by all
+tenants plus one of each lane's own (`sending.PostSlots`), so 31 tenants open at most
+``concurrency + 31`` connections to Blueflood (the pool keeps that many alive), not
+``31 * concurrency``, while a failing or hanging tenant still cannot hold up another.
+
 With ``--ingest-multi`` there is one lane: every body's items carry their ``tenantId``
 (`with_tenant_ids`) and go to ``/ingest/multi`` of the default tenant, so tenants share POSTs
 and, by nature, their failures.
@@ -26,6 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, Outcome
@@ -43,6 +49,7 @@ from .protocols import (
     take_routed,
 )
 from .routing.ruleset import Credentials
+from .sending import PostSlots
 from .stats import Stats
 
 log = logging.getLogger("fastforward.forwarder")
@@ -193,6 +200,8 @@ class TenantForwarder:
         self._report: gevent.Greenlet | None = None
         self._tuning: dict[str, float] = {}
         self._holders: list[Callable[[], int]] = []  # more bytes held for data (read buffers)
+        self.concurrency = max(1, int(config.concurrency))
+        self._shared_slots = BoundedSemaphore(self.concurrency)  # POSTs of any lane
         self._lane(None)
         for tenant in [*tenants, *self.posters]:
             if not self.multi and tenant != self.default_tenant:
@@ -223,7 +232,9 @@ class TenantForwarder:
         for name, value in self._tuning.items():
             setattr(lane, name, value)
         lane.senders.relieve = lane.flusher.moved = self._relieve_all
+        lane.senders.slots = PostSlots(self._shared_slots)
         self.lanes[tenant] = lane
+        self._keep_connections()
         if label is not None:  # every lane's series exist from its start, at 0
             for name in ("tenant_datapoints_sent", "tenant_datapoints_rejected"):
                 self.stats.incr(name, 0, tenant=label)
@@ -232,6 +243,14 @@ class TenantForwarder:
         if self.started:
             lane.start()
         return lane
+
+    def _keep_connections(self) -> None:
+        """The default client's pool keeps alive as many connections as its lanes may have
+        POSTs in flight (shared slots plus one per lane), so none is opened per POST."""
+        keep = getattr(self.client, "keep_connections", None)
+        if keep is not None:
+            own = sum(1 for t in self.lanes if t is None or t not in self.posters)
+            keep(self.concurrency + own)
 
     def add_tenants(self, tenants: Iterable[str]) -> None:
         """Lanes for tenants a reloaded rules file names for the first time."""
@@ -267,7 +286,8 @@ class TenantForwarder:
         return tenant == self.default_tenant or tenant not in self.lanes
 
     def dispatch(self, partial: bool) -> None:
-        """Move the encoder's bodies into their tenants' lanes."""
+        """Move the encoder's bodies into their tenants' lanes (the caller relieves: the
+        default lane's flusher does after every hand-over)."""
         try:
             routed = take_routed(self.encoder, partial)
         except Exception:  # never let a codec bug kill a flusher
@@ -280,7 +300,6 @@ class TenantForwarder:
                 if tenant == self.default_tenant:
                     tenant = None  # a rule naming the default tenant: the same lane
                 self._lane(tenant).outbox.put(Batch(body, datapoints, tenant=tenant))
-        self._relieve_all()
 
     def _merged(self, routed: list[RoutedBody]) -> list[RoutedBody]:
         """``--ingest-multi``: items tagged with their tenantId, bodies of several tenants
@@ -327,6 +346,7 @@ class TenantForwarder:
         if self._report is not None:
             self._report.kill(block=False)
         self.dispatch(partial=True)
+        self._relieve_all()
         stops = [gevent.spawn(lane.stop, timeout) for lane in list(self.lanes.values())]
         gevent.joinall(stops)
         return sum(int(g.value or 0) for g in stops)
