@@ -543,6 +543,10 @@ def test_failing_blueflood_is_logged_at_once_reminded_and_its_recovery_told(
         assert stats.get("blueflood_failing_seconds") > 0
         down[0] = False
         wait_until(lambda: bf.stored == 7)
+        # The fake stores before its answer reaches the forwarder, which then tells the recovery.
+        wait_until(
+            lambda: any("s of failures (last: HTTP 503)" in r.getMessage() for r in caplog.records)
+        )
     messages = [r.getMessage() for r in caplog.records]
     first = [m for m in messages if m.startswith("Blueflood POST to")]
     assert len(first) == 1  # once per outage; the reminders follow
