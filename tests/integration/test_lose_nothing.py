@@ -81,7 +81,11 @@ def _run_outage(
     for s in senders:
         s.stop()
     expected = set().union(*(s.expected for s in senders))
-    wait_until(lambda: bf.stored >= len(expected), 40, f"{len(expected)} datapoints stored")
+    try:
+        wait_until(lambda: bf.stored >= len(expected), 40, f"{len(expected)} datapoints stored")
+    except AssertionError as exc:  # say how far it got and what the daemon said
+        tail = "\n".join(ff.log_text().splitlines()[-15:])
+        raise AssertionError(f"{exc}: {bf.stored} stored; its log ends:\n{tail}") from None
     stored = {(name, ct) for (_t, name), pts in bf.store.items() for ct in pts}
     assert expected <= stored, f"{len(expected - stored)} datapoints never arrived"
     # A body stored by the fake but not answered is still being retried: wait for the count.
