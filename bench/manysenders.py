@@ -36,6 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTFORWARD = os.path.join(os.path.dirname(HERE), ".venv", "bin", "fastforward")
 MEMPROBE = os.path.join(HERE, "memprobe.py")
+VENV_PYTHON = os.path.join(os.path.dirname(FASTFORWARD), "python")
 DEFAULT_COMMAND = (
     f"{FASTFORWARD} -e tcp:port={{PORT}}:interface=127.0.0.1 -b {{SINK_URL}} -t bench -i 1 "
     "--max-buffer-bytes {CAP} --request-timeout 300 --max-connections 5000"
@@ -54,10 +55,22 @@ def status_mb(pid: int, field: str) -> float:
 
 
 def probe(pid: int, path: str | None) -> None:
-    """Ask bench/memprobe.py for a report and give it time to write it (the cap is held)."""
-    if path:
-        os.kill(pid, signal.SIGUSR2)
-        time.sleep(1.0)
+    """Ask bench/memprobe.py for a report and wait until it is written (the cap is held)."""
+    if not path:
+        return
+    before = reports(path)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120  # with PYTHONTRACEMALLOC, a snapshot takes a while
+    while reports(path) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def reports(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def frames(count: int, per_frame: int) -> tuple[bytes, list[int]]:
@@ -114,7 +127,7 @@ def main() -> int:
     cap = int(a.cap_mb * 1024 * 1024)
     env = dict(os.environ)
     if a.probe:
-        command = command.replace(FASTFORWARD, f"{sys.executable} {MEMPROBE}", 1)
+        command = command.replace(FASTFORWARD, f"{VENV_PYTHON} {MEMPROBE}", 1)
         env["PROBE_OUT"] = os.path.abspath(a.probe)
     payload, starts = frames(64, 500)  # ~1.3 MB, sent round and round
     payload2 = payload + payload  # a window of `chunk` bytes from any offset, no copy per send
