@@ -44,10 +44,6 @@ class RoutedEncoder:
     def pending_datapoints(self) -> int:
         return sum(n for _, _, n in self.full) + sum(map(len, self.open.values()))
 
-    @property
-    def held_bytes(self) -> int:
-        return self.pending_bytes
-
     def take_routed(self, partial: bool = True) -> list[tuple[str | None, bytes, int]]:
         out, self.full = self.full, []
         if partial:

@@ -519,29 +519,3 @@ def test_line_names_values_and_timestamps_follow_the_pickle_rules(codec_impl):
         "bad_timestamp": 1,
         "out_of_window": 1,
     }
-
-
-def test_what_the_encoder_holds_counts_every_open_body_by_what_it_allocated(codec_impl):
-    # The memory cap counts `held_bytes`: never less than the bytes pending.
-    enc = codec_impl.Encoder(max_body_bytes=20_000)
-    assert enc.held_bytes >= enc.pending_bytes == 0
-    names = [f"series.{i}" for i in range(2000)]
-    enc.add_pickle(frame_of(*[(n, (NOW_S, i * 0.1)) for i, n in enumerate(names)]), now_ms=NOW)
-    assert enc.held_bytes >= enc.pending_bytes > 0
-    full = enc.take(partial=False)
-    assert len(full) >= 2 and enc.pending_datapoints > 0
-    assert enc.held_bytes >= enc.pending_bytes
-
-
-def test_a_body_after_a_full_one_is_counted_before_it_fills(compiled_codec):
-    # The compiled encoder opens the body after a full one about as large at once: that memory
-    # is held before any datapoint is in it, and the cap must see it.
-    enc = compiled_codec.Encoder(max_body_bytes=20_000)
-    names = [f"series.{i}" for i in range(2000)]
-    enc.add_pickle(frame_of(*[(n, (NOW_S, i * 0.1)) for i, n in enumerate(names)]), now_ms=NOW)
-    enc.take()  # everything, the open body too: nothing is pending
-    assert enc.pending_bytes == 0
-    enc.add_pickle(frame_of(*[(n, (NOW_S, 1.0)) for n in names[:250]]), now_ms=NOW)
-    full = enc.take(partial=False)
-    assert len(full) == 1 and enc.pending_bytes < 20_000 // 2
-    assert enc.held_bytes >= 20_000 - 4096  # the next body's allocation, counted whole

@@ -59,10 +59,6 @@ class FakeEncoder:
     def pending_datapoints(self) -> int:
         return len(self.full) * self.per_body + len(self.items)
 
-    @property
-    def held_bytes(self) -> int:
-        return self.pending_bytes
-
     def take_counted(self, partial: bool = True) -> list[tuple[bytes, int]]:
         bodies, self.full = self.full, []
         if partial and self.items:

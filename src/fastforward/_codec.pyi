@@ -133,10 +133,6 @@ class Encoder:
         """Bytes of all waiting bodies, every tenant's open one included."""
 
     @property
-    def held_bytes(self) -> int:
-        """The ready bodies and every open body's allocated capacity: what the cap counts."""
-
-    @property
     def pending_datapoints(self) -> int:
         """Datapoints in all waiting bodies, every tenant's open one included."""
 

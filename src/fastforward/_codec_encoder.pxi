@@ -802,16 +802,6 @@ cdef class Encoder:
         return n
 
     @property
-    def held_bytes(self):
-        """What the encoder holds for data: the ready bodies and the whole capacity of every
-        open body (a body after a full one is allocated about as large at once, before any
-        datapoint is in it), which is what the memory cap must count."""
-        cdef Py_ssize_t j, n = self.ready_bytes
-        for j in range(self.nbodies):
-            n += self.bodies[j].cap
-        return n
-
-    @property
     def pending_datapoints(self):
         cdef Py_ssize_t j, n = self.ready_dps
         for j in range(self.nbodies):

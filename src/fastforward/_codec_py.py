@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -921,11 +920,6 @@ class Encoder:
     def pending_bytes(self) -> int:
         open_bytes = sum(len(t.body) + 1 for t in self._tenants.values() if t.count)
         return self._full_bytes + open_bytes
-
-    @property
-    def held_bytes(self) -> int:
-        """The ready bodies and what every open body has allocated (see the codec's)."""
-        return self._full_bytes + sum(sys.getsizeof(t.body) for t in self._tenants.values())
 
     @property
     def pending_datapoints(self) -> int:

@@ -5,12 +5,12 @@ Bytes are counted from the moment a body enters the outbox until its sender is d
 is a gevent Event: receivers ``wait()`` on it before reading; it is cleared when the memory in
 use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set again at 80 %.
 
-What the encoder holds is counted by capacity (``held_bytes``): an open body is allocated
-about as large as the last one before any datapoint is in it. The gate is looked at when a
-full body moves in (and when a sender finishes one), not after every frame, so the encoder can
-fill up to one more body between two looks. A `headroom` for it lowers where the gate closes so
-that the peak stays under ``max_bytes``; it reopens at 80 % of ``max_bytes`` as before (lower,
-memory that paused connections keep, their read buffers, could hold it shut).
+The gate is looked at when a full body moves in (and when a sender finishes one), not after
+every frame, so the encoder can fill up to one more body between two looks; and its working
+buffer (which the body being filled only partly uses) stays allocated. A `headroom` for both
+lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 % of
+``max_bytes`` as before (lower, memory that paused connections keep, their read buffers, could
+hold it shut).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ MAX_HEADROOM_FRACTION = 0.1
 
 def gate_headroom(max_bytes: int, body_bytes: int) -> int:
     """What may be held beyond the counted bytes before the gate is looked at again: the body
-    the encoder fills between two looks (its allocation, the working buffer, is counted
-    already). Never more than a tenth of the cap."""
-    return min(body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
+    the encoder fills between two looks, and the encoder's working buffer (one body more,
+    allocated once). Never more than a tenth of the cap."""
+    return min(2 * body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
 
 
 # A JSON string (escapes included) or a brace: strings are skipped so that braces inside
@@ -151,7 +151,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.headroom = headroom  # see `gate_headroom`; the receivers' gate only
         self.stats = stats
-        self.pending = pending  # bytes the encoder holds (its open bodies by capacity)
+        self.pending = pending  # bytes still inside the encoder
         self.holders: list[Callable[[], int]] = []  # other memory held for data (read buffers)
         self.queue: deque[Batch] = deque()
         self.inflight: set[Batch] = set()
