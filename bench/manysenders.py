@@ -12,8 +12,9 @@ forwarder's RSS is sampled before the load (the baseline), with every connection
 peak (VmHWM) at the end. ``held_for_data_mb`` (peak - RSS with every connection open) is what
 ``--max-buffer-bytes`` bounds; ``peak_over_baseline_mb`` adds what each open connection costs
 besides data (its greenlet, socket objects and first 16 KiB read buffer, reported per
-connection). Prints one JSON line; sizes in MiB. Bounded in connections and time;
-everything started is stopped by PID.
+connection). ``--probe FILE`` runs it under bench/memprobe.py for where the peak goes (RSS by
+mapping, glibc's heap, what the cap counts). Prints one JSON line; sizes in MiB. Bounded in
+connections and time; everything started is stopped by PID.
 """
 
 from __future__ import annotations
