@@ -12,8 +12,9 @@ forwarder's RSS is sampled before the load (the baseline), with every connection
 peak (VmHWM) at the end. ``held_for_data_mb`` (peak - RSS with every connection open) is what
 ``--max-buffer-bytes`` bounds; ``peak_over_baseline_mb`` adds what each open connection costs
 besides data (its greenlet, socket objects and first 16 KiB read buffer, reported per
-connection). Prints one JSON line; sizes in MiB. Bounded in connections and time;
-everything started is stopped by PID.
+connection). ``--probe FILE`` runs it under bench/memprobe.py for where the peak goes (RSS by
+mapping, glibc's heap, what the cap counts). Prints one JSON line; sizes in MiB. Bounded in
+connections and time; everything started is stopped by PID.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTFORWARD = os.path.join(os.path.dirname(HERE), ".venv", "bin", "fastforward")
+MEMPROBE = os.path.join(HERE, "memprobe.py")
+VENV_PYTHON = os.path.join(os.path.dirname(FASTFORWARD), "python")
 DEFAULT_COMMAND = (
     f"{FASTFORWARD} -e tcp:port={{PORT}}:interface=127.0.0.1 -b {{SINK_URL}} -t bench -i 1 "
     "--max-buffer-bytes {CAP} --request-timeout 300 --max-connections 5000"
@@ -50,6 +53,25 @@ def status_mb(pid: int, field: str) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def probe(pid: int, path: str | None) -> None:
+    """Ask bench/memprobe.py for a report and wait until it is written (the cap is held)."""
+    if not path:
+        return
+    before = reports(path)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120  # with PYTHONTRACEMALLOC, a snapshot takes a while
+    while reports(path) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def reports(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def frames(count: int, per_frame: int) -> tuple[bytes, list[int]]:
@@ -94,10 +116,20 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="load time (bounded)")
     p.add_argument("--cap-mb", type=float, default=64.0, help="--max-buffer-bytes in MiB")
     p.add_argument("--chunk", type=int, default=65536, help="bytes per send")
+    p.add_argument(
+        "--probe",
+        metavar="FILE",
+        help="run the forwarder under bench/memprobe.py and append its memory reports "
+        "(before the load, every connection open, at the peak) to FILE",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER)
     a = p.parse_args()
     command = " ".join(a.command[1:] if a.command[:1] == ["--"] else a.command) or DEFAULT_COMMAND
     cap = int(a.cap_mb * 1024 * 1024)
+    env = dict(os.environ)
+    if a.probe:
+        command = command.replace(FASTFORWARD, f"{VENV_PYTHON} {MEMPROBE}", 1)
+        env["PROBE_OUT"] = os.path.abspath(a.probe)
     payload, starts = frames(64, 500)  # ~1.3 MB, sent round and round
     payload2 = payload + payload  # a window of `chunk` bytes from any offset, no copy per send
 
@@ -109,7 +141,7 @@ def main() -> int:
     run_dir = tempfile.mkdtemp(prefix="ff-manysenders-")
     with open(os.path.join(run_dir, "forwarder.log"), "wb") as log:
         proc = subprocess.Popen(
-            shlex.split(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            shlex.split(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     conns: list[socket.socket] = []
     result: dict[str, object] = {"command": cmd, "connections": a.connections, "cap_mb": a.cap_mb}
@@ -117,6 +149,7 @@ def main() -> int:
         wait_listening(port, proc, time.monotonic() + 30)
         time.sleep(0.5)
         baseline = status_mb(proc.pid, "VmRSS")
+        probe(proc.pid, a.probe)
         result["baseline_rss_mb"] = round(baseline, 1)
         for _ in range(a.connections):
             c = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -124,6 +157,7 @@ def main() -> int:
             conns.append(c)
         time.sleep(0.5)
         idle = status_mb(proc.pid, "VmRSS")
+        probe(proc.pid, a.probe)
         result["idle_connections_rss_mb"] = round(idle, 1)
         sel = selectors.DefaultSelector()
         offsets = [starts[i % len(starts)] for i in range(len(conns))]  # at frame boundaries
@@ -151,6 +185,7 @@ def main() -> int:
         result["load_s"] = round(time.monotonic() - start, 2)
         result["rss_sampled_max_mb"] = round(rss_max, 1)
         peak = status_mb(proc.pid, "VmHWM")
+        probe(proc.pid, a.probe)  # after the peak is read: the report allocates too
         result["peak_rss_mb"] = round(peak, 1)
         over = peak - baseline
         result["peak_over_baseline_mb"] = round(over, 1)
