@@ -10,6 +10,9 @@ import pytest  # noqa: E402
 from fastforward import codec  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
+# Fixtures every test module may ask for: fake_blueflood and fake_identity, and service.
+pytest_plugins = ["tests.fake_blueflood", "tests.support_service"]
+
 # Both codec implementations are exercised in every run; the compiled one is skipped only when
 # it was not built (and FASTFORWARD_REQUIRE_EXTENSION makes that a failure elsewhere).
 try:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,27 +37,6 @@ max_new_series_per_minute = 100
 match = "prefix:junk."
 drop = true
 """
-
-
-@pytest.fixture
-def fake_blueflood() -> Iterator[FakeBlueflood]:
-    with FakeBlueflood() as bf:
-        yield bf
-
-
-@pytest.fixture
-def service() -> Iterator:
-    built: list[Service] = []
-
-    def build(*argv: str) -> Service:
-        svc = Service(load(list(argv), environ={}).config)
-        built.append(svc)
-        return svc
-
-    yield build
-    for svc in built:
-        if svc.started.is_set() and svc.receivers.listeners:
-            svc.stop()
 
 
 def send(svc: Service, names: list[str], ts: int | None = None) -> int:

@@ -8,13 +8,11 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
 import pytest
 
-from fastforward.config import load
 from fastforward.errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from fastforward.service import Service
 from tests.fake_blueflood import FakeBlueflood
@@ -23,28 +21,6 @@ from tests.integration.helpers import Metrics
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fake_blueflood() -> Iterator[FakeBlueflood]:
-    with FakeBlueflood() as bf:
-        yield bf
-
-
-@pytest.fixture
-def service() -> Iterator:
-    """Build a Service from command-line words; whatever is still running is stopped."""
-    built: list[Service] = []
-
-    def build(*argv: str) -> Service:
-        svc = Service(load(list(argv), environ={}).config)
-        built.append(svc)
-        return svc
-
-    yield build
-    for svc in built:
-        if svc.started.is_set() and svc.receivers.listeners:
-            svc.stop()
 
 
 def pickle_port(svc: Service) -> int:
