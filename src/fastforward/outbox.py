@@ -98,15 +98,19 @@ class Batch:
 
 
 class Backpressure:
-    """The receivers' gate over a memory cap, the one rule for one destination (`Outbox`) and
-    for many (`tenants.TenantForwarder`): closed when the memory in use goes over the cap,
-    open again at `RESUME_FRACTION` of it; each episode logged once (with who holds the
-    memory, when ``holders`` can say) and counted in ``backpressure_active`` and
-    ``backpressure_seconds``."""
+    """A gate over a memory cap, the one rule for one destination (`Outbox`), for many
+    (`tenants.TenantForwarder`) and for one tenant's share of the cap: closed when the memory
+    in use goes over the cap (less a headroom), open again at `RESUME_FRACTION` of it.
+
+    The receivers' gate (``share_of`` None) logs each episode once as a warning (with who
+    holds the memory, when ``holders`` can say) and counts it in ``backpressure_active`` and
+    ``backpressure_seconds``. A tenant's share (``share_of`` its tenant) only tells that
+    lane's senders "over the share" (spool first), with an info line when it closes."""
 
     def __init__(self, stats: Counters, holders: Callable[[], str] | None = None) -> None:
         self.stats = stats
         self.holders = holders
+        self.share_of: str | None = None
         self.gate = Event()
         self.gate.set()
         self._paused_since: float | None = None
@@ -117,24 +121,36 @@ class Backpressure:
             if used > cap - headroom:
                 self.gate.clear()
                 self._paused_since = time.monotonic()
-                self.stats.set("backpressure_active", 1)
-                who = f"; {self.holders()}" if self.holders is not None else ""
-                log.warning(
-                    "backpressure: %d bytes waiting for Blueflood (cap %d%s); pausing receivers",
-                    used,
-                    cap,
-                    who,
-                )
+                self._closed(used, cap)
         elif used <= cap * RESUME_FRACTION:
             self.gate.set()
             paused = self.paused_for()
             self._paused_since = None
-            self.stats.set("backpressure_active", 0)
-            self.stats.incr("backpressure_seconds", paused)
-            log.warning("backpressure over after %.1fs; receivers resumed", paused)
+            self._opened(paused)
+
+    def _closed(self, used: int, cap: int) -> None:
+        if self.share_of is not None:
+            log.info("tenant %s holds %d bytes, over its share %d of the memory cap",
+                     self.share_of, used, cap)  # fmt: skip
+            return
+        self.stats.set("backpressure_active", 1)
+        who = f"; {self.holders()}" if self.holders is not None else ""
+        log.warning(
+            "backpressure: %d bytes waiting for Blueflood (cap %d%s); pausing receivers",
+            used,
+            cap,
+            who,
+        )
+
+    def _opened(self, paused: float) -> None:
+        if self.share_of is not None:
+            return
+        self.stats.set("backpressure_active", 0)
+        self.stats.incr("backpressure_seconds", paused)
+        log.warning("backpressure over after %.1fs; receivers resumed", paused)
 
     def paused_for(self) -> float:
-        """Seconds the receivers have been paused in the current episode (0 when open)."""
+        """Seconds the gate has been closed in the current episode (0 when open)."""
         return 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
 
 
@@ -162,14 +178,20 @@ class Outbox:
         self.has_work = Event()
         self.idle = Event()  # nothing queued and nothing in flight
         self.idle.set()
-        self._share_since: float | None = None
-        # Set by a forwarder of several tenants: this outbox is one tenant's share of the cap.
-        # Its gate then only tells its senders "over the share" (spool first); the receivers'
-        # gate is the forwarder's, over the whole cap.
-        self.share_of: str | None = None
 
     def __len__(self) -> int:
         return len(self.queue)
+
+    @property
+    def share_of(self) -> str | None:
+        """Set by a forwarder of several tenants: this outbox is one tenant's share of the
+        cap. Its gate then only tells its senders "over the share" (spool first); the
+        receivers' gate is the forwarder's, over the whole cap."""
+        return self.backpressure.share_of
+
+    @share_of.setter
+    def share_of(self, tenant: str | None) -> None:
+        self.backpressure.share_of = tenant
 
     def count_also(self, holder: Callable[[], int]) -> None:
         """Count `holder()` bytes against the cap too (the receivers' read buffers)."""
@@ -187,7 +209,11 @@ class Outbox:
     @property
     def close_over(self) -> int:
         """The receivers' gate closes over this many bytes held (and opens at 80 % of the cap)."""
-        return self.max_bytes - (self.headroom if self.share_of is None else 0)
+        return self.max_bytes - self._gate_headroom
+
+    @property
+    def _gate_headroom(self) -> int:
+        return self.headroom if self.share_of is None else 0  # a tenant's share: at its cap
 
     @property
     def over_cap(self) -> bool:
@@ -248,29 +274,8 @@ class Outbox:
 
     def update_gate(self) -> None:
         """Close the gate over the cap, open it again under 80 %; log each episode once."""
-        used = self.memory_bytes
-        if self.share_of is not None:
-            self._update_share_gate(used)
-        else:
-            self.backpressure.update(used, self.max_bytes, self.headroom)
-
-    def _update_share_gate(self, used: int) -> None:
-        if self.gate.is_set():
-            if used > self.max_bytes:
-                self.gate.clear()
-                self._share_since = time.monotonic()
-                log.info(
-                    "tenant %s holds %d bytes, over its share %d of the memory cap",
-                    self.share_of,
-                    used,
-                    self.max_bytes,
-                )
-        elif used <= self.max_bytes * RESUME_FRACTION:
-            self.gate.set()
-            self._share_since = None
+        self.backpressure.update(self.memory_bytes, self.max_bytes, self._gate_headroom)
 
     def paused_for(self) -> float:
         """Seconds the receivers have been paused in the current episode (0 when open)."""
-        if self.share_of is not None:
-            return 0.0 if self._share_since is None else time.monotonic() - self._share_since
         return self.backpressure.paused_for()
