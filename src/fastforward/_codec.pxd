@@ -116,9 +116,10 @@ ctypedef struct Cons:
 # as it is when the body closes, so no copy), the timestamp digits last written in it
 # (copied for the next datapoint with the same time), and that tenant's counters.
 ctypedef struct Body:
-    PyObject *obj       # the bytes object being filled (owned); buf is its data
-    char *buf
-    Py_ssize_t len, cap, count
+    PyObject *obj       # the bytes object being filled (owned), NULL until the first write
+    char *buf           # obj's data (NULL with it)
+    Py_ssize_t len, cap, count  # cap: obj's size (0 while obj is NULL)
+    Py_ssize_t next_cap  # what obj is allocated with at the first write
     int64_t last_ms
     Py_ssize_t last_ts_off
     int last_tslen

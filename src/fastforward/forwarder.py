@@ -56,7 +56,7 @@ class Forwarder:
         self.concurrency = max(1, int(config.concurrency))
         cap = int(config.max_buffer_bytes)
         headroom = gate_headroom(cap, int(config.body_bytes))
-        self.outbox = Outbox(cap, stats, lambda: encoder.pending_bytes, headroom)
+        self.outbox = Outbox(cap, stats, lambda: encoder.held_bytes, headroom)
         self.target = TargetState(client.url, self._holding)
         self.replay = (
             None if spool is None else Replay(spool, self.outbox, self.target, self.concurrency)

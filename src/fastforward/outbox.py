@@ -5,12 +5,14 @@ Bytes are counted from the moment a body enters the outbox until its sender is d
 is a gevent Event: receivers ``wait()`` on it before reading; it is cleared when the memory in
 use (outbox plus what the encoder still holds) goes over ``max_bytes`` and set again at 80 %.
 
+The encoder counts by allocation (`held_bytes`): every open body with all it allocated once
+it holds a datapoint, and the bodies not taken yet; an open body holds nothing until its
+first write, so an encoder whose bodies were all taken holds 0 and cannot keep the gate shut.
 The gate is looked at when a full body moves in (and when a sender finishes one), not after
-every frame, so the encoder can fill up to one more body between two looks; and its working
-buffer (which the body being filled only partly uses) stays allocated. A `headroom` for both
-lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 % of
-``max_bytes`` as before (lower, memory that paused connections keep, their read buffers, could
-hold it shut).
+every frame, so the next body can be allocated and filled between two looks. A `headroom`
+lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 %
+of ``max_bytes`` as before (lower, memory that paused connections keep, their read buffers,
+could hold it shut).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ MAX_HEADROOM_FRACTION = 0.1
 
 
 def gate_headroom(max_bytes: int, body_bytes: int) -> int:
-    """What may be held beyond the counted bytes before the gate is looked at again: the body
-    the encoder fills between two looks, and the encoder's working buffer (one body more,
-    allocated once). Never more than a tenth of the cap."""
+    """What may be held beyond the counted bytes when the gate is looked at: the body the
+    encoder allocates and fills between two looks, and as much again for memory no count
+    sees (the Python objects of active connections, the allocator's free but resident heap).
+    Never more than a tenth of the cap."""
     return min(2 * body_bytes, int(max_bytes * MAX_HEADROOM_FRACTION))
 
 
