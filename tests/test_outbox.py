@@ -162,6 +162,28 @@ def test_the_gate_closes_when_read_buffers_alone_reach_the_cap(stats: Stats):
     assert outbox.gate.is_set()
 
 
+def test_a_read_buffer_does_not_grow_into_memory_the_bodies_hold(stats: Stats):
+    # One cap for both: bodies at 3/4 of it leave room for one doubling of a read buffer
+    # (16 KiB more), not for two.
+    cap = 4 * INITIAL_BUFFER
+    memory = ReadMemory(limit=cap)
+    outbox = Outbox(cap, stats)
+    outbox.count_also(lambda: memory.used)
+    memory.others = lambda: outbox.memory_bytes - memory.used
+    outbox.put(batch(3 * INITIAL_BUFFER))
+    fast = ReadBuffer(memory=memory)
+    for _ in range(3):  # every read fills it (and is consumed): it asks to grow each time
+        fast.start = fast.end = len(fast.buf)
+        fast.grow()
+    assert len(fast.buf) == 2 * INITIAL_BUFFER
+    assert outbox.memory_bytes == cap
+    outbox.done(outbox.pop())  # the body delivered: now it may grow again
+    fast.start = fast.end = len(fast.buf)
+    fast.grow()
+    assert len(fast.buf) == 4 * INITIAL_BUFFER
+    fast.release()
+
+
 def test_idle_connections_parked_by_backpressure_cannot_hold_the_gate_shut(stats: Stats):
     # Their initial buffers are theirs, not data's: a crowd of them costs nothing against the
     # cap, so once bodies drain the gate opens again.

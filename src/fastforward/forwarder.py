@@ -95,6 +95,11 @@ class Forwarder:
         """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
         self.outbox.count_also(holder)
 
+    @property
+    def memory_bytes(self) -> int:
+        """Everything held for data, what the memory cap counts (`Outbox.memory_bytes`)."""
+        return self.outbox.memory_bytes
+
     def stop(self, timeout: float) -> int:
         """Flush everything (partial body included) and send until ``timeout`` seconds pass.
 
