@@ -118,8 +118,8 @@ ctypedef struct Cons:
 ctypedef struct Body:
     PyObject *obj       # the bytes object being filled (owned), NULL until the first write
     char *buf           # obj's data (NULL with it)
-    Py_ssize_t len, cap, count  # cap: obj's size (0 while obj is NULL)
-    Py_ssize_t next_cap  # what obj is allocated with at the first write
+    # cap: obj's size; while obj is NULL, minus the size it gets at the first write
+    Py_ssize_t len, cap, count
     int64_t last_ms
     Py_ssize_t last_ts_off
     int last_tslen

@@ -40,11 +40,11 @@ DEF LINE_BATCH = 256  # plaintext lines whose cache lookups are prefetched toget
 cdef inline void _empty_body(Body *b, Py_ssize_t next_cap) noexcept:
     """Makes b an empty body '[' that holds no memory until its first write, then next_cap
     bytes (its counters stay): an empty body is never taken, so memory it held would stay
-    counted against the cap with nothing to deliver."""
+    counted against the cap with nothing to deliver. Its cap is -next_cap until then (no
+    room: the first write takes _body_room's slow path)."""
     b.obj = NULL
     b.buf = NULL
-    b.cap = 0
-    b.next_cap = next_cap
+    b.cap = -next_cap
     b.len = 1
     b.count = 0
     b.last_tslen = 0
@@ -59,14 +59,22 @@ cdef int _alloc_body(Body *b, Py_ssize_t cap) except -1:
     return 0
 
 
-cdef int _body_room_slow(Body *b, Py_ssize_t need) except -1:
-    """_body_room past the fast check: the first write's allocation, or doubling."""
+cdef int _first_write(Body *b, Py_ssize_t need) except -1:
+    """Allocates an empty body at its first write: -cap bytes, doubled until need fits."""
+    cdef Py_ssize_t c = max(-b.cap, BODY_START)
+    while c < need:
+        c *= 2
+    return _alloc_body(b, c)
+
+
+cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
+    """Makes the body's bytes object at least need bytes long (allocating it at the first
+    write, doubling after)."""
     cdef Py_ssize_t c = b.cap
+    if need <= c:
+        return 0
     if b.obj == NULL:
-        c = max(b.next_cap, BODY_START)
-        while c < need:
-            c *= 2
-        return _alloc_body(b, c)
+        return _first_write(b, need)
     while c < need:
         c *= 2
     try:
@@ -77,14 +85,6 @@ cdef int _body_room_slow(Body *b, Py_ssize_t need) except -1:
     b.buf = PyBytes_DATA(b.obj)
     b.cap = c
     return 0
-
-
-cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
-    """Makes the body's bytes object at least need bytes long (allocating it at the first
-    write, doubling after)."""
-    if need <= b.cap:
-        return 0
-    return _body_room_slow(b, need)
 
 
 cdef inline Py_ssize_t _next_cap(Body *done, Py_ssize_t carry_len, bint full) noexcept:
@@ -265,7 +265,7 @@ cdef class Encoder:
         _empty_body(b, _next_cap(&done, carry_len, full))
         if carry_len:
             try:
-                _alloc_body(b, b.next_cap)
+                _alloc_body(b, -b.cap)
             except MemoryError:
                 b[0] = done  # the full body stays open as it was, without the datapoint
                 raise
@@ -830,7 +830,8 @@ cdef class Encoder:
     def held_bytes(self):
         cdef Py_ssize_t j, n = self.ready_bytes
         for j in range(self.nbodies):
-            n += self.bodies[j].cap  # 0 for an open body not written to yet
+            if self.bodies[j].obj != NULL:  # an open body not written to yet holds nothing
+                n += self.bodies[j].cap
         return n
 
     @property
