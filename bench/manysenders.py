@@ -25,9 +25,10 @@ carbon pickle connections. The run, each step waited for:
 
 ``held_for_data_mb`` = peak RSS (VmHWM, the whole run) - baseline: what ``--max-buffer-bytes``
 bounds (``over_cap_mb`` is it minus the cap: negative when under). ``cpu_s`` is the
-forwarder's user + system CPU over the run. ``--probe FILE`` runs it under bench/memprobe.py for
-where the memory goes (reports at the baseline, at the stall and after the recovery). Prints one JSON line; sizes in
-MiB. Bounded in connections, datapoints and time; everything started is stopped by PID.
+forwarder's user + system CPU over the run. ``--probe FILE`` runs it under bench/memprobe.py
+for where the memory goes (reports at the baseline, at the stall and after the recovery).
+Prints one JSON line; sizes in MiB. Bounded in connections, datapoints and time; everything
+started is stopped by PID.
 """
 
 from __future__ import annotations
