@@ -17,8 +17,9 @@ carbon pickle connections. The run, each step waited for:
    connection costs whether it sends or not (its greenlet, socket objects and first 16 KiB read
    buffer, bounded by ``--max-connections``).
 2. **Stall and load**: the sink is paused (SIGUSR1: it reads and answers nothing, so nothing
-   leaves the forwarder), and every connection sends frames of 500 distinct datapoints as fast
-   as the forwarder reads them, for ``--seconds`` (or until ``--datapoints`` are sent).
+   leaves the forwarder), and every connection sends frames of 500 datapoints as fast as the
+   forwarder reads them (``--series`` names in turn, each a second earlier every round), for
+   ``--seconds`` (or until ``--datapoints`` are sent).
 3. **Recovery**: the sink resumes, every connection finishes its frame and closes, and the run
    waits until the sink has every datapoint; ``lost`` and ``duplicated`` are counted by
    distinct (name, time).
@@ -90,16 +91,19 @@ def reports(path: str) -> int:
         return 0
 
 
-def frames(count: int, per_frame: int, tenants: int) -> list[bytes]:
-    """`count` length-prefixed pickle frames of `per_frame` datapoints, every (name, time)
-    distinct (timestamps of now, full-precision values); with `tenants`, frame f's names start
-    with ``t<f % tenants>.`` (what the rules file routes on)."""
+def frames(count: int, per_frame: int, series: int, tenants: int) -> list[bytes]:
+    """`count` length-prefixed pickle frames of `per_frame` datapoints (full-precision values).
+    Like carbon, every one of `series` names comes once per round, a second earlier each round,
+    so every (name, time) is distinct; with `tenants`, the names of frame f start with
+    ``t<k>.`` (k = its block of names modulo `tenants`: what the rules file routes on)."""
     rng = random.Random(15)
     now = int(time.time())
+    blocks = max(1, series // per_frame)
     out = []
     for f in range(count):
-        top = f"t{f % tenants}." if tenants else ""
-        dps = [(f"{top}bench.f{f}.m{i}", (now, rng.random() * 1e6)) for i in range(per_frame)]
+        block, ts = f % blocks, now - f // blocks
+        top = f"t{block % tenants}." if tenants else ""
+        dps = [(f"{top}bench.b{block}.m{i}", (ts, rng.random() * 1e6)) for i in range(per_frame)]
         body = pickle.dumps(dps, protocol=2)
         out.append(struct.pack("!I", len(body)) + body)
     return out
@@ -216,6 +220,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="load time (bounded)")
     p.add_argument("--cap-mb", type=float, default=64.0, help="--max-buffer-bytes in MiB")
     p.add_argument("--datapoints", type=int, default=2_000_000, help="at most this many sent")
+    p.add_argument("--series", type=int, default=10_000, help="distinct names, sent in turn")
     p.add_argument("--tenants", type=int, default=0, help="route names to N tenants (--rules)")
     p.add_argument(
         "--probe",
@@ -233,7 +238,7 @@ def main() -> int:
     if a.probe:
         command = command.replace(FASTFORWARD, f"{VENV_PYTHON} {MEMPROBE}", 1)
         env["PROBE_OUT"] = os.path.abspath(a.probe)
-    frame_list = frames(max(1, a.datapoints // 500), 500, a.tenants)
+    frame_list = frames(max(1, a.datapoints // 500), 500, a.series, a.tenants)
 
     run_dir = tempfile.mkdtemp(prefix="ff-manysenders-")
     sink_port = free_port()

@@ -233,8 +233,8 @@ def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stat
     # Reopening stays at 80 % of the cap: connections parked at the gate keep their grown read
     # buffers, which must not be able to hold it shut.
     outbox = Outbox(10_000, stats, headroom=gate_headroom(10_000, 1000))
-    assert outbox.close_over == 9_000
-    first = batch(9_000)
+    assert outbox.close_over == 8_500
+    first = batch(8_500)
     outbox.put(first)
     outbox.update_gate()
     assert outbox.gate.is_set() and not outbox.over_cap  # at the line, not over it
@@ -252,6 +252,7 @@ def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stat
     assert outbox.gate.is_set()
 
 
-def test_the_headroom_is_two_bodies_and_at_most_a_tenth_of_the_cap() -> None:
-    assert gate_headroom(1_048_576, 1_000_000) == 104_857
-    assert gate_headroom(50_000_000, 1_000_000) == 2_000_000
+def test_the_headroom_is_two_bodies_and_a_32nd_of_the_cap_at_most_15_percent() -> None:
+    assert gate_headroom(1_048_576, 1_000_000) == 157_286
+    assert gate_headroom(64 << 20, 1_000_000) == 2_000_000 + (2 << 20)
+    assert gate_headroom(1 << 30, 1_000_000) == 2_000_000 + (32 << 20)
