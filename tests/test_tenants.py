@@ -265,6 +265,33 @@ def test_stop_counts_what_a_failing_tenant_could_not_deliver(forwarders):
     assert stats.get("datapoints_dropped", reason="undelivered_at_stop") == 7
 
 
+def test_each_lanes_log_lines_name_its_tenant(forwarders, caplog):
+    """Failure, recovery and stop lines come once per lane: each says whose they are."""
+    poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
+    poster.failing["222"] = 503
+    fwd, _ = start(forwarders, poster, encoder)
+    caplog.set_level(logging.INFO, logger="fastforward")
+    encoder.add(None, 5, prefix="a")
+    encoder.add("222", 7, prefix="b")
+    fwd.kick()
+    wait_until(lambda: poster.count("t1") == 5 and poster.attempts["222"] > 0)
+    del poster.failing["222"]
+    wait_until(lambda: poster.count("222") == 7)
+    assert fwd.stop(timeout=5) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastforward.forwarder"]
+    assert "tenant 222: Blueflood POST to http://bf.test/v2.0/222/ingest failed: HTTP 503" in (
+        "\n".join(lines)
+    )
+    assert any(
+        line.startswith("tenant 222: Blueflood at ") and "recovered" in line for line in lines
+    )
+    stops = sorted(line for line in lines if "stop:" in line)
+    assert stops == [
+        "tenant 222: stop: everything was delivered",
+        "tenant t1: stop: everything was delivered",
+    ]
+
+
 def test_ingest_multi_tags_items_and_joins_tenants_into_one_post(forwarders):
     poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
     posted: list[bytes] = []

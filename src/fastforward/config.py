@@ -418,6 +418,12 @@ class Config:
 _DEFAULTS = Config()
 
 
+def tenant_label(tenant: str) -> str:
+    """The default tenant as the log, /metrics and a routed dry run's lines name it: ``-t``,
+    or ``-`` in a dry run without one (never an empty label)."""
+    return tenant or "-"
+
+
 def _window_ms(seconds: float) -> int:
     """--max-past / --max-future in the encoder's milliseconds; any negative value disables."""
     return -1 if seconds < 0 else int(seconds * 1000)

@@ -31,7 +31,7 @@ from .protocols import BodySource, BodySpool, Counters, Poster
 from .replay import Replay
 from .sending import Senders
 from .stats import Stats
-from .target import TargetState
+from .target import LaneLog, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,17 @@ class Forwarder:
             self.outbox, client, stats, self.target, self.parking, self.replay, self._relieve
         )
         self.stopping = False
+        self.log = self.target.log
         self._flush_greenlet: gevent.Greenlet | None = None
         self._greenlets: list[gevent.Greenlet] = []
         stats.add_collector(self._collect)
+
+    def name_lane(self, who: str) -> None:
+        """Start this forwarder's log lines with ``who`` (a tenant's lane: ``tenant 222``)."""
+        self.log = LaneLog(who)
+        for part in (self.target, self.senders, self.parking, self.replay):
+            if part is not None:
+                part.log = self.log
 
     # ---- the contract -------------------------------------------------------------------------
 
@@ -127,16 +135,16 @@ class Forwarder:
             else:
                 lost += batch.datapoints
         if spooled:
-            log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
+            self.log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
         if lost:
             self.stats.incr("datapoints_dropped", lost, reason=LOST_AT_STOP)
-            log.error(
+            self.log.error(
                 "stop: %d datapoints could be neither delivered before --drain-timeout nor %s",
                 lost,
                 "written to the spool" if self.replay is not None else "spooled (no --spool-dir)",
             )
         else:
-            log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
+            self.log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
         return lost
 
     def healthy(self) -> tuple[bool, str]:

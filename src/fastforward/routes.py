@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import Config
+from .config import Config, tenant_label
 from .errors import ConfigError
 from .protocols import Poster
 from .routing import Router, Rules, RulesError, Schemas, SchemasError, load_rules, load_schemas
@@ -128,7 +128,7 @@ class Routing:
         self.stats = stats
         self.forwarder = forwarder
         self.environ = os.environ if environ is None else environ
-        self.default_label = config.tenant
+        self.default_label = tenant_label(config.tenant)
         self.known: dict[str, None] = {self.default_label: None}  # tenants with series, ordered
         self._note_tenants(routes)
         stats.set("rules_loaded", len(routes.rules))

@@ -35,7 +35,7 @@ from gevent.lock import BoundedSemaphore
 
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, Outcome
-from .config import Config
+from .config import Config, tenant_label
 from .forwarder import Forwarder
 from .health import HealthFacts, judge
 from .outbox import Backpressure, Batch, gate_headroom
@@ -189,6 +189,7 @@ class TenantForwarder:
         self.spool = spool
         self.posters = dict(posters or {})
         self.default_tenant = config.tenant
+        self.default_label = tenant_label(config.tenant)
         self.multi = bool(config.ingest_multi)
         self.max_bytes = int(config.max_buffer_bytes)
         self._headroom = gate_headroom(self.max_bytes, int(config.body_bytes))
@@ -211,7 +212,7 @@ class TenantForwarder:
     # ---- lanes ------------------------------------------------------------------------------
 
     def _label(self, tenant: str | None) -> str:
-        return self.default_tenant if tenant is None else tenant
+        return self.default_label if tenant is None else tenant
 
     def _lane(self, tenant: str | None) -> Forwarder:
         lane = self.lanes.get(tenant)
@@ -229,6 +230,8 @@ class TenantForwarder:
         view = _Encoded(self, primary=tenant is None)
         lane = Forwarder(self.config, view, _LaneCounters(self.stats, label), poster, spool)
         lane.outbox.share_of = self._label(tenant)
+        if label is not None:
+            lane.name_lane(f"tenant {label}")
         for name, value in self._tuning.items():
             setattr(lane, name, value)
         lane.senders.relieve = lane.flusher.moved = self._relieve_all

@@ -222,3 +222,24 @@ def test_a_dry_run_with_rules_shows_each_body_with_its_tenant(
 
     wait_until(lambda: lines() == {"222": ["app.a"], "111": ["other.b"]}, 10, "both bodies")
     assert ff.terminate() == 0
+
+
+def test_a_dry_run_with_rules_and_no_tenant_labels_the_default_tenant_dash(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Without -t the default tenant is "-" on stdout, in /metrics and in the log, never ""."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    ff = run_ff("-e", ANY_PORT, "--dry-run", "-i", "0.1", "--rules", str(rules),
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
+    ts = int(time.time())
+    send_tcp(ff.port(), frame([("app.a", (ts, 1)), ("other.b", (ts, 2))]))
+    wait_until(lambda: len(ff.stdout.splitlines()) == 2, 10, "both bodies")
+    tenants = sorted(line.partition("\t")[0] for line in ff.stdout.splitlines())
+    assert tenants == ["-", "222"]
+    metrics = _get(ff.admin_port, "/metrics")
+    assert 'fastforward_tenant_datapoints_accepted_total{tenant="-"} 1' in metrics
+    assert 'tenant=""' not in metrics
+    assert ff.terminate() == 0
+    assert "tenant -: stop: everything was delivered" in ff.stderr
