@@ -18,6 +18,7 @@ import pytest
 from fastforward.blueflood import BluefloodClient
 from fastforward.config import ConfigError, load
 from fastforward.forwarder import Forwarder
+from fastforward.routes import load_routes
 from fastforward.service import Service
 from fastforward.tenants import TenantForwarder
 from tests.fake_blueflood import FakeBlueflood
@@ -148,7 +149,7 @@ def test_a_bad_reload_keeps_everything_and_a_good_one_swaps_it(
     assert m.get("fastforward_rules_reloads_total", result="error") == 3
     assert m.get("fastforward_rules_reloads_total", result="ok") == 1
     assert m["fastforward_rules_loaded"] == 2
-    assert "rules reloaded: 2 rules, 1 tenant" in caplog.text
+    assert "rules reloaded: 2 rules sending to 1 tenant\n" in caplog.text
     assert bf.duplicates == 0
 
 
@@ -213,6 +214,17 @@ def test_every_tenant_series_exists_at_zero_and_counts_by_tenant(
 
 
 # ---- credentials ----------------------------------------------------------------------------
+
+
+def test_the_start_line_counts_rule_tenants_and_credential_tenants_apart(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    creds = '\n[tenant."{}"]\nuser = "svc"\nkey_env = "FF_KEY"\n'
+    rules.write_text(RULES)
+    config = load(["-t", "111", "--rules", str(rules)], environ={}).config
+    assert load_routes(config).summary() == "2 rules sending to 1 tenant"
+    rules.write_text(RULES + creds.format("222") + creds.format("333"))
+    summary = load_routes(config).summary()
+    assert summary == "2 rules sending to 1 tenant, credentials for 2 tenants (1 named by no rule)"
 
 
 def test_a_reload_gives_new_or_changed_credentials_a_client_and_keeps_the_others(

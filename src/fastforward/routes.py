@@ -57,9 +57,21 @@ class Routes:
     schemas: Schemas | None
 
     def summary(self) -> str:
-        """``N rules, M tenants`` as the start and reload lines say it."""
-        rules, tenants = len(self.rules), len(self.rules.tenants())
-        return f"{rules} rule{'s' * (rules != 1)}, {tenants} tenant{'s' * (tenants != 1)}"
+        """What the start and reload lines say: the rules, the tenants they route to, and the
+        tenants with credentials of their own (those no rule names get a lane all the same)."""
+        rules = len(self.rules)
+        routed = {r.tenant for r in self.rules.rules if r.tenant is not None}
+        own = [c.tenant for c in self.rules.credentials]
+        text = f"{_count(rules, 'rule')} sending to {_count(len(routed), 'tenant')}"
+        if own:
+            unrouted = sum(1 for t in own if t not in routed)
+            text += f", credentials for {_count(len(own), 'tenant')}"
+            text += f" ({unrouted} named by no rule)" if unrouted else ""
+        return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def load_routes(config: Config, previous: Router | None = None) -> Routes:

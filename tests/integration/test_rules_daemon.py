@@ -59,7 +59,7 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
                 "--admin-endpoint", ANY_PORT)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
-    assert "routing: 3 rules, 2 tenants" in ff.log_text()
+    assert "routing: 3 rules sending to 2 tenants" in ff.log_text()
     ts = int(time.time())
     send_tcp(port, frame([("app.web.hits", (ts, 1)), ("db.main.queries", (ts, 2)),
                           ("other.load", (ts, 3)), ("junk.noise", (ts, 4))]))  # fmt: skip
@@ -79,7 +79,9 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     # A good file: app. now goes to a new tenant, whose lane starts on the reload.
     rules.write_text(RULES.replace('tenant = "222"', 'tenant = "444"'))
     ff.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "rules reloaded: 3 rules, 2 tenants" in ff.log_text(), 10, "the reload")
+    wait_until(
+        lambda: "rules reloaded: 3 rules sending to 2 tenants" in ff.log_text(), 10, "the reload"
+    )
     send_tcp(port, frame([("app.web.hits", (ts + 1, 5))]))
     bf.wait_for(lambda: bf.points("444", "app.web.hits") == {(ts + 1) * 1000: 5})
 
