@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._codec_rules import ROUTING_DROP_REASONS
 from .config import Config, tenant_label
 from .errors import ConfigError
 from .protocols import Poster
 from .routing import Router, Rules, RulesError, Schemas, SchemasError, load_rules, load_schemas
-from .routing.router import DROP_BAD_TAGS, DROP_BUDGET, DROP_EMPTY, DROP_RULE
 from .stats import Stats
 from .tenants import TenantForwarder, credential_posters
 
@@ -38,8 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fastforward.routing")
-
-ROUTING_DROP_REASONS = (DROP_RULE, DROP_BUDGET, DROP_BAD_TAGS, DROP_EMPTY)
 
 
 def routing_wanted(config: Config) -> bool:
