@@ -79,6 +79,41 @@ def test_the_routing_options_from_the_environment_and_their_refusals(tmp_path: P
         load(["-t", "a/b"], environ={})  # the one tenant rule, shared with the rules file
 
 
+def test_the_route_cache_size_is_an_option_refused_at_start_when_out_of_range(
+    tmp_path: Path,
+) -> None:
+    assert load(["-t", "t"], environ={}).config.encoder_options()["route_cache_size"] == 262_144
+    env = {"FASTFORWARD_ROUTE_CACHE_NAMES": "5000"}
+    assert load(["-t", "t"], environ=env).config.route_cache_names == 5000
+    ini = tmp_path / "ff.conf"
+    ini.write_text("[blueflood_carbon_forwarder]\ntenant = t\nroute_cache_names = 0\n")
+    with pytest.raises(ConfigError, match=r"^--route[-_]cache[-_]names 0: must be between 1 and "):
+        load(["-c", str(ini)], environ={})
+    with pytest.raises(ConfigError, match=r"route.cache.names"):
+        load(["-t", "t", "--route-cache-names", "lots"], environ={})
+
+
+def test_the_route_cache_shows_its_names_and_bytes_and_keeps_to_its_bound(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+) -> None:
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--route-cache-names", "10")
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 0
+    send(svc, [f"app.n{i}" for i in range(6)])
+    bf.wait_for(lambda: bf.stored == 6)
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 6 and m["fastforward_route_cache_bytes"] > 0
+    send(svc, [f"other.n{i}" for i in range(9)])  # past the bound: forgotten, then refilled
+    bf.wait_for(lambda: bf.stored == 15)
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 5  # 10 forgotten at the 11th name, 5 since
+    assert bf.duplicates == 0
+
+
 def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     service,  # noqa: ANN001
     fake_blueflood: FakeBlueflood,
@@ -89,6 +124,7 @@ def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     svc.start()
     text = get(svc, "/metrics")
     assert "fastforward_rules_" not in text and "tenant_datapoints" not in text
+    assert "fastforward_route_cache" not in text
     assert json.loads(get(svc, "/debug/series")) == {"rules": []}
     ts = send(svc, ["app.a"])
     fake_blueflood.wait_for(lambda: fake_blueflood.points("111", "app.a") == {ts * 1000: 0})

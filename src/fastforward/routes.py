@@ -112,6 +112,12 @@ class RoutedEncoder(Protocol):
 
     def counters_by_tenant(self) -> dict[str | None, dict[str, int]]: ...
 
+    @property
+    def route_cache_names(self) -> int: ...
+
+    @property
+    def route_cache_bytes(self) -> int: ...
+
 
 def _credential_key(cred: Any) -> tuple[str, str | None, str | None]:
     return (cred.user, cred.key_env, cred.password_env)
@@ -214,6 +220,8 @@ class Routing:
     def _collect(self, stats: Stats) -> None:
         """The codec's per-tenant counts into the tenant-labelled series (the unlabelled
         totals are the service's, from `counters()`, as without rules)."""
+        stats.set("route_cache_names", self.encoder.route_cache_names)
+        stats.set("route_cache_bytes", self.encoder.route_cache_bytes)
         totals: dict[str, dict[str, int]] = {}
         for tenant, counts in self.encoder.counters_by_tenant().items():
             label = self.default_label if tenant is None else tenant
