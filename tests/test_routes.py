@@ -114,6 +114,32 @@ def test_the_route_cache_shows_its_names_and_bytes_and_keeps_to_its_bound(
     assert bf.duplicates == 0
 
 
+def test_an_idle_tenants_lane_goes_and_comes_back_with_its_next_datapoint(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fastforward")
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--tenant-idle-timeout", "0.3")
+    fwd = svc.forwarder
+    assert isinstance(fwd, TenantForwarder) and "222" in fwd.lanes  # named: started at once
+    ts = send(svc, ["app.a", "other.b"])
+    bf.wait_for(lambda: bool(bf.points("222", "app.a")) and bool(bf.points("111", "other.b")))
+    wait_until(lambda: "222" not in fwd.lanes, 10, "the idle lane removed")
+    assert "tenant 222: delivery lane removed after" in caplog.text
+    wait_until(lambda: 'tenant_buffered_bytes{tenant="222"}' not in get(svc, "/metrics"), 10)
+    assert None in fwd.lanes  # the default tenant's lane stays
+
+    send(svc, ["app.c"], ts)
+    bf.wait_for(lambda: bf.points("222", "app.c") == {ts * 1000: 0})
+    m = Metrics(get(svc, "/metrics"))
+    assert m.get("fastforward_tenant_datapoints_sent_total", tenant="222") == 2
+    assert bf.duplicates == 0
+
+
 def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     service,  # noqa: ANN001
     fake_blueflood: FakeBlueflood,

@@ -257,6 +257,15 @@ class Config:
         "rules), it only learns the series flowing and refuses none: to a new process every "
         "series is new. 0 applies the budgets at once.",
     )
+    tenant_idle_timeout: float = option(
+        600.0,
+        metavar="SECONDS",
+        section="routing",
+        check=checks.at_least(0),
+        help="A tenant's delivery lane (its queue, senders and backlog gauges) that held "
+        "nothing and got nothing for this long is removed; the tenant's next datapoint starts "
+        "a new one. 0 keeps every lane for good.",
+    )
     route_cache_names: int = option(
         DEFAULT_ROUTE_CACHE_SIZE,
         metavar="N",

@@ -99,6 +99,28 @@ class Forwarder:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
         self.flusher.kick()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing queued, in flight or parked, and the destination not failing."""
+        outbox = self.outbox
+        return (
+            outbox.idle.is_set()
+            and outbox.bytes == 0
+            and not self.parking.parked
+            and not self.target.failing
+        )
+
+    def retire(self) -> bool:
+        """Stop the greenlets of a forwarder that holds nothing (an idle tenant's lane, which
+        the caller no longer feeds); False, and nothing stopped, when it is not `empty`. No
+        flush and no spooling: there is nothing to save."""
+        if not self.empty:
+            return False
+        self.stopping = True
+        running = [g for g in (self._flush_greenlet, *self._greenlets) if g is not None]
+        gevent.killall(running, block=False)  # each waits on an event or sleeps: nothing held
+        return True
+
     def count_also(self, holder: Callable[[], int]) -> None:
         """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
         self.outbox.count_also(holder)

@@ -212,6 +212,10 @@ class Stats:
     def set(self, name: str, value: float, **labels: str) -> None:
         self._values[name][_key(labels)] = value
 
+    def forget(self, name: str, **labels: str) -> None:
+        """Remove one series: a gauge of something that is gone (an idle tenant's lane)."""
+        self._values[name].pop(_key(labels), None)
+
     def observe(self, name: str, value: float) -> None:
         """One observation of a histogram (fixed `LATENCY_BUCKETS`)."""
         series = self._values[name]
