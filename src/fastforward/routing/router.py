@@ -198,7 +198,7 @@ class Router:
                 assert rule.regex is not None
                 found = rule.regex.search(canonical)
                 assert found is not None  # the rule matched this very name
-                rewritten = found.expand(rule.rewrite)
+                rewritten = rule.expand(found)
                 try:
                     metric, tags = split_tags(rewritten)
                 except TagError:
