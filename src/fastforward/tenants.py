@@ -292,8 +292,9 @@ class TenantForwarder:
             gevent.spawn_later(2 * float(self.config.request_timeout) + 1, _close_all, retired)
 
     def _default_lane_replays(self, tenant: str) -> bool:
-        # Not a tenant's with credentials of its own: the default client's token is not its
-        # (its files wait for its lane: at start, or its next datapoint after an idle removal).
+        # Files of the tenants without a lane, but not of one with credentials of its own:
+        # the default client's token is not its. Those wait for its lane (started at start,
+        # and after an idle removal by its next datapoint).
         if tenant == self.default_tenant:
             return True
         return tenant not in self.lanes and tenant not in self.posters
