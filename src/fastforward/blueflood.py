@@ -4,11 +4,15 @@
 status, connection error and timeout becomes an ``Outcome`` whose ``kind`` tells the forwarder
 what to do with the body (done, drop, split, bisect, replay, wait, retry).
 
-The POST goes straight to one urllib3 connection pool (keep-alive, timeouts, TLS verification,
-proxy from the environment), not through ``requests.Session.post``: requests' per-call work
-(hooks, cookies, merging settings, PreparedRequest, the adapter) cost about as much CPU as
-urllib3 itself, an eighth of the daemon's CPU at full load (bench/README.md). requests is still
-used once, at start, to read the proxy and CA settings from the environment as it always did.
+For plain ``http://`` without a proxy the POST goes through ``plainhttp.PlainHttpPool``, a
+minimal keep-alive HTTP/1.1 client: urllib3's Python work per POST (pool checkout, Retry and
+Timeout objects, http.client's header parsing, the response object) cost about twice the user
+CPU of the whole POST written and read by hand (bench/README.md, "Where the CPU goes").
+``https://`` and proxies go straight to one urllib3 connection pool (keep-alive, timeouts, TLS
+verification, proxy from the environment), not through ``requests.Session.post``, whose
+per-call work (hooks, cookies, merging settings, PreparedRequest, the adapter) cost about as
+much CPU as urllib3 itself. requests is still used once, at start, to read the proxy and CA
+settings from the environment as it always did. Both clients give the same outcomes.
 Under the daemon the socket module is gevent-patched, so a POST only blocks its greenlet.
 """
 

@@ -166,8 +166,11 @@ class PlainHttpPool:
         return answer
 
     def _checkout(self) -> _Connection:
-        while self._idle:
-            conn = self._idle.pop()
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:  # none idle (another thread may have taken the last one)
+                break
             if not _is_stale(conn.sock):
                 return conn
             conn.close()
