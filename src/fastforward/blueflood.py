@@ -321,7 +321,7 @@ class BluefloodClient:
         data = gzip_body(body) if self.gzip else body
         path = self._own_path if own else f"{self._base_path}/v2.0/{tenant}/ingest"
         if self._plain is not None:
-            return self._post_plain(path, data, token)
+            return self._post_plain(self._plain, path, data, token)
         started = time.monotonic()
         try:
             if self._direct is not None:  # the path only: same host for every tenant
@@ -353,14 +353,16 @@ class BluefloodClient:
             response.status, content, response.headers.get("Retry-After"), token, started
         )
 
-    def _post_plain(self, path: str, data: bytes, token: str | None) -> Outcome:
+    def _post_plain(
+        self, pool: PlainHttpPool, path: str, data: bytes, token: str | None
+    ) -> Outcome:
         """The POST on the plain-http client (see plainhttp.py)."""
         started = time.monotonic()
         headers = self._plain_headers
         if token is not None:
             headers += f"X-Auth-Token: {token}\r\n".encode("latin-1")
         try:
-            answer = self._plain.post(path, headers, data)  # type: ignore[union-attr]
+            answer = pool.post(path, headers, data)
         except AnswerError as exc:
             log.debug("POST %s failed: %s", path, exc)
             return Outcome(

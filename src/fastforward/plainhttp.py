@@ -101,20 +101,26 @@ class _Connection:
         self.sock.close()
 
 
-def _is_stale(sock: socket.socket) -> bool:
-    """True if a kept-alive socket must not carry another request: the server closed it (EOF),
-    reset it, or sent bytes nobody asked for. A non-blocking peek, so it never waits."""
+def _peek(sock: socket.socket) -> bytes | None:
+    """The next byte waiting on ``sock``, left there: b"" at EOF, None when nothing has come.
+    Non-blocking, so it never waits; raises OSError if the connection was reset."""
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
     try:
-        sock.recv(1, socket.MSG_PEEK)  # returns at EOF (b"") or with stray bytes: both stale
+        return sock.recv(1, socket.MSG_PEEK)
     except BlockingIOError:
-        return False  # nothing to read: still open and quiet
-    except OSError:
-        return True
+        return None
     finally:
         sock.settimeout(timeout)
-    return True
+
+
+def _is_stale(sock: socket.socket) -> bool:
+    """True if a kept-alive socket must not carry another request: the server closed it (EOF),
+    reset it, or sent bytes nobody asked for."""
+    try:
+        return _peek(sock) is not None
+    except OSError:
+        return True
 
 
 class PlainHttpPool:
@@ -198,14 +204,10 @@ def _send(sock: socket.socket, head: bytes, body: bytes) -> None:
 
 
 def _answer_waiting(sock: socket.socket) -> bool:
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK))
+        return bool(_peek(sock))
     except OSError:
         return False
-    finally:
-        sock.settimeout(timeout)
 
 
 def _read_answer(conn: _Connection) -> tuple[Answer, bool]:
