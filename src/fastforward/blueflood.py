@@ -6,8 +6,8 @@ what to do with the body (done, drop, split, bisect, replay, wait, retry).
 
 For plain ``http://`` without a proxy the POST goes through ``plainhttp.PlainHttpPool``, a
 minimal keep-alive HTTP/1.1 client: urllib3's Python work per POST (pool checkout, Retry and
-Timeout objects, http.client's header parsing, the response object) cost about twice the user
-CPU of the whole POST written and read by hand (bench/README.md, "Where the CPU goes").
+Timeout objects, http.client's header parsing, the response object) took about three times the
+user CPU of the whole POST written and read by hand (bench/README.md, "Where the CPU goes").
 ``https://`` and proxies go straight to one urllib3 connection pool (keep-alive, timeouts, TLS
 verification, proxy from the environment), not through ``requests.Session.post``, whose
 per-call work (hooks, cookies, merging settings, PreparedRequest, the adapter) cost about as
@@ -240,7 +240,7 @@ class BluefloodClient:
         else:
             self._manager = urllib3.PoolManager(**pool_options)
             self._direct = self._manager.connection_from_url(self.url)
-        # Plain http:// without a proxy: our own keep-alive client, a third of urllib3's CPU
+        # Plain http:// without a proxy: our own keep-alive client, a quarter of urllib3's CPU
         # per POST (plainhttp.py); urllib3 above stays for https:// and proxies.
         parsed = urllib3.util.parse_url(self.url)
         self._plain: PlainHttpPool | None = None
