@@ -435,35 +435,37 @@ def test_works_with_the_standard_socket_module_too(serve):
         import socket, threading
         from fastforward.plainhttp import PlainHttpPool
 
+        OK = b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+        CHUNKED = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
+        CHUNKED += b"2\\r\\nhi\\r\\n0\\r\\n\\r\\n"
         listener = socket.create_server(("127.0.0.1", 0))
         accepted = []
+        closed = threading.Event()
+
+        def read_request(conn):
+            data = b""
+            while not data.endswith(b"[]"):
+                data += conn.recv(65536)
 
         def serve():
-            answers = [
-                b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok",
-                b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
-                b"2\\r\\nhi\\r\\n0\\r\\n\\r\\n",
-                b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok",
-            ]
-            while True:
-                conn, _ = listener.accept()
-                accepted.append(conn)
-                data = b""
-                while data.count(b"\\r\\n\\r\\n") < 1 or not data.endswith(b"[]"):
-                    data += conn.recv(65536)
-                if not answers:
-                    continue  # the last request gets no answer: a read timeout
-                conn.sendall(answers.pop(0))
-                if len(answers) == 2:  # keep this one open for a second request
-                    data = b""
-                    while not data.endswith(b"[]"):
-                        data += conn.recv(65536)
-                    conn.sendall(answers.pop(0))
-                conn.close()  # the client still holds it in its pool
+            conn, _ = listener.accept()  # two requests kept alive, then closed by the server
+            accepted.append(conn)
+            read_request(conn)
+            conn.sendall(OK)
+            read_request(conn)
+            conn.sendall(CHUNKED)
+            conn.close()
+            closed.set()
+            conn, _ = listener.accept()  # one answer, then a request left unanswered
+            accepted.append(conn)
+            read_request(conn)
+            conn.sendall(OK)
+            read_request(conn)
 
         threading.Thread(target=serve, daemon=True).start()
         pool = PlainHttpPool("127.0.0.1", listener.getsockname()[1], timeout=0.5)
         print(pool.post("/a", b"", b"[]").body, pool.post("/b", b"", b"[]").body)
+        closed.wait(10)
         print(pool.post("/c", b"", b"[]").body)  # the pooled one was closed: a new one
         try:
             pool.post("/d", b"", b"[]")
@@ -475,4 +477,4 @@ def test_works_with_the_standard_socket_module_too(serve):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:3] == ["b'ok' b'hi'", "b'ok'", "timeout 3"]
+    assert done.stdout.split("\n")[:3] == ["b'ok' b'hi'", "b'ok'", "timeout 2"]
