@@ -50,9 +50,11 @@ def post(client, data):
 
 
 def test_ok_sends_json_headers_and_no_tenant_header(client, fake_blueflood, stats):  # noqa: F811
-    outcome = post(client, body("a", "b"))
+    sent = body("a", "b")
+    outcome = post(client, sent)
     assert outcome.kind is Kind.OK and outcome.status == 200
     req = fake_blueflood.requests[-1]
+    assert req.raw == req.body == sent  # byte for byte what was POSTed
     assert req.path == "/v2.0/t1/ingest"  # trailing '/' of the base URL stripped
     assert req.headers["Content-Type"] == "application/json"
     assert req.headers["Accept"] == "application/json"

@@ -350,6 +350,8 @@ GIVEN = {
     "storage_schemas": ("/etc/carbon/storage-schemas.conf", "/etc/carbon/storage-schemas.conf"),
     "tags": ("Flatten", "flatten"),
     "series_budget_warmup": ("0", 0.0),
+    "tenant_idle_timeout": ("30", 30.0),
+    "route_cache_names": ("5000", 5000),
     "max_frame_bytes": ("4096", 4096),
     "max_connections": ("10", 10),
     "idle_timeout": ("0", 0.0),

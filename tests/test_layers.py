@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "_version", "__init__"}),
     ("codec", {"_codec_rules", "_codec", "_codec_py", "codec"}),
     ("config", {"endpoints", "options", "checks", "twistd", "config", "manpage", "logsetup"}),
-    ("io", {"sockets", "framing", "spoolfile", "bodies", "compression", "memtune"}),
+    ("io", {"sockets", "framing", "spoolfile", "bodies", "compression", "memtune", "plainhttp"}),
     (
         "routing",
         {"routing", "routing.ruleset", "routing.tags", "routing.schemas", "routing.budget"}

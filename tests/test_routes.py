@@ -18,6 +18,7 @@ import pytest
 from fastforward.blueflood import BluefloodClient
 from fastforward.config import ConfigError, load
 from fastforward.forwarder import Forwarder
+from fastforward.routes import load_routes
 from fastforward.service import Service
 from fastforward.tenants import TenantForwarder
 from tests.fake_blueflood import FakeBlueflood
@@ -78,6 +79,67 @@ def test_the_routing_options_from_the_environment_and_their_refusals(tmp_path: P
         load(["-t", "a/b"], environ={})  # the one tenant rule, shared with the rules file
 
 
+def test_the_route_cache_size_is_an_option_refused_at_start_when_out_of_range(
+    tmp_path: Path,
+) -> None:
+    assert load(["-t", "t"], environ={}).config.encoder_options()["route_cache_size"] == 262_144
+    env = {"FASTFORWARD_ROUTE_CACHE_NAMES": "5000"}
+    assert load(["-t", "t"], environ=env).config.route_cache_names == 5000
+    ini = tmp_path / "ff.conf"
+    ini.write_text("[blueflood_carbon_forwarder]\ntenant = t\nroute_cache_names = 0\n")
+    with pytest.raises(ConfigError, match=r"^--route[-_]cache[-_]names 0: must be between 1 and "):
+        load(["-c", str(ini)], environ={})
+    with pytest.raises(ConfigError, match=r"route.cache.names"):
+        load(["-t", "t", "--route-cache-names", "lots"], environ={})
+
+
+def test_the_route_cache_shows_its_names_and_bytes_and_keeps_to_its_bound(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+) -> None:
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--route-cache-names", "10")
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 0
+    send(svc, [f"app.n{i}" for i in range(6)])
+    bf.wait_for(lambda: bf.stored == 6)
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 6 and m["fastforward_route_cache_bytes"] > 0
+    send(svc, [f"other.n{i}" for i in range(9)])  # past the bound: forgotten, then refilled
+    bf.wait_for(lambda: bf.stored == 15)
+    m = Metrics(get(svc, "/metrics"))
+    assert m["fastforward_route_cache_names"] == 5  # 10 forgotten at the 11th name, 5 since
+    assert bf.duplicates == 0
+
+
+def test_an_idle_tenants_lane_goes_and_comes_back_with_its_next_datapoint(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fastforward")
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--tenant-idle-timeout", "0.3")
+    fwd = svc.forwarder
+    assert isinstance(fwd, TenantForwarder) and "222" in fwd.lanes  # named: started at once
+    ts = send(svc, ["app.a", "other.b"])
+    bf.wait_for(lambda: bool(bf.points("222", "app.a")) and bool(bf.points("111", "other.b")))
+    wait_until(lambda: "222" not in fwd.lanes, 10, "the idle lane removed")
+    assert "tenant 222: delivery lane removed after" in caplog.text
+    wait_until(lambda: 'tenant_buffered_bytes{tenant="222"}' not in get(svc, "/metrics"), 10)
+    assert None in fwd.lanes  # the default tenant's lane stays
+
+    send(svc, ["app.c"], ts)
+    bf.wait_for(lambda: bf.points("222", "app.c") == {ts * 1000: 0})
+    m = Metrics(get(svc, "/metrics"))
+    assert m.get("fastforward_tenant_datapoints_sent_total", tenant="222") == 2
+    assert bf.duplicates == 0
+
+
 def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     service,  # noqa: ANN001
     fake_blueflood: FakeBlueflood,
@@ -88,6 +150,7 @@ def test_without_routing_options_the_daemon_is_the_single_tenant_one(
     svc.start()
     text = get(svc, "/metrics")
     assert "fastforward_rules_" not in text and "tenant_datapoints" not in text
+    assert "fastforward_route_cache" not in text
     assert json.loads(get(svc, "/debug/series")) == {"rules": []}
     ts = send(svc, ["app.a"])
     fake_blueflood.wait_for(lambda: fake_blueflood.points("111", "app.a") == {ts * 1000: 0})
@@ -148,7 +211,7 @@ def test_a_bad_reload_keeps_everything_and_a_good_one_swaps_it(
     assert m.get("fastforward_rules_reloads_total", result="error") == 3
     assert m.get("fastforward_rules_reloads_total", result="ok") == 1
     assert m["fastforward_rules_loaded"] == 2
-    assert "rules reloaded: 2 rules, 1 tenant" in caplog.text
+    assert "rules reloaded: 2 rules sending to 1 tenant\n" in caplog.text
     assert bf.duplicates == 0
 
 
@@ -213,6 +276,17 @@ def test_every_tenant_series_exists_at_zero_and_counts_by_tenant(
 
 
 # ---- credentials ----------------------------------------------------------------------------
+
+
+def test_the_start_line_counts_rule_tenants_and_credential_tenants_apart(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    creds = '\n[tenant."{}"]\nuser = "svc"\nkey_env = "FF_KEY"\n'
+    rules.write_text(RULES)
+    config = load(["-t", "111", "--rules", str(rules)], environ={}).config
+    assert load_routes(config).summary() == "2 rules sending to 1 tenant"
+    rules.write_text(RULES + creds.format("222") + creds.format("333"))
+    summary = load_routes(config).summary()
+    assert summary == "2 rules sending to 1 tenant, credentials for 2 tenants (1 named by no rule)"
 
 
 def test_a_reload_gives_new_or_changed_credentials_a_client_and_keeps_the_others(

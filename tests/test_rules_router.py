@@ -52,6 +52,30 @@ def test_named_groups_in_rewrite():
     assert r.decide("web01.cpu.user").name == "cpu.user.by_host.web01"
 
 
+REWRITE_PARTS = [r"\1", r"\2", r"\g<0>", r"\g<host>", r"\g<3>", "x", ".", "{", "}}", "{0}",
+                 r"\\", r"\n", r"\&", r"\012", r"\0", "\u00e9", r"\g<1>0"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(REWRITE_PARTS), min_size=1, max_size=8),
+    st.sampled_from(["web01.cpu.user", "web01.cpu", "a.b.c.d.e", "x{y}.z", "host.{0}.\u00e9"]),
+)
+def test_a_rewrite_parsed_once_expands_as_python_expands_it(parts, name):
+    """The template is parsed at load (Match.expand parses it again on every call before
+    Python 3.12): the name it makes is Python's, escapes, octal, braces and unmatched groups
+    included."""
+    regex = r"^(?P<host>[^.{]+)\.([^.]+)(?:\.(.*))?$"
+    text = "".join(parts)
+    rules = parse_rules(f"[[rule]]\nmatch = {json.dumps('regex:' + regex)}\n"
+                        f"rewrite = {json.dumps(text)}\n")  # fmt: skip
+    rule = rules.rules[0]
+    assert rule.rewrite_fmt is not None
+    found = rule.regex.search(name) if rule.regex is not None else None
+    if found is not None:
+        assert rule.expand(found) == found.expand(text)
+
+
 def test_a_name_no_rule_matches_goes_to_the_default_tenant_unchanged():
     d = router().decide("other.metric")
     assert (d.name, d.tenant, d.ttl, d.drop, d.rule) == ("other.metric", None, None, None, None)

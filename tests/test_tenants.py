@@ -76,6 +76,7 @@ def tenants_config(**kw) -> SimpleNamespace:
         "ingest_multi": False,
         "body_bytes": 1_000_000,
         "max_body_datapoints": 5000,
+        "tenant_idle_timeout": 600.0,
     }
     base.update(kw)
     return SimpleNamespace(**base)
@@ -263,6 +264,90 @@ def test_stop_counts_what_a_failing_tenant_could_not_deliver(forwarders):
     assert fwd.stop(timeout=0.5) == 7
     assert poster.count("t1") == 5
     assert stats.get("datapoints_dropped", reason="undelivered_at_stop") == 7
+
+
+def test_each_lanes_log_lines_name_its_tenant(forwarders, caplog):
+    """Failure, recovery and stop lines come once per lane: each says whose they are."""
+    poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
+    poster.failing["222"] = 503
+    fwd, _ = start(forwarders, poster, encoder)
+    caplog.set_level(logging.INFO, logger="fastforward")
+    encoder.add(None, 5, prefix="a")
+    encoder.add("222", 7, prefix="b")
+    fwd.kick()
+    wait_until(lambda: poster.count("t1") == 5 and poster.attempts["222"] > 0)
+    del poster.failing["222"]
+    wait_until(lambda: poster.count("222") == 7)
+    assert fwd.stop(timeout=5) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastforward.forwarder"]
+    assert "tenant 222: Blueflood POST to http://bf.test/v2.0/222/ingest failed: HTTP 503" in (
+        "\n".join(lines)
+    )
+    assert any(
+        line.startswith("tenant 222: Blueflood at ") and "recovered" in line for line in lines
+    )
+    stops = sorted(line for line in lines if "stop:" in line)
+    assert stops == [
+        "tenant 222: stop: everything was delivered",
+        "tenant t1: stop: everything was delivered",
+    ]
+
+
+def test_an_idle_tenants_lane_is_removed_and_its_next_datapoint_starts_a_new_one(
+    forwarders, caplog
+):
+    poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
+    fwd, stats = start(forwarders, poster, encoder, tenant_idle_timeout=60.0)
+    caplog.set_level(logging.INFO, logger="fastforward")
+    encoder.add("222", 3, prefix="a")
+    fwd.kick()
+    wait_until(lambda: poster.count("222") == 3)
+    old = fwd.lanes["222"]
+    running = [old._flush_greenlet, *old._greenlets]
+    assert stats.get("tenant_buffered_bytes", tenant="222") == 0  # the series exists
+
+    t0 = 1000.0  # the idle clock is the caller's: no waiting a minute here
+    fwd.retire_idle(t0)
+    fwd.retire_idle(t0 + 59)
+    assert fwd.lanes["222"] is old
+    encoder.add("222", 2, prefix="b")  # a body restarts the clock
+    fwd.kick()
+    wait_until(lambda: poster.count("222") == 5)
+    fwd.retire_idle(t0 + 61)
+    assert fwd.lanes["222"] is old
+    fwd.retire_idle(t0 + 121)
+    assert "222" not in fwd.lanes and None in fwd.lanes  # the default lane always stays
+    wait_until(lambda: all(g.dead for g in running))
+    assert "tenant 222: delivery lane removed after 60s idle" in caplog.text
+    assert ("tenant_buffered_bytes", (("tenant", "222"),)) not in {
+        (name, labels) for name, labels, _ in stats.samples()
+    }
+    assert stats.get("tenant_datapoints_sent", tenant="222") == 5  # counters stay
+
+    encoder.add("222", 4, prefix="c")
+    fwd.kick()
+    wait_until(lambda: poster.count("222") == 9)
+    assert fwd.lanes["222"] is not old and poster.duplicates() == 0
+    assert fwd.stop(timeout=5) == 0
+
+
+def test_a_lane_holding_data_or_failing_is_never_removed(forwarders):
+    poster, encoder = TenantsPoster(), RoutedEncoder(per_body=1000)
+    poster.failing["222"] = 503
+    fwd, stats = start(forwarders, poster, encoder, tenant_idle_timeout=1.0)
+    encoder.add("222", 3, prefix="a")
+    fwd.kick()
+    wait_until(lambda: poster.attempts["222"] > 0)
+    lane = fwd.lanes["222"]
+    for now in (0.0, 10.0, 20.0):
+        fwd.retire_idle(now)
+    assert fwd.lanes["222"] is lane and not lane.retire()
+    del poster.failing["222"]
+    wait_until(lambda: poster.count("222") == 3)
+    wait_until(lambda: not lane.target.failing)
+    fwd.retire_idle(30.0)
+    fwd.retire_idle(31.0)
+    assert "222" not in fwd.lanes and poster.duplicates() == 0
 
 
 def test_ingest_multi_tags_items_and_joins_tenants_into_one_post(forwarders):

@@ -125,6 +125,15 @@ class Encoder:
         ``series_budget``, ``bad_tags``, ``empty_name``. Empty without a router."""
 
     @property
+    def route_cache_names(self) -> int:
+        """Names whose routing decision is remembered now (at most ``route_cache_size``)."""
+
+    @property
+    def route_cache_bytes(self) -> int:
+        """Memory the remembered decisions take: the compiled codec's heap allocation (kept
+        when the cache is emptied, for the next names), the twin's estimate from its objects."""
+
+    @property
     def ready_bodies(self) -> int:
         """Complete (full) bodies waiting, all tenants."""
 

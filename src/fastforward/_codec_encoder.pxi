@@ -815,6 +815,14 @@ cdef class Encoder:
         return out
 
     @property
+    def route_cache_names(self):
+        return self.routes.count
+
+    @property
+    def route_cache_bytes(self):
+        return self.routes.allocated()
+
+    @property
     def ready_bodies(self):
         return len(self.ready)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -833,6 +834,11 @@ class _Route:
         self.tmpl_float = head + b"%r%b"
         self.tail = tail
 
+    def size(self) -> int:
+        """Bytes of this object and of the bytes it holds alone (for route_cache_bytes)."""
+        parts = (self, self.tmpl_int, self.tmpl_float, self.tail)
+        return sum(map(sys.getsizeof, parts))
+
 
 def _head(ttl: int) -> bytes:
     """The start of a datapoint's JSON object, up to its value."""
@@ -905,12 +911,21 @@ class Encoder:
         self._rejects: deque[tuple[str, bytes]] = deque(maxlen=MAX_REJECTS)
         # name (as received) -> its routing decision; bounded, emptied by set_router
         self._routes: dict[object, _Route] = {}
+        self._route_bytes = 0  # the entries' objects, estimated as they are stored
         self._router: Callable[[str], RouteDecision] | None = None
         self._datapoint: _DatapointFn = self._datapoint_plain
         self._append: Callable[[list[Any]], None] = self._append_plain
         self.set_router(router)
 
     # --- public state ---------------------------------------------------------------------
+
+    @property
+    def route_cache_names(self) -> int:
+        return len(self._routes)
+
+    @property
+    def route_cache_bytes(self) -> int:
+        return sys.getsizeof(self._routes) + self._route_bytes
 
     @property
     def ready_bodies(self) -> int:
@@ -992,6 +1007,7 @@ class Encoder:
         made by the previous one. Bodies already open or full stay as they are."""
         self._router = router
         self._routes = {}
+        self._route_bytes = 0
         if router is None:
             self._datapoint = self._datapoint_plain
             self._append = self._append_plain
@@ -1031,7 +1047,9 @@ class Encoder:
                 route = _Route(tenant, None, _head(ttl), tail)
         if len(self._routes) >= self.route_cache_size:
             self._routes.clear()
+            self._route_bytes = 0
         self._routes[name] = route
+        self._route_bytes += sys.getsizeof(name) + route.size()
         return route
 
     # --- input ------------------------------------------------------------------------------

@@ -100,6 +100,10 @@ cdef class _RouteCache:
                     return r
             i = (i + 1) & mask
 
+    cdef Py_ssize_t allocated(self) noexcept:
+        """Bytes the cache holds from the heap (a cleared cache keeps them for the next names)."""
+        return self.nslots * <Py_ssize_t>sizeof(uint64_t) + self.acap + self.mcap * MID_BYTES
+
     cdef void clear(self) noexcept:
         self.count = 0
         self.alen = 0

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from typing import Final
 
+# Routing (--rules, issue 13): dropped by a rule, over a series budget, tags carbon would
+# refuse, or a name left empty by a rewrite. The router returns these (routing/router.py), the
+# daemon labels its per-tenant series with them (routes.py): all from this one tuple.
+ROUTING_DROP_REASONS: tuple[str, ...] = ("rule", "series_budget", "bad_tags", "empty_name")
+
 DROP_REASONS: tuple[str, ...] = (
     "none",
     "nan",
@@ -25,12 +30,7 @@ DROP_REASONS: tuple[str, ...] = (
     "bad_item",
     "bad_line",
     "bad_frame",
-    # Routing (--rules, issue 13): dropped by a rule, over a series budget, tags carbon would
-    # refuse, or a name left empty by a rewrite.
-    "rule",
-    "series_budget",
-    "bad_tags",
-    "empty_name",
+    *ROUTING_DROP_REASONS,
 )
 
 # Fixed limits of the decoder and of the reject log (docs/architecture.md, "The codec contract").

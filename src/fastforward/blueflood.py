@@ -4,11 +4,15 @@
 status, connection error and timeout becomes an ``Outcome`` whose ``kind`` tells the forwarder
 what to do with the body (done, drop, split, bisect, replay, wait, retry).
 
-The POST goes straight to one urllib3 connection pool (keep-alive, timeouts, TLS verification,
-proxy from the environment), not through ``requests.Session.post``: requests' per-call work
-(hooks, cookies, merging settings, PreparedRequest, the adapter) cost about as much CPU as
-urllib3 itself, an eighth of the daemon's CPU at full load (bench/README.md). requests is still
-used once, at start, to read the proxy and CA settings from the environment as it always did.
+For plain ``http://`` without a proxy the POST goes through ``plainhttp.PlainHttpPool``, a
+minimal keep-alive HTTP/1.1 client: urllib3's Python work per POST (pool checkout, Retry and
+Timeout objects, http.client's header parsing, the response object) took about three times the
+user CPU of the whole POST written and read by hand (bench/README.md, "Where the CPU goes").
+``https://`` and proxies go straight to one urllib3 connection pool (keep-alive, timeouts, TLS
+verification, proxy from the environment), not through ``requests.Session.post``, whose
+per-call work (hooks, cookies, merging settings, PreparedRequest, the adapter) cost about as
+much CPU as urllib3 itself. requests is still used once, at start, to read the proxy and CA
+settings from the environment as it always did. Both clients give the same outcomes.
 Under the daemon the socket module is gevent-patched, so a POST only blocks its greenlet.
 """
 
@@ -37,6 +41,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from . import __version__
 from .compression import gzip_body
+from .plainhttp import AnswerError, PlainHttpPool
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -235,6 +240,14 @@ class BluefloodClient:
         else:
             self._manager = urllib3.PoolManager(**pool_options)
             self._direct = self._manager.connection_from_url(self.url)
+        # Plain http:// without a proxy: our own keep-alive client, a quarter of urllib3's CPU
+        # per POST (plainhttp.py); urllib3 above stays for https:// and proxies.
+        parsed = urllib3.util.parse_url(self.url)
+        self._plain: PlainHttpPool | None = None
+        if not proxy and parsed.scheme == "http" and parsed.host:
+            self._plain = PlainHttpPool(
+                parsed.host, parsed.port or 80, timeout=timeout, size=self._pool_size
+            )
         self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
         self._own_path = urllib3.util.parse_url(self.url).path or "/"  # the path, for _direct
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
@@ -247,6 +260,10 @@ class BluefloodClient:
         }
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
+        # The plain client asks for answers as they are: they are small, and compressing them
+        # would cost Blueflood more than it saves (a gzip answer is still decoded if it comes).
+        plain = {**self._headers, "Accept-Encoding": "identity"}
+        self._plain_headers = "".join(f"{k}: {v}\r\n" for k, v in plain.items()).encode()
         self._warned: set[int] = set()
 
     def url_for(self, tenant: str) -> str:
@@ -255,6 +272,8 @@ class BluefloodClient:
 
     def close(self) -> None:
         self._manager.clear()
+        if self._plain is not None:
+            self._plain.close()
 
     def keep_connections(self, n: int) -> None:
         """Keep up to ``n`` connections alive from now on: the POSTs that may be in flight at
@@ -263,6 +282,8 @@ class BluefloodClient:
         grow = n - self._pool_size
         if grow <= 0:
             return
+        if self._plain is not None:
+            self._plain.keep(n)
         self._pool_size = n
         pools = self._manager.pools
         made = [pools[key] for key in pools.keys()]
@@ -298,12 +319,15 @@ class BluefloodClient:
                 return Outcome(Kind.RETRY, None, "auth", detail=f"no identity token ({exc})")
             headers = {**headers, "X-Auth-Token": token}
         data = gzip_body(body) if self.gzip else body
+        path = self._own_path if own else f"{self._base_path}/v2.0/{tenant}/ingest"
+        if self._plain is not None:
+            return self._post_plain(self._plain, path, data, token)
         started = time.monotonic()
         try:
             if self._direct is not None:  # the path only: same host for every tenant
                 response = self._direct.urlopen(
                     "POST",
-                    self._own_path if own else f"{self._base_path}/v2.0/{tenant}/ingest",
+                    path,
                     body=data,
                     headers=headers,
                     retries=False,
@@ -324,26 +348,67 @@ class BluefloodClient:
                 )
             content = response.data
         except (Urllib3Error, OSError) as exc:
-            if not _is_timeout(exc):
-                log.debug("POST %s failed: %s", url, exc)
-                return Outcome(
-                    Kind.RETRY,
-                    None,
-                    "connection",
-                    elapsed=time.monotonic() - started,
-                    detail=describe_error(exc),
-                )
+            return self._failed(url, exc, started)
+        return self._answered(
+            response.status, content, response.headers.get("Retry-After"), token, started
+        )
+
+    def _post_plain(
+        self, pool: PlainHttpPool, path: str, data: bytes, token: str | None
+    ) -> Outcome:
+        """The POST on the plain-http client (see plainhttp.py)."""
+        started = time.monotonic()
+        headers = self._plain_headers
+        if token is not None:
+            headers += f"X-Auth-Token: {token}\r\n".encode("latin-1")
+        try:
+            answer = pool.post(path, headers, data)
+        except AnswerError as exc:
+            log.debug("POST %s failed: %s", path, exc)
             return Outcome(
                 Kind.RETRY,
                 None,
-                "timeout",
+                "connection",
                 elapsed=time.monotonic() - started,
-                detail=f"{describe_error(exc)} (--request-timeout {self.timeout:g}s)",
+                detail=str(exc),
             )
+        except OSError as exc:
+            return self._failed(path, exc, started)
+        return self._answered(
+            answer.status, answer.body, answer.header("Retry-After"), token, started
+        )
+
+    def _failed(self, url: str, exc: BaseException, started: float) -> Outcome:
+        """A POST that got no answer: a connection error or a timeout."""
+        if not _is_timeout(exc):
+            log.debug("POST %s failed: %s", url, exc)
+            return Outcome(
+                Kind.RETRY,
+                None,
+                "connection",
+                elapsed=time.monotonic() - started,
+                detail=describe_error(exc),
+            )
+        return Outcome(
+            Kind.RETRY,
+            None,
+            "timeout",
+            elapsed=time.monotonic() - started,
+            detail=f"{describe_error(exc)} (--request-timeout {self.timeout:g}s)",
+        )
+
+    def _answered(
+        self,
+        status: int,
+        content: bytes,
+        retry_after: str | None,
+        token: str | None,
+        started: float,
+    ) -> Outcome:
+        """The Outcome of an HTTP answer, counted and logged."""
         elapsed = time.monotonic() - started
-        status = response.status
         self.stats.incr("http_responses", status=str(status))
-        outcome = classify(status, content, response.headers.get("Retry-After"))
+        outcome = classify(status, content, retry_after)
         outcome = Outcome(
             outcome.kind, status, outcome.reason, outcome.errors, outcome.retry_after, elapsed
         )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from . import checks, twistd
+from ._codec_rules import DEFAULT_ROUTE_CACHE_SIZE
 from .endpoints import Endpoint, parse_endpoint
 from .errors import ConfigError
 from .options import (
@@ -256,6 +257,25 @@ class Config:
         "rules), it only learns the series flowing and refuses none: to a new process every "
         "series is new. 0 applies the budgets at once.",
     )
+    tenant_idle_timeout: float = option(
+        600.0,
+        metavar="SECONDS",
+        section="routing",
+        check=checks.at_least(0),
+        help="A tenant's delivery lane (its queue, senders and backlog gauges) that held "
+        "nothing and got nothing for this long is removed; the tenant's next datapoint starts "
+        "a new one. 0 keeps every lane for good.",
+    )
+    route_cache_names: int = option(
+        DEFAULT_ROUTE_CACHE_SIZE,
+        metavar="N",
+        section="routing",
+        check=checks.between(1, 1 << 30),
+        help="Metric names whose routing decision the encoder remembers (with routing); when "
+        "full it forgets them all and asks the rules again. About 140 bytes a 30-byte name, 270 "
+        "a 60-byte one (38-71 MB at the default) per process, not counted in --max-buffer-bytes "
+        "(/metrics: fastforward_route_cache_bytes).",
+    )
     # limits
     max_frame_bytes: int = option(
         1_048_576,
@@ -404,6 +424,7 @@ class Config:
             "max_frame_bytes": self.max_frame_bytes,
             "max_past_ms": _window_ms(self.max_past),
             "max_future_ms": _window_ms(self.max_future),
+            "route_cache_size": self.route_cache_names,
         }
 
     def redacted(self) -> dict[str, Any]:
@@ -416,6 +437,12 @@ class Config:
 
 
 _DEFAULTS = Config()
+
+
+def tenant_label(tenant: str) -> str:
+    """The default tenant as the log, /metrics and a routed dry run's lines name it: ``-t``,
+    or ``-`` in a dry run without one (never an empty label)."""
+    return tenant or "-"
 
 
 def _window_ms(seconds: float) -> int:

@@ -31,7 +31,7 @@ from .protocols import BodySource, BodySpool, Counters, Poster
 from .replay import Replay
 from .sending import Senders
 from .stats import Stats
-from .target import TargetState
+from .target import LaneLog, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,17 @@ class Forwarder:
             self.outbox, client, stats, self.target, self.parking, self.replay, self._relieve
         )
         self.stopping = False
+        self.log = self.target.log
         self._flush_greenlet: gevent.Greenlet | None = None
         self._greenlets: list[gevent.Greenlet] = []
         stats.add_collector(self._collect)
+
+    def name_lane(self, who: str) -> None:
+        """Start this forwarder's log lines with ``who`` (a tenant's lane: ``tenant 222``)."""
+        self.log = LaneLog(who)
+        for part in (self.target, self.senders, self.parking, self.replay):
+            if part is not None:
+                part.log = self.log
 
     # ---- the contract -------------------------------------------------------------------------
 
@@ -90,6 +98,28 @@ class Forwarder:
     def kick(self) -> None:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
         self.flusher.kick()
+
+    @property
+    def empty(self) -> bool:
+        """Nothing queued, in flight or parked, and the destination not failing."""
+        outbox = self.outbox
+        return (
+            outbox.idle.is_set()
+            and outbox.bytes == 0
+            and not self.parking.parked
+            and not self.target.failing
+        )
+
+    def retire(self) -> bool:
+        """Stop the greenlets of a forwarder that holds nothing (an idle tenant's lane, which
+        the caller no longer feeds); False, and nothing stopped, when it is not `empty`. No
+        flush and no spooling: there is nothing to save."""
+        if not self.empty:
+            return False
+        self.stopping = True
+        running = [g for g in (self._flush_greenlet, *self._greenlets) if g is not None]
+        gevent.killall(running, block=False)  # each waits on an event or sleeps: nothing held
+        return True
 
     def count_also(self, holder: Callable[[], int]) -> None:
         """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
@@ -132,16 +162,16 @@ class Forwarder:
             else:
                 lost += batch.datapoints
         if spooled:
-            log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
+            self.log.warning("stop: %d datapoints not delivered were written to the spool", spooled)
         if lost:
             self.stats.incr("datapoints_dropped", lost, reason=LOST_AT_STOP)
-            log.error(
+            self.log.error(
                 "stop: %d datapoints could be neither delivered before --drain-timeout nor %s",
                 lost,
                 "written to the spool" if self.replay is not None else "spooled (no --spool-dir)",
             )
         else:
-            log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
+            self.log.info("stop: everything was delivered%s", " or spooled" if spooled else "")
         return lost
 
     def healthy(self) -> tuple[bool, str]:

@@ -19,6 +19,7 @@ import gevent
 from .delivery import BISECT_500_AFTER
 from .outbox import Batch, Outbox, split_body
 from .replay import Replay
+from .target import LaneLog
 
 # The forwarder's logger: these lines are part of its story for the operator.
 log = logging.getLogger("fastforward.forwarder")
@@ -55,17 +56,18 @@ class Parking:
         self.replay = replay
         self.retry = PARK_RETRY
         self.parked: list[Batch] = []  # without a spool (or when it refused them): in memory
+        self.log = LaneLog()
 
     def bisect(self, batch: Batch) -> bool:
         """Split a suspected body; False when it is a single datapoint (park it then)."""
         if not split(self.outbox, batch, suspect=True):
             return False
-        log.warning("repeated 500s for one body; bisecting it for poison data")
+        self.log.warning("repeated 500s for one body; bisecting it for poison data")
         return True
 
     def park(self, batch: Batch) -> None:
         """Take a suspected poison datapoint away from its sender; it is retried later."""
-        log.warning(
+        self.log.warning(
             "Blueflood keeps answering 500 for this datapoint while accepting others; "
             "retrying it every %.0fs: %.300r",
             self.retry,

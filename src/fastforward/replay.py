@@ -35,6 +35,7 @@ class Replay:
         self.target = target
         self.concurrency = concurrency
         self.stopping = False
+        self.log = target.log
 
     @property
     def full(self) -> bool:
@@ -53,7 +54,7 @@ class Replay:
         try:
             return bool(self.spool.put(batch.body, batch.datapoints, batch.tenant))
         except Exception:
-            log.exception("writing to the spool failed")
+            self.log.exception("writing to the spool failed")
             return False  # the spool counts spool_written_bodies itself
 
     def finish(self, batch: Batch) -> None:
@@ -66,7 +67,7 @@ class Replay:
             try:
                 self.spool.ack(origin.entry)
             except Exception:
-                log.exception("acknowledging a spool entry failed")
+                self.log.exception("acknowledging a spool entry failed")
             origin.done.set()  # the spool counts spool_replayed_bodies itself
 
     def release(self, origin: SpoolRef) -> None:
@@ -77,7 +78,7 @@ class Replay:
         try:
             self.spool.release(origin.entry)
         except Exception:
-            log.exception("releasing a spool entry failed")
+            self.log.exception("releasing a spool entry failed")
 
     def respool(self, batch: Batch) -> bool:
         """Write a replayed piece as a new (newest) spool file and finish it here."""
@@ -100,7 +101,7 @@ class Replay:
             try:
                 entry = self.spool.oldest()
             except Exception:
-                log.exception("reading the spool failed")
+                self.log.exception("reading the spool failed")
                 gevent.sleep(ERROR_PAUSE)
                 continue
             if entry is None:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import Config
+from ._codec_rules import ROUTING_DROP_REASONS
+from .config import Config, tenant_label
 from .errors import ConfigError
 from .protocols import Poster
 from .routing import Router, Rules, RulesError, Schemas, SchemasError, load_rules, load_schemas
-from .routing.router import DROP_BAD_TAGS, DROP_BUDGET, DROP_EMPTY, DROP_RULE
 from .stats import Stats
 from .tenants import TenantForwarder, credential_posters
 
@@ -38,8 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fastforward.routing")
-
-ROUTING_DROP_REASONS = (DROP_RULE, DROP_BUDGET, DROP_BAD_TAGS, DROP_EMPTY)
 
 
 def routing_wanted(config: Config) -> bool:
@@ -57,9 +55,21 @@ class Routes:
     schemas: Schemas | None
 
     def summary(self) -> str:
-        """``N rules, M tenants`` as the start and reload lines say it."""
-        rules, tenants = len(self.rules), len(self.rules.tenants())
-        return f"{rules} rule{'s' * (rules != 1)}, {tenants} tenant{'s' * (tenants != 1)}"
+        """What the start and reload lines say: the rules, the tenants they route to, and the
+        tenants with credentials of their own (those no rule names get a lane all the same)."""
+        rules = len(self.rules)
+        routed = {r.tenant for r in self.rules.rules if r.tenant is not None}
+        own = [c.tenant for c in self.rules.credentials]
+        text = f"{_count(rules, 'rule')} sending to {_count(len(routed), 'tenant')}"
+        if own:
+            unrouted = sum(1 for t in own if t not in routed)
+            text += f", credentials for {_count(len(own), 'tenant')}"
+            text += f" ({unrouted} named by no rule)" if unrouted else ""
+        return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def load_routes(config: Config, previous: Router | None = None) -> Routes:
@@ -102,6 +112,12 @@ class RoutedEncoder(Protocol):
 
     def counters_by_tenant(self) -> dict[str | None, dict[str, int]]: ...
 
+    @property
+    def route_cache_names(self) -> int: ...
+
+    @property
+    def route_cache_bytes(self) -> int: ...
+
 
 def _credential_key(cred: Any) -> tuple[str, str | None, str | None]:
     return (cred.user, cred.key_env, cred.password_env)
@@ -128,7 +144,7 @@ class Routing:
         self.stats = stats
         self.forwarder = forwarder
         self.environ = os.environ if environ is None else environ
-        self.default_label = config.tenant
+        self.default_label = tenant_label(config.tenant)
         self.known: dict[str, None] = {self.default_label: None}  # tenants with series, ordered
         self._note_tenants(routes)
         stats.set("rules_loaded", len(routes.rules))
@@ -204,6 +220,8 @@ class Routing:
     def _collect(self, stats: Stats) -> None:
         """The codec's per-tenant counts into the tenant-labelled series (the unlabelled
         totals are the service's, from `counters()`, as without rules)."""
+        stats.set("route_cache_names", self.encoder.route_cache_names)
+        stats.set("route_cache_bytes", self.encoder.route_cache_bytes)
         totals: dict[str, dict[str, int]] = {}
         for tenant, counts in self.encoder.counters_by_tenant().items():
             label = self.default_label if tenant is None else tenant

@@ -109,6 +109,7 @@ class Senders:
         self.backoff = Backoff()
         self.deadline: float | None = None  # set by stop: no wait may pass it
         self.slots: PostSlots | None = None  # shared with other lanes (tenants.py), if any
+        self.log = target.log  # the lane's logger: the same as its target's
 
     def loop(self) -> None:
         """A sender greenlet."""
@@ -125,7 +126,7 @@ class Senders:
                 outbox.put(batch, front=True)
                 return
             except Exception:
-                log.exception("sender failed on a body of %d datapoints", batch.datapoints)
+                self.log.exception("sender failed on a body of %d datapoints", batch.datapoints)
                 outbox.put(batch, front=True)  # keep it; another attempt will follow
                 gevent.sleep(self.backoff.base)
             finally:
@@ -233,9 +234,9 @@ class Senders:
         if not split(self.outbox, batch):
             return False
         if outcome.kind is Kind.TOO_LARGE:
-            log.info("413 for a body of %d bytes; split in two", len(batch.body))
+            self.log.info("413 for a body of %d bytes; split in two", len(batch.body))
         else:
-            log.error(
+            self.log.error(
                 "BUG: Blueflood could not parse a body of %d datapoints (%s); bisecting",
                 batch.datapoints,
                 _first_message(outcome),
@@ -244,9 +245,9 @@ class Senders:
 
     def _drop(self, batch: Batch, outcome: Outcome, source: str) -> None:
         if outcome.kind is Kind.TOO_LARGE:
-            log.error("413 for a single datapoint of %d bytes, dropped", len(batch.body))
+            self.log.error("413 for a single datapoint of %d bytes, dropped", len(batch.body))
         else:
-            log.error(
+            self.log.error(
                 "BUG: Blueflood refused this datapoint (%s), dropped: %.500r",
                 _first_message(outcome),
                 batch.body,
@@ -267,7 +268,7 @@ class Senders:
 
     def _wait(self, decision: Decision, batch: Batch, outcome: Outcome) -> None:
         if decision.wait is Wait.RETRY_AFTER:
-            log.warning(
+            self.log.warning(
                 "Blueflood rate limit (%s); waiting %.1fs", outcome.status, decision.seconds
             )
             self._sleep(decision.seconds)
@@ -296,7 +297,7 @@ class Senders:
         """Log each rejected metric (bounded) and count them; returns how many were listed."""
         errors = outcome.errors
         for error in errors[:LOG_ERRORS_PER_BODY]:
-            log.warning(
+            self.log.warning(
                 "Blueflood %s metric %r at %s: %s: %s",
                 what,
                 error.get("metricName"),
@@ -305,7 +306,7 @@ class Senders:
                 error.get("message"),
             )
         if len(errors) > LOG_ERRORS_PER_BODY:
-            log.warning(
+            self.log.warning(
                 "... and %d more rejected in the same body of %d datapoints",
                 len(errors) - LOG_ERRORS_PER_BODY,
                 batch.datapoints,

@@ -27,7 +27,7 @@ from .auth import TokenProvider
 from .blueflood import BluefloodClient, StdoutClient
 from .codec import DROP_REASONS, IMPLEMENTATION, NO_EXTENSIONS, Encoder
 from .compression import GZIP_IMPLEMENTATION
-from .config import Config
+from .config import Config, tenant_label
 from .endpoints import parse_endpoint
 from .errors import EXIT_OK, EXIT_UNDELIVERED, StartupError
 from .lifecycle import Signals
@@ -66,7 +66,7 @@ class Service:
         if config.dry_run:
             # With routing each line starts with its tenant and a tab (docs/rules.md).
             self.client = StdoutClient(
-                self.stats, tenant=None if self.routes is None else config.tenant or "-"
+                self.stats, tenant=None if self.routes is None else tenant_label(config.tenant)
             )
         else:
             if config.user:

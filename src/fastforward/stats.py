@@ -82,6 +82,14 @@ METRICS: dict[str, tuple[Kind, str]] = {
     ),
     "rules_reloads": ("counter", "Reloads of --rules / --storage-schemas (SIGHUP), by result."),
     "rules_loaded": ("gauge", "Routing rules in use."),
+    "route_cache_names": (
+        "gauge",
+        "Metric names whose routing decision the encoder remembers (--route-cache-names).",
+    ),
+    "route_cache_bytes": (
+        "gauge",
+        "Bytes the routing decision cache takes (not counted in --max-buffer-bytes).",
+    ),
     "tenant_buffered_bytes": ("gauge", "Bytes waiting in memory, by tenant."),
     "tenant_buffered_datapoints": ("gauge", "Datapoints waiting in memory, by tenant."),
     "tenant_failing_seconds": (
@@ -155,6 +163,8 @@ ALWAYS_LABELLED = frozenset(
         "tenant_datapoints_dropped",
         "rules_reloads",
         "rules_loaded",
+        "route_cache_names",
+        "route_cache_bytes",
         "tenant_buffered_bytes",
         "tenant_buffered_datapoints",
         "tenant_failing_seconds",
@@ -201,6 +211,10 @@ class Stats:
 
     def set(self, name: str, value: float, **labels: str) -> None:
         self._values[name][_key(labels)] = value
+
+    def forget(self, name: str, **labels: str) -> None:
+        """Remove one series: a gauge of something that is gone (an idle tenant's lane)."""
+        self._values[name].pop(_key(labels), None)
 
     def observe(self, name: str, value: float) -> None:
         """One observation of a histogram (fixed `LATENCY_BUCKETS`)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
@@ -24,6 +25,25 @@ FAILURE_REMINDER_SECONDS = 60.0
 # While Blueflood fails, the log says so again this often (the first failure is logged at once).
 # The variable is for tests, which cannot wait a minute; it is not an option.
 FAILURE_REMINDER_ENV = "FASTFORWARD_TEST_FAILURE_REMINDER_SECONDS"
+
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _Adapter = logging.LoggerAdapter  # subscriptable at run time only from Python 3.11
+
+
+class LaneLog(_Adapter):
+    """The forwarder's logger as one delivery lane uses it: with several tenants each lane's
+    lines start with its tenant (``tenant 222: stop: everything was delivered``), so the
+    operator knows whose they are; with one destination they read as they always did."""
+
+    def __init__(self, who: str = "") -> None:
+        super().__init__(log, {})
+        self.prefix = f"{who}: " if who else ""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"{self.prefix}{msg}", kwargs
 
 
 def reminder_seconds(text: str) -> float:
@@ -48,6 +68,7 @@ class TargetState:
         self.last_failure = ""  # the last failure in words, for the reminders
         self.last_failure_at = 0.0
         self.reminder = reminder_seconds(os.environ.get(FAILURE_REMINDER_ENV, ""))
+        self.log = LaneLog()  # the lane's own, once it has one (Forwarder.name_lane)
 
     @property
     def failing(self) -> bool:
@@ -61,7 +82,7 @@ class TargetState:
     def succeeded(self) -> None:
         """Blueflood answered about the data: the run of failures, if any, is over."""
         if self.failing_since is not None:
-            log.warning(
+            self.log.warning(
                 "Blueflood at %s recovered after %.1fs of failures (last: %s)",
                 self.url,
                 time.monotonic() - self.failing_since,
@@ -78,7 +99,7 @@ class TargetState:
         self.last_failure, self.last_failure_at = outcome.failure, now
         if self.failing_since is None:
             self.failing_since = now
-            log.error(
+            self.log.error(
                 "Blueflood POST to %s failed: %s; retrying with backoff, %s",
                 url,
                 outcome.failure,
@@ -89,7 +110,7 @@ class TargetState:
         """One reminder line while the run of failures lasts."""
         if self.failing_since is None:
             return
-        log.error(
+        self.log.error(
             "Blueflood at %s still failing after %.0fs: %s (last attempt %.0fs ago); %s",
             self.url,
             self.failing_seconds(),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import gevent
@@ -35,7 +36,7 @@ from gevent.lock import BoundedSemaphore
 
 from .auth import TokenProvider
 from .blueflood import BluefloodClient, Outcome
-from .config import Config
+from .config import Config, tenant_label
 from .forwarder import Forwarder
 from .health import HealthFacts, judge
 from .outbox import Backpressure, Batch, gate_headroom
@@ -54,6 +55,7 @@ from .stats import Stats
 
 log = logging.getLogger("fastforward.forwarder")
 
+_LANE_GAUGES = ("tenant_buffered_bytes", "tenant_buffered_datapoints", "tenant_failing_seconds")
 _ITEM_START = b'{"collectionTime":'  # every item of a codec body starts so (key order is fixed)
 
 
@@ -193,6 +195,7 @@ class TenantForwarder:
         self.spool = spool
         self.posters = dict(posters or {})
         self.default_tenant = config.tenant
+        self.default_label = tenant_label(config.tenant)
         self.multi = bool(config.ingest_multi)
         self.max_bytes = int(config.max_buffer_bytes)
         self._headroom = gate_headroom(self.max_bytes, int(config.body_bytes))
@@ -202,6 +205,10 @@ class TenantForwarder:
         self.started = False
         self.stopping = False
         self._report: gevent.Greenlet | None = None
+        self._retiring: gevent.Greenlet | None = None
+        self.idle_timeout = float(config.tenant_idle_timeout)  # 0: lanes are kept for good
+        self._empty_since: dict[str, float] = {}  # tenant lanes seen empty, since when
+        self._gone: list[str] = []  # tenants whose lane was removed since the last collect
         self._tuning: dict[str, float] = {}
         self._holders: list[Callable[[], int]] = []  # more bytes held for data (read buffers)
         self.concurrency = max(1, int(config.concurrency))
@@ -215,7 +222,7 @@ class TenantForwarder:
     # ---- lanes ------------------------------------------------------------------------------
 
     def _label(self, tenant: str | None) -> str:
-        return self.default_tenant if tenant is None else tenant
+        return self.default_label if tenant is None else tenant
 
     def _lane(self, tenant: str | None) -> Forwarder:
         lane = self.lanes.get(tenant)
@@ -233,6 +240,8 @@ class TenantForwarder:
         view = _Encoded(self, primary=tenant is None)
         lane = Forwarder(self.config, view, _LaneCounters(self.stats, label), poster, spool)
         lane.outbox.share_of = self._label(tenant)
+        if label is not None:
+            lane.name_lane(f"tenant {label}")
         for name, value in self._tuning.items():
             setattr(lane, name, value)
         lane.senders.relieve = lane.flusher.moved = self._relieve_all
@@ -287,7 +296,42 @@ class TenantForwarder:
             gevent.spawn_later(2 * float(self.config.request_timeout) + 1, _close_all, retired)
 
     def _default_lane_replays(self, tenant: str) -> bool:
-        return tenant == self.default_tenant or tenant not in self.lanes
+        # Files of the tenants without a lane, but not of one with credentials of its own:
+        # the default client's token is not its. Those wait for its lane (started at start,
+        # and after an idle removal by its next datapoint).
+        if tenant == self.default_tenant:
+            return True
+        return tenant not in self.lanes and tenant not in self.posters
+
+    def _retire_loop(self) -> None:
+        """A greenlet: removes the lanes of tenants idle for ``--tenant-idle-timeout``."""
+        period = min(max(self.idle_timeout / 4, 0.05), 5.0)
+        while True:
+            gevent.sleep(period)
+            self.retire_idle(time.monotonic())
+
+    def retire_idle(self, now: float) -> None:
+        """Remove every tenant lane that was empty at each look for ``idle_timeout`` seconds
+        and got no body (`dispatch` resets its clock). The default lane stays. Removal does
+        not yield, so no body can reach the old lane after this look: the next one for the
+        tenant makes a new lane; its spool files are replayed by that lane or, for a tenant
+        without credentials of its own, by the default lane meanwhile."""
+        for tenant, lane in list(self.lanes.items()):
+            if tenant is None:
+                continue
+            if not lane.empty:
+                self._empty_since.pop(tenant, None)
+                continue
+            since = self._empty_since.setdefault(tenant, now)
+            if now - since >= self.idle_timeout and lane.retire():
+                del self.lanes[tenant]
+                del self._empty_since[tenant]
+                self._gone.append(tenant)  # its backlog gauges go at the next collect
+                self._keep_connections()
+                lane.log.info(
+                    "delivery lane removed after %.0fs idle (its next datapoint starts a new one)",
+                    now - since,
+                )
 
     def dispatch(self, partial: bool) -> None:
         """Move the encoder's bodies into their tenants' lanes (the caller relieves: the
@@ -303,6 +347,8 @@ class TenantForwarder:
             if body:
                 if tenant == self.default_tenant:
                     tenant = None  # a rule naming the default tenant: the same lane
+                if tenant is not None:
+                    self._empty_since.pop(tenant, None)  # not idle: its clock starts again
                 self._lane(tenant).outbox.put(Batch(body, datapoints, tenant=tenant))
 
     def _merged(self, routed: list[RoutedBody]) -> list[RoutedBody]:
@@ -329,6 +375,8 @@ class TenantForwarder:
         for lane in list(self.lanes.values()):
             lane.start()
         self._report = gevent.spawn(self._report_loop)
+        if self.idle_timeout > 0 and not self.multi:
+            self._retiring = gevent.spawn(self._retire_loop)
 
     def _report_loop(self) -> None:
         """A greenlet: each tenant's backlog in the log when it changed (several tenants)."""
@@ -347,8 +395,9 @@ class TenantForwarder:
     def stop(self, timeout: float) -> int:
         """Flush everything and stop every lane in parallel; returns the datapoints lost."""
         self.stopping = True
-        if self._report is not None:
-            self._report.kill(block=False)
+        for greenlet in (self._report, self._retiring):
+            if greenlet is not None:
+                greenlet.kill(block=False)
         self.dispatch(partial=True)
         self._relieve_all()
         stops = [gevent.spawn(lane.stop, timeout) for lane in list(self.lanes.values())]
@@ -458,6 +507,11 @@ class TenantForwarder:
             stats.set("spool_files", self.spool.files)
         if self.multi:
             return
+        for gone in self._gone:
+            if gone not in self.lanes:  # (not started again meanwhile)
+                for name in _LANE_GAUGES:
+                    stats.forget(name, tenant=gone)
+        self._gone.clear()
         for tenant, lane in lanes:
             label = self._label(tenant)
             stats.set("tenant_buffered_bytes", lane.outbox.bytes, tenant=label)

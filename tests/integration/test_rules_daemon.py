@@ -59,7 +59,7 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     ff = run_ff("-e", ANY_PORT, "-b", bf.url, "-t", "111", "-i", "0.2", "--rules", str(rules),
                 "--admin-endpoint", ANY_PORT)  # fmt: skip
     port, admin = ff.port(), ff.admin_port
-    assert "routing: 3 rules, 2 tenants" in ff.log_text()
+    assert "routing: 3 rules sending to 2 tenants" in ff.log_text()
     ts = int(time.time())
     send_tcp(port, frame([("app.web.hits", (ts, 1)), ("db.main.queries", (ts, 2)),
                           ("other.load", (ts, 3)), ("junk.noise", (ts, 4))]))  # fmt: skip
@@ -79,7 +79,9 @@ def test_rules_route_two_tenants_and_a_reload_swaps_or_keeps_them(
     # A good file: app. now goes to a new tenant, whose lane starts on the reload.
     rules.write_text(RULES.replace('tenant = "222"', 'tenant = "444"'))
     ff.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "rules reloaded: 3 rules, 2 tenants" in ff.log_text(), 10, "the reload")
+    wait_until(
+        lambda: "rules reloaded: 3 rules sending to 2 tenants" in ff.log_text(), 10, "the reload"
+    )
     send_tcp(port, frame([("app.web.hits", (ts + 1, 5))]))
     bf.wait_for(lambda: bf.points("444", "app.web.hits") == {(ts + 1) * 1000: 5})
 
@@ -222,3 +224,24 @@ def test_a_dry_run_with_rules_shows_each_body_with_its_tenant(
 
     wait_until(lambda: lines() == {"222": ["app.a"], "111": ["other.b"]}, 10, "both bodies")
     assert ff.terminate() == 0
+
+
+def test_a_dry_run_with_rules_and_no_tenant_labels_the_default_tenant_dash(
+    run_ff,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Without -t the default tenant is "-" on stdout, in /metrics and in the log, never ""."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    ff = run_ff("-e", ANY_PORT, "--dry-run", "-i", "0.1", "--rules", str(rules),
+                "--admin-endpoint", ANY_PORT)  # fmt: skip
+    ts = int(time.time())
+    send_tcp(ff.port(), frame([("app.a", (ts, 1)), ("other.b", (ts, 2))]))
+    wait_until(lambda: len(ff.stdout.splitlines()) == 2, 10, "both bodies")
+    tenants = sorted(line.partition("\t")[0] for line in ff.stdout.splitlines())
+    assert tenants == ["-", "222"]
+    metrics = _get(ff.admin_port, "/metrics")
+    assert 'fastforward_tenant_datapoints_accepted_total{tenant="-"} 1' in metrics
+    assert 'tenant=""' not in metrics
+    assert ff.terminate() == 0
+    assert "tenant -: stop: everything was delivered" in ff.stderr

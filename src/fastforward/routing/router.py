@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._codec_rules import ROUTING_DROP_REASONS
 from .budget import SeriesBudget
 from .ruleset import Rule, Rules
 from .schemas import Schemas
@@ -35,10 +36,7 @@ from .tags import TagError, join_tags, split_tags, tag_policy
 __all__ = ["DEFAULT_CACHE_SIZE", "Decision", "Router", "first_match_naive", "rule_matches"]
 
 DEFAULT_CACHE_SIZE = 200_000  # decisions; about 150-250 bytes each with the name
-DROP_RULE = "rule"
-DROP_BUDGET = "series_budget"
-DROP_BAD_TAGS = "bad_tags"
-DROP_EMPTY = "empty_name"
+DROP_RULE, DROP_BUDGET, DROP_BAD_TAGS, DROP_EMPTY = ROUTING_DROP_REASONS  # the codec's names
 _NONE = 1 << 62  # "no rule matched" while looking for the smallest index
 
 
@@ -200,7 +198,7 @@ class Router:
                 assert rule.regex is not None
                 found = rule.regex.search(canonical)
                 assert found is not None  # the rule matched this very name
-                rewritten = found.expand(rule.rewrite)
+                rewritten = rule.expand(found)
                 try:
                     metric, tags = split_tags(rewritten)
                 except TagError:
