@@ -87,7 +87,7 @@ def counted_mb() -> dict[str, object]:
         if isinstance(obj, Outbox):
             out["memory_bytes"] = round(obj.memory_bytes / MIB, 3)
             out["outbox"] = round(obj.bytes / MIB, 3)
-            out["encoder_pending"] = round(obj.pending() / MIB, 3)
+            out["encoder_held"] = round(obj.pending() / MIB, 3)  # held_bytes (allocations)
             out["read_buffers_counted"] = round(sum(h() for h in obj.holders) / MIB, 3)
             out["bodies_in_flight"], out["bodies_queued"] = len(obj.inflight), len(obj.queue)
         elif isinstance(obj, ReadBuffer):

@@ -21,6 +21,8 @@ keys at exit, so a test can tell which datapoints are missing.  ``--latency`` re
 first/last datapoint), ``invalid``.
 
 One thread, one ``selectors`` loop; it exits on SIGTERM/SIGINT or after ``--max-seconds``.
+SIGUSR1 pauses it (nothing is accepted, read or answered: a Blueflood that hangs, /stats
+included) and resumes it at the next one.
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ class Sink:
         self.st = Stats(args.track_unique, args.latency, args.expect)
         self.sel = selectors.DefaultSelector()
         self.running = True
+        self.paused = False  # toggled by SIGUSR1
 
     def listen(self, port: int, kind: str) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -372,6 +375,9 @@ class Sink:
             self.listen(a.port, "http")
         deadline = time.monotonic() + a.max_seconds
         while self.running and time.monotonic() < deadline:
+            if self.paused:
+                time.sleep(0.05)
+                continue
             for key, _mask in self.sel.select(0.5):
                 if isinstance(key.data, str):
                     self.accept(key.fileobj, key.data)  # type: ignore[arg-type]
@@ -426,7 +432,11 @@ def main(argv: list[str] | None = None) -> None:
     def stop(_signum: int, _frame: object) -> None:
         sink.running = False
 
+    def pause(_signum: int, _frame: object) -> None:
+        sink.paused = not sink.paused
+
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, pause)
     signal.signal(signal.SIGINT, stop)
     sink.run()
 

@@ -41,6 +41,10 @@ class RoutedEncoder:
         return sum(len(b) for _, b, _ in self.full) + open_bytes
 
     @property
+    def held_bytes(self) -> int:
+        return self.pending_bytes  # its lists hold no spare capacity worth counting
+
+    @property
     def pending_datapoints(self) -> int:
         return sum(n for _, _, n in self.full) + sum(map(len, self.open.values()))
 

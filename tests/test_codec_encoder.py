@@ -411,6 +411,38 @@ def test_exactly_full_body_is_ready_at_once(codec_impl):
     assert enc.take(partial=False) and enc.take() == []
 
 
+# --- memory held (what --max-buffer-bytes counts for the encoder) ------------------------------
+
+
+def test_an_encoder_whose_bodies_were_taken_holds_nothing(codec_impl):
+    enc = codec_impl.Encoder(max_body_datapoints=100)
+    assert enc.held_bytes == 0
+    enc.add_pickle(frame_of(*[(f"m{i}", (NOW_S, i)) for i in range(200)]), now_ms=NOW)
+    # two full bodies, and the open one after them is empty: it holds no memory
+    assert enc.ready_bodies == 2 and enc.pending_datapoints == 200
+    assert enc.held_bytes == enc.pending_bytes > 0
+    assert len(enc.take(partial=False)) == 2
+    assert enc.held_bytes == 0  # else the memory cap's gate could stay shut with nothing to send
+    enc.add_lines(b"a.b 1 %d\n" % NOW_S, now_ms=NOW)
+    assert enc.held_bytes >= enc.pending_bytes > 0
+    assert len(enc.take()) == 1 and enc.held_bytes == 0
+
+
+def test_held_bytes_cover_the_open_bodys_allocation(codec_impl):
+    enc = codec_impl.Encoder(max_body_bytes=100_000)
+    for start in range(0, 2000, 500):
+        frame = frame_of(*[(f"series.{i}", (NOW_S, i * 0.5)) for i in range(start, start + 500)])
+        enc.add_pickle(frame, now_ms=NOW)
+        # the open body counts with all it allocated, at least what was written in it
+        assert enc.held_bytes >= enc.pending_bytes
+    assert enc.ready_bodies >= 1
+    full = enc.take(partial=False)
+    open_held = enc.held_bytes
+    assert open_held >= enc.pending_bytes > 0  # the last body, still open
+    assert sum(map(len, full)) + open_held >= sum(map(len, full + enc.take()))
+    assert enc.held_bytes == 0
+
+
 # --- rejects -------------------------------------------------------------------------------------
 
 

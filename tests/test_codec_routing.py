@@ -283,6 +283,19 @@ def test_pending_totals_count_every_tenant(codec_impl):
     assert (enc.ready_bodies, enc.pending_datapoints, enc.pending_bytes) == (0, 0, 0)
 
 
+def test_held_bytes_count_every_tenants_open_body(codec_impl):
+    enc = encoder(codec_impl, lambda name: D(name, tenant=name[0]), max_body_datapoints=2)
+    enc.add_lines(lines("a1", "b1", "c1"), now_ms=NOW)
+    one_tenant = encoder(codec_impl, lambda name: D(name, tenant=name[0]), max_body_datapoints=2)
+    one_tenant.add_lines(lines("a1"), now_ms=NOW)
+    assert enc.held_bytes >= enc.pending_bytes > 0
+    assert enc.held_bytes >= 3 * one_tenant.held_bytes  # three open bodies, each counted
+    enc.add_lines(lines("a2", "b2", "c2"), now_ms=NOW)  # all three close full
+    assert enc.ready_bodies == 3 and enc.held_bytes == enc.pending_bytes
+    assert len(enc.take_routed(partial=False)) == 3
+    assert enc.held_bytes == 0
+
+
 def test_take_routed_partial_false_leaves_open_bodies(codec_impl):
     enc = encoder(codec_impl, lambda name: D(name, tenant=name[0]), max_body_datapoints=2)
     enc.add_lines(lines("a1", "a2", "b1"), now_ms=NOW)

@@ -263,3 +263,15 @@ def test_plaintext_batches_find_known_names_whatever_the_line_shape(compiled_cod
     counters = enc.counters()
     assert counters["bad_line"] == 3 * sum(1 for i in range(2_000) if i % 6 == 2)
     assert counters["accepted"] == 3 * sum(1 for i in range(2_000) if i % 6 in (0, 1, 5))
+
+
+def test_the_body_after_a_full_one_is_allocated_at_its_first_write_and_counted(compiled_codec):
+    # The body after a full one is sized like it (no regrowth while it fills), but only once
+    # a datapoint goes in: an empty one would hold a body's worth that nobody takes.
+    enc = compiled_codec.Encoder(max_body_datapoints=500)
+    items = [(f"series.{i}", (1_700_000_000, i * 0.5)) for i in range(500)]
+    enc.add_pickle(pickle.dumps(items), now_ms=1_700_000_000_000)
+    [full] = enc.take(partial=False)
+    assert enc.held_bytes == 0
+    enc.add_lines(b"x.y 1 1700000000\n", now_ms=1_700_000_000_000)
+    assert enc.held_bytes >= len(full) > 100 * enc.pending_bytes

@@ -56,6 +56,10 @@ class FakeEncoder:
         return sum(map(len, self.full)) + sum(len(i) + 1 for i in self.items)
 
     @property
+    def held_bytes(self) -> int:
+        return self.pending_bytes  # its lists hold no spare capacity worth counting
+
+    @property
     def pending_datapoints(self) -> int:
         return len(self.full) * self.per_body + len(self.items)
 

@@ -162,6 +162,28 @@ def test_the_gate_closes_when_read_buffers_alone_reach_the_cap(stats: Stats):
     assert outbox.gate.is_set()
 
 
+def test_a_read_buffer_does_not_grow_into_memory_the_bodies_hold(stats: Stats):
+    # One cap for both: bodies at 3/4 of it leave room for one doubling of a read buffer
+    # (16 KiB more), not for two.
+    cap = 4 * INITIAL_BUFFER
+    memory = ReadMemory(limit=cap)
+    outbox = Outbox(cap, stats)
+    outbox.count_also(lambda: memory.used)
+    memory.others = lambda: outbox.memory_bytes - memory.used
+    outbox.put(batch(3 * INITIAL_BUFFER))
+    fast = ReadBuffer(memory=memory)
+    for _ in range(3):  # every read fills it (and is consumed): it asks to grow each time
+        fast.start = fast.end = len(fast.buf)
+        fast.grow()
+    assert len(fast.buf) == 2 * INITIAL_BUFFER
+    assert outbox.memory_bytes == cap
+    outbox.done(outbox.pop())  # the body delivered: now it may grow again
+    fast.start = fast.end = len(fast.buf)
+    fast.grow()
+    assert len(fast.buf) == 4 * INITIAL_BUFFER
+    fast.release()
+
+
 def test_idle_connections_parked_by_backpressure_cannot_hold_the_gate_shut(stats: Stats):
     # Their initial buffers are theirs, not data's: a crowd of them costs nothing against the
     # cap, so once bodies drain the gate opens again.
@@ -211,8 +233,8 @@ def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stat
     # Reopening stays at 80 % of the cap: connections parked at the gate keep their grown read
     # buffers, which must not be able to hold it shut.
     outbox = Outbox(10_000, stats, headroom=gate_headroom(10_000, 1000))
-    assert outbox.close_over == 9_000
-    first = batch(9_000)
+    assert outbox.close_over == 8_500
+    first = batch(8_500)
     outbox.put(first)
     outbox.update_gate()
     assert outbox.gate.is_set() and not outbox.over_cap  # at the line, not over it
@@ -230,6 +252,7 @@ def test_the_headroom_moves_where_the_gate_closes_not_where_it_opens(stats: Stat
     assert outbox.gate.is_set()
 
 
-def test_the_headroom_is_two_bodies_and_at_most_a_tenth_of_the_cap() -> None:
-    assert gate_headroom(1_048_576, 1_000_000) == 104_857
-    assert gate_headroom(50_000_000, 1_000_000) == 2_000_000
+def test_the_headroom_is_two_bodies_and_a_32nd_of_the_cap_at_most_15_percent() -> None:
+    assert gate_headroom(1_048_576, 1_000_000) == 157_286
+    assert gate_headroom(64 << 20, 1_000_000) == 2_000_000 + (2 << 20)
+    assert gate_headroom(1 << 30, 1_000_000) == 2_000_000 + (32 << 20)

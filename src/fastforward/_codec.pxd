@@ -116,8 +116,9 @@ ctypedef struct Cons:
 # as it is when the body closes, so no copy), the timestamp digits last written in it
 # (copied for the next datapoint with the same time), and that tenant's counters.
 ctypedef struct Body:
-    PyObject *obj       # the bytes object being filled (owned); buf is its data
-    char *buf
+    PyObject *obj       # the bytes object being filled (owned), NULL until the first write
+    char *buf           # obj's data (NULL with it)
+    # cap: obj's size; while obj is NULL, minus the size it gets at the first write
     Py_ssize_t len, cap, count
     int64_t last_ms
     Py_ssize_t last_ts_off

@@ -142,6 +142,13 @@ class Encoder:
         """Bytes of all waiting bodies, every tenant's open one included."""
 
     @property
+    def held_bytes(self) -> int:
+        """Memory the encoder holds for data: the bodies not taken yet, and each open body's
+        allocation (not only its bytes written) once it holds a datapoint. 0 when every
+        body was taken: an open body without a datapoint holds no memory. What the memory
+        cap (``--max-buffer-bytes``) counts for the encoder."""
+
+    @property
     def pending_datapoints(self) -> int:
         """Datapoints in all waiting bodies, every tenant's open one included."""
 

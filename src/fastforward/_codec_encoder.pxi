@@ -37,29 +37,50 @@ DEF BODY_START = 4096  # bytes a body starts with (it doubles as it fills)
 DEF LINE_BATCH = 256  # plaintext lines whose cache lookups are prefetched together
 
 
-cdef int _new_body(Body *b, Py_ssize_t cap) except -1:
-    """Opens an empty body '[' of cap bytes in b (whose counters stay)."""
+cdef inline void _empty_body(Body *b, Py_ssize_t next_cap) noexcept:
+    """Makes b an empty body '[' that holds no memory until its first write, then next_cap
+    bytes (its counters stay): an empty body is never taken, so memory it held would stay
+    counted against the cap with nothing to deliver. Its cap is -next_cap until then (no
+    room: the first write takes _body_room's slow path)."""
+    b.obj = NULL
+    b.buf = NULL
+    b.cap = -next_cap
+    b.len = 1
+    b.count = 0
+    b.last_tslen = 0
+
+
+cdef int _alloc_body(Body *b, Py_ssize_t cap) except -1:
+    """Gives an empty body its bytes object of cap bytes, starting with '['."""
     b.obj = PyBytes_New(NULL, cap)
     b.buf = PyBytes_DATA(b.obj)
     b.cap = cap
     b.buf[0] = 91  # '['
-    b.len = 1
-    b.count = 0
-    b.last_tslen = 0
     return 0
 
 
+cdef int _first_write(Body *b, Py_ssize_t need) except -1:
+    """Allocates an empty body at its first write: -cap bytes, doubled until need fits."""
+    cdef Py_ssize_t c = max(-b.cap, BODY_START)
+    while c < need:
+        c *= 2
+    return _alloc_body(b, c)
+
+
 cdef inline int _body_room(Body *b, Py_ssize_t need) except -1:
-    """Makes the body's bytes object at least need bytes long (doubling)."""
+    """Makes the body's bytes object at least need bytes long (allocating it at the first
+    write, doubling after)."""
     cdef Py_ssize_t c = b.cap
     if need <= c:
         return 0
+    if b.obj == NULL:
+        return _first_write(b, need)
     while c < need:
         c *= 2
     try:
         _PyBytes_Resize(&b.obj, c)
     except MemoryError:
-        _new_body(b, BODY_START)  # the open body is lost with its object
+        _empty_body(b, BODY_START)  # the open body is lost with its object
         raise
     b.buf = PyBytes_DATA(b.obj)
     b.cap = c
@@ -198,7 +219,7 @@ cdef class Encoder:
         _grow(<void **>&self.bodies, &self.bodies_cap, self.nbodies + 1, sizeof(Body))
         b = &self.bodies[self.nbodies]
         memset(b, 0, sizeof(Body))
-        _new_body(b, BODY_START)
+        _empty_body(b, BODY_START)
         self.slot_of[tenant] = self.nbodies
         self.tenants.append(tenant)
         self.nbodies += 1
@@ -236,14 +257,18 @@ cdef class Encoder:
     cdef int close_body(self, Py_ssize_t slot, Py_ssize_t carry_from=0,
                         Py_ssize_t carry_len=0) except -1:
         """Hands the open body of a slot over as it is and opens the next one (sized by
-        _next_cap), starting with the carry_len bytes at carry_from (the datapoint that did
-        not fit)."""
+        _next_cap, allocated at its first write), starting with the carry_len bytes at
+        carry_from (the datapoint that did not fit)."""
         cdef Body *b = &self.bodies[slot]
         cdef Body done = b[0]
         cdef bint full = carry_len or done.count >= self.max_body_dps
-        _new_body(b, _next_cap(&done, carry_len, full))
+        _empty_body(b, _next_cap(&done, carry_len, full))
         if carry_len:
-            b.buf[0] = 91  # '['
+            try:
+                _alloc_body(b, -b.cap)
+            except MemoryError:
+                b[0] = done  # the full body stays open as it was, without the datapoint
+                raise
             memcpy(b.buf + 1, done.buf + carry_from, carry_len)
         done.buf[done.len] = 93  # ']'
         try:
@@ -807,6 +832,14 @@ cdef class Encoder:
         for j in range(self.nbodies):
             if self.bodies[j].count:
                 n += self.bodies[j].len + 1
+        return n
+
+    @property
+    def held_bytes(self):
+        cdef Py_ssize_t j, n = self.ready_bytes
+        for j in range(self.nbodies):
+            if self.bodies[j].obj != NULL:  # an open body not written to yet holds nothing
+                n += self.bodies[j].cap
         return n
 
     @property

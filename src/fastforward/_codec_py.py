@@ -937,6 +937,17 @@ class Encoder:
         return self._full_bytes + open_bytes
 
     @property
+    def held_bytes(self) -> int:
+        """Memory held for data: every full body not taken yet, and the allocation (not only
+        the bytes written) of every open body that holds a datapoint.
+
+        DECISION: an open body without a datapoint holds 0 (here a two-byte bytearray, in
+        the compiled codec nothing until its first write), so an encoder whose bodies were
+        all taken holds 0."""
+        open_bytes = sum(t.body.__alloc__() for t in self._tenants.values() if t.count)
+        return self._full_bytes + open_bytes
+
+    @property
     def pending_datapoints(self) -> int:
         return self._full_datapoints + sum(t.count for t in self._tenants.values())
 

@@ -56,7 +56,7 @@ class Forwarder:
         self.concurrency = max(1, int(config.concurrency))
         cap = int(config.max_buffer_bytes)
         headroom = gate_headroom(cap, int(config.body_bytes))
-        self.outbox = Outbox(cap, stats, lambda: encoder.pending_bytes, headroom)
+        self.outbox = Outbox(cap, stats, lambda: encoder.held_bytes, headroom)
         self.target = TargetState(client.url, self._holding)
         self.replay = (
             None if spool is None else Replay(spool, self.outbox, self.target, self.concurrency)
@@ -124,6 +124,11 @@ class Forwarder:
     def count_also(self, holder: Callable[[], int]) -> None:
         """Count `holder()` bytes against the memory cap too (the receivers' read buffers)."""
         self.outbox.count_also(holder)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Everything held for data, what the memory cap counts (`Outbox.memory_bytes`)."""
+        return self.outbox.memory_bytes
 
     def stop(self, timeout: float) -> int:
         """Flush everything (partial body included) and send until ``timeout`` seconds pass.

@@ -16,6 +16,7 @@ The receiver keeps the sockets, greenlets and backpressure; everything here is p
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from ._codec_rules import LOOKS_LIKE_PLAINTEXT, looks_like_plaintext
 
@@ -35,22 +36,33 @@ class ReadMemory:
     """What the connections' read buffers hold beyond their initial size, in one counter the
     memory cap sees.
 
-    `limit` is ``--max-buffer-bytes``: a buffer grows only while the total stays under it, and
-    an empty buffer over the initial size shrinks back when the total is at it, so a thousand
-    fast senders cannot hold 256 KiB each beyond the cap (they read in smaller chunks instead).
+    `limit` is ``--max-buffer-bytes``: a buffer grows only while everything held for data
+    (these buffers and `others`, the bodies) stays under it, and an empty buffer over the
+    initial size shrinks back when the buffers alone are at it, so a thousand fast senders
+    cannot hold 256 KiB each beyond the cap (they read in smaller chunks instead).
     The initial INITIAL_BUFFER of each connection is not counted: it is the connection's own
     cost, bounded by --max-connections, and a connection parked by backpressure keeps it; were
     it counted, enough parked connections would hold the gate shut for good.
     """
 
-    __slots__ = ("used", "limit")
+    __slots__ = ("used", "limit", "others")
 
     def __init__(self, limit: int = 0) -> None:
         self.used = 0
         self.limit = limit  # 0: no cap (growth is never refused)
+        self.others: Callable[[], int] = _nothing  # the other bytes held for data (bodies)
 
     def may_add(self, extra: int) -> bool:
+        """Do the read buffers alone stay within the cap with `extra` bytes more?"""
         return not self.limit or self.used + extra <= self.limit
+
+    def may_grow(self, extra: int) -> bool:
+        """Does everything held for data stay within the cap with `extra` bytes more?"""
+        return not self.limit or self.used + extra + self.others() <= self.limit
+
+
+def _nothing() -> int:
+    return 0
 
 
 def _beyond_initial(size: int) -> int:
@@ -106,13 +118,13 @@ class ReadBuffer:
     def grow(self, room: bool = True) -> None:
         """A read filled the buffer: the sender is fast, so read bigger chunks (fewer recvs),
         unless there is no `room` (the memory cap is reached: the receivers' gate is closed) or
-        the read buffers together are at the cap (a buffer full of one unfinished record grows
-        anyway: it cannot make progress otherwise)."""
+        it would take what is held for data (buffers and bodies) over the cap (a buffer full of
+        one unfinished record grows anyway: it cannot make progress otherwise)."""
         size = len(self.buf)
         if size < READ_BUFFER:
             bigger = min(READ_BUFFER, 2 * size)
             stuck = self.start == 0 and self.end == size
-            if stuck or (room and (self.memory is None or self.memory.may_add(bigger - size))):
+            if stuck or (room and (self.memory is None or self.memory.may_grow(bigger - size))):
                 self.make_room(bigger)
 
     def shrink(self) -> None:

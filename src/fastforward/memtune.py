@@ -50,3 +50,23 @@ def tune_malloc() -> bool:
     )
     log.debug("glibc malloc tuned for megabyte bodies: %s", ok)
     return ok
+
+
+_malloc_trim: list = []  # glibc's malloc_trim once looked up, or None where there is none
+
+
+def give_back_free_memory() -> None:
+    """Return the heap's free pages to the system: glibc's ``malloc_trim`` releases free chunks
+    in the middle of the heap too, not only at its top (which the trim threshold keeps). After
+    a backpressure episode the bodies and read buffers it churned leave such holes resident,
+    and the next episode's would add to them: RSS above what the memory cap counts. Nothing
+    elsewhere than glibc."""
+    if not _malloc_trim:
+        try:
+            trim = ctypes.CDLL(None).malloc_trim
+            trim.argtypes = [ctypes.c_size_t]
+            _malloc_trim.append(trim)
+        except (OSError, AttributeError):
+            _malloc_trim.append(None)
+    if _malloc_trim[0] is not None:
+        _malloc_trim[0](0)

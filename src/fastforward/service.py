@@ -128,6 +128,8 @@ class Service:
         # One memory cap: the connections' read buffers count with the bodies.
         read_memory = self.receivers.read_memory
         self.forwarder.count_also(lambda: read_memory.used)
+        forwarder = self.forwarder
+        read_memory.others = lambda: forwarder.memory_bytes - read_memory.used
         self.admin: AdminServer | None = None
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)

@@ -158,6 +158,10 @@ class _Encoded:
         return 0  # the encoder's bytes count once, in the whole cap (TenantForwarder.gate)
 
     @property
+    def held_bytes(self) -> int:
+        return 0  # likewise
+
+    @property
     def pending_datapoints(self) -> int:
         # What the burst-end flush watches: the encoder's, for the default lane only.
         return self.owner.encoder.pending_datapoints if self.primary else 0
@@ -453,7 +457,7 @@ class TenantForwarder:
 
     @property
     def memory_bytes(self) -> int:
-        held = sum(lane.outbox.bytes for lane in self.lanes.values()) + self.encoder.pending_bytes
+        held = sum(lane.outbox.bytes for lane in self.lanes.values()) + self.encoder.held_bytes
         return held + sum(holder() for holder in self._holders)
 
     def _relieve_all(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
+from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
 from tests.fake_blueflood import FakeBlueflood, _drop_connection, _Handler
@@ -55,7 +56,8 @@ class Outage:
 
     ``mode``: None (healthy), ``"503"``, ``"500"``, ``"close"`` (drop the connection without a
     response, nothing stored), ``"close_after_store"`` (store, then drop: the client must retry,
-    so those datapoints may arrive twice), ``"slow"`` (``slow_seconds`` before answering).
+    so those datapoints may arrive twice), ``"slow"`` (``slow_seconds`` before answering),
+    ``"stall"`` (no answer until ``release()``: a Blueflood that hangs).
     ``failed`` holds the raw bodies that saw a failure, ``stored_bodies`` the bodies the fake
     stored (a dropped-after-store body included).
     """
@@ -68,6 +70,7 @@ class Outage:
         self.stored_bodies: list[bytes] = []
         self.poison: set[str] = set()  # metric names that always earn a 500
         self.hits = 0  # ingest requests that met a failure mode (slow included)
+        self.released = Event()  # ends a "stall"
         self._inner = bf._respond
         bf._respond = self._respond  # type: ignore[method-assign]
 
@@ -97,10 +100,17 @@ class Outage:
             _drop_connection(environ)
         if mode == "slow":
             gevent.sleep(self.slow_seconds)
+        if mode == "stall":
+            self.released.wait()
         status, body, headers = self._inner(environ, req)
         if status in (200, 207):
             self.stored_bodies.append(req.raw)
         return status, body, headers
+
+    def release(self) -> None:
+        """End a "stall": the requests it holds are answered, the next ones at once."""
+        self.mode = None
+        self.released.set()
 
     def refuse(self) -> None:
         """Stop listening: connections are refused until ``resume()``.

@@ -190,3 +190,47 @@ def test_a_poison_datapoint_never_blocks_the_rest(fake_blueflood: FakeBlueflood,
     assert ff.terminate() == 4  # the parked one is lost at stop, without a spool: said so
     assert "stop: 1 datapoints could be neither delivered" in ff.stderr
     assert "fastforward stopped; 1 datapoints lost" in ff.stderr
+
+
+def test_a_stalled_blueflood_keeps_what_is_held_for_data_under_the_cap(
+    fake_blueflood: FakeBlueflood,
+    run_ff,  # noqa: ANN001
+) -> None:
+    """Blueflood hangs (no answer) under many fast senders: what the daemon counts as held for
+    data (bodies queued, in flight and being filled, read buffers: buffered_bytes in memory)
+    never passes --max-buffer-bytes, and once Blueflood answers everything arrives once."""
+    bf = fake_blueflood
+    outage = Outage(bf)
+    cap = 4 * CAP
+    ff = run_ff(
+        "-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2", "--concurrency", "2",
+        "--max-buffer-bytes", str(cap), "--limit", "100000", "--admin-endpoint", ANY_PORT,
+    )  # fmt: skip
+    admin = ff.admin_port
+    ts = int(time.time())
+    senders = [
+        Sender(ff.port(), f"stall.s{k}", ts, per_frame=100, period=0.01).start() for k in range(10)
+    ]
+    wait_until(lambda: bf.stored > 0, 30, "steady delivery")
+    outage.mode = "stall"
+    held: list[float] = []
+
+    def paused_and_sampled() -> bool:  # held for data, sampled while the receivers are paused
+        m = scrape(admin)
+        held.append(m.get("fastforward_buffered_bytes", place="memory"))
+        return m["fastforward_backpressure_active"] == 1 and len(held) >= 20
+
+    wait_until(paused_and_sampled, 60, "the cap reached with Blueflood stalled", poll=0.05)
+    outage.release()
+    for s in senders:
+        s.stop()
+    expected = set().union(*(s.expected for s in senders))
+    wait_until(lambda: bf.stored >= len(expected), 60, f"{len(expected)} datapoints stored")
+    stored = {(name, ct) for (_t, name), pts in bf.store.items() for ct in pts}
+    assert expected <= stored, f"{len(expected - stored)} datapoints never arrived"
+    assert bf.duplicates == 0
+    print(f"held for data: max {max(held):.0f} of {cap}, {len(expected)} datapoints")  # report
+    assert max(held) <= cap, (max(held), cap)
+    assert max(held) > cap // 2  # it did fill up to near the cap before pausing
+    assert ff.terminate() == 0
+    assert "Traceback" not in ff.stderr
