@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
+import weakref
 from types import SimpleNamespace
 
 import gevent
@@ -217,6 +219,28 @@ def test_exactly_once_when_nothing_fails_with_slow_posts(bf, stopper):
     assert stats.get("datapoints_sent") == 2037
     assert stats.get("bodies_sent") == len(bf.ingests())
     assert bf.max_in_flight <= 3
+
+
+def test_a_delivered_body_is_let_go_while_the_senders_wait_for_the_next(bf, stopper):
+    # done() takes a body out of --max-buffer-bytes; an idle sender that still held it would
+    # keep memory no count sees (one body per sender: 4 MB over the cap with the defaults).
+    fwd, enc, stats = make(bf, concurrency=3)
+    stopper.append(fwd)
+    batches: list[weakref.ref] = []
+    put = fwd.outbox.put
+
+    def recording_put(batch, front=False):
+        batches.append(weakref.ref(batch))
+        return put(batch, front=front)
+
+    fwd.outbox.put = recording_put
+    for _ in range(6):
+        enc.add(100)
+        fwd.kick()
+    wait_until(lambda: bf.stored == 600 and settled(fwd), what="six bodies delivered")
+    gc.collect()
+    held = [ref() for ref in batches if ref() is not None]
+    assert len(batches) >= 6 and held == []
 
 
 def test_interval_flushes_a_partial_body(bf, stopper):

@@ -131,6 +131,9 @@ class Senders:
                 gevent.sleep(self.backoff.base)
             finally:
                 outbox.done(batch)
+                # done() took it out of --max-buffer-bytes: let it go now, not when this sender
+                # takes its next body (idle senders would each hold a body no count sees).
+                del batch
                 self.relieve()
 
     def deliver(self, batch: Batch) -> None:
