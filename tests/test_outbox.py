@@ -256,3 +256,44 @@ def test_the_headroom_is_two_bodies_and_a_32nd_of_the_cap_at_most_15_percent() -
     assert gate_headroom(1_048_576, 1_000_000) == 157_286
     assert gate_headroom(64 << 20, 1_000_000) == 2_000_000 + (2 << 20)
     assert gate_headroom(1 << 30, 1_000_000) == 2_000_000 + (32 << 20)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_heap_goes_back_after_a_stall_and_its_recovery_not_after_a_bursts_pauses(
+    monkeypatch,
+):
+    # A burst that outruns healthy senders pauses the receivers for milliseconds, dozens of
+    # times a second: giving the heap back each time costs page faults on every refill. After
+    # a stall (Blueflood away), the recovery's churn leaves holes that would pass the cap.
+    import fastforward.outbox as outbox_module
+
+    clock = _Clock()
+    given_back: list[float] = []
+    monkeypatch.setattr(outbox_module.time, "monotonic", clock)
+    monkeypatch.setattr(outbox_module, "give_back_free_memory", lambda: given_back.append(1))
+    gate = outbox_module.Backpressure(Stats())
+
+    def episode(seconds: float) -> None:
+        gate.update(101, 100)  # over the cap: closes
+        assert not gate.gate.is_set()
+        clock.now += seconds
+        gate.update(0, 100)  # drained: opens
+        assert gate.gate.is_set()
+
+    episode(0.01)
+    assert given_back == []  # a burst's pause
+    episode(outbox_module.STALL_SECONDS)
+    assert len(given_back) == 1  # the end of a stall
+    clock.now += 1
+    episode(0.01)
+    assert len(given_back) == 2  # a pause in the recovery
+    clock.now += outbox_module.RECOVERY_SECONDS
+    episode(0.01)
+    assert len(given_back) == 2  # the recovery is over

@@ -37,6 +37,15 @@ MAX_HEADROOM_FRACTION = 0.15
 # Memory no count sees grows with what is held (measured with bench/manysenders.py: 1.1 MiB at
 # a 16 MiB cap, 2.3 MiB at 64): a 32nd of the cap covers it.
 UNSEEN_FRACTION = 1 / 32
+# The heap's free pages go back to the system as the gate reopens after a stall (an episode of
+# a second or more: Blueflood away or slow) and after every episode of the minute that follows
+# it (the recovery, when a thousand connections' backlogs churn bodies and read buffers through
+# the heap: without it their holes took the RSS 7-8 MiB over a 16 MiB cap, bench/manysenders.py).
+# Not after the short episodes of a burst that outruns healthy senders: there each give-back
+# made the next fill fault its pages in again (bench/e2e.py, 3M pickle datapoints, 48 episodes:
+# system CPU 0.12 -> 0.25 s).
+STALL_SECONDS = 1.0
+RECOVERY_SECONDS = 60.0
 
 
 def gate_headroom(max_bytes: int, body_bytes: int) -> int:
@@ -123,6 +132,7 @@ class Backpressure:
         self.gate = Event()
         self.gate.set()
         self._paused_since: float | None = None
+        self._give_back_until = 0.0  # monotonic end of the recovery after a stall
 
     def update(self, used: int, cap: int, headroom: int = 0) -> None:
         """Closes over ``cap - headroom`` (see `gate_headroom`), reopens at 80 % of ``cap``."""
@@ -155,8 +165,12 @@ class Backpressure:
         if self.share_of is not None:
             return
         # The episode's bodies went out: give their holes in the heap back before the next
-        # fill (a few hundred microseconds, only when leaving backpressure).
-        give_back_free_memory()
+        # fill (a few hundred microseconds), after a stall and during its recovery.
+        now = time.monotonic()
+        if paused >= STALL_SECONDS:
+            self._give_back_until = now + RECOVERY_SECONDS
+        if now <= self._give_back_until:
+            give_back_free_memory()
         self.stats.set("backpressure_active", 0)
         self.stats.incr("backpressure_seconds", paused)
         log.warning("backpressure over after %.1fs; receivers resumed", paused)
