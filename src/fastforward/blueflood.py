@@ -363,31 +363,27 @@ class BluefloodClient:
             headers += f"X-Auth-Token: {token}\r\n".encode("latin-1")
         try:
             answer = pool.post(path, headers, data)
-        except AnswerError as exc:
-            log.debug("POST %s failed: %s", path, exc)
-            return Outcome(
-                Kind.RETRY,
-                None,
-                "connection",
-                elapsed=time.monotonic() - started,
-                detail=str(exc),
-            )
+        except AnswerError as exc:  # not an HTTP answer: its message says what was wrong
+            return self._failed(path, exc, started, detail=str(exc))
         except OSError as exc:
             return self._failed(path, exc, started)
         return self._answered(
             answer.status, answer.body, answer.header("Retry-After"), token, started
         )
 
-    def _failed(self, url: str, exc: BaseException, started: float) -> Outcome:
-        """A POST that got no answer: a connection error or a timeout."""
-        if not _is_timeout(exc):
+    def _failed(
+        self, url: str, exc: BaseException, started: float, detail: str | None = None
+    ) -> Outcome:
+        """A POST that got no answer: a connection error (``detail``: in other words than
+        `describe_error`'s) or a timeout."""
+        if detail is not None or not _is_timeout(exc):
             log.debug("POST %s failed: %s", url, exc)
             return Outcome(
                 Kind.RETRY,
                 None,
                 "connection",
                 elapsed=time.monotonic() - started,
-                detail=describe_error(exc),
+                detail=describe_error(exc) if detail is None else detail,
             )
         return Outcome(
             Kind.RETRY,
