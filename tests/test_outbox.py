@@ -169,7 +169,7 @@ def test_a_read_buffer_does_not_grow_into_memory_the_bodies_hold(stats: Stats):
     memory = ReadMemory(limit=cap)
     outbox = Outbox(cap, stats)
     outbox.count_also(lambda: memory.used)
-    memory.others = lambda: outbox.memory_bytes - memory.used
+    memory.held = lambda: outbox.memory_bytes
     outbox.put(batch(3 * INITIAL_BUFFER))
     fast = ReadBuffer(memory=memory)
     for _ in range(3):  # every read fills it (and is consumed): it asks to grow each time

@@ -37,7 +37,7 @@ class ReadMemory:
     memory cap sees.
 
     `limit` is ``--max-buffer-bytes``: a buffer grows only while everything held for data
-    (these buffers and `others`, the bodies) stays under it, and an empty buffer over the
+    (`held`: these buffers and the bodies) stays under it, and an empty buffer over the
     initial size shrinks back when the buffers alone are at it, so a thousand fast senders
     cannot hold 256 KiB each beyond the cap (they read in smaller chunks instead).
     The initial INITIAL_BUFFER of each connection is not counted: it is the connection's own
@@ -45,12 +45,14 @@ class ReadMemory:
     it counted, enough parked connections would hold the gate shut for good.
     """
 
-    __slots__ = ("used", "limit", "others")
+    __slots__ = ("used", "limit", "held")
 
     def __init__(self, limit: int = 0) -> None:
         self.used = 0
         self.limit = limit  # 0: no cap (growth is never refused)
-        self.others: Callable[[], int] = _nothing  # the other bytes held for data (bodies)
+        # Everything held for data, these buffers included (the forwarder's count); None: the
+        # buffers alone.
+        self.held: Callable[[], int] | None = None
 
     def may_add(self, extra: int) -> bool:
         """Do the read buffers alone stay within the cap with `extra` bytes more?"""
@@ -58,11 +60,8 @@ class ReadMemory:
 
     def may_grow(self, extra: int) -> bool:
         """Does everything held for data stay within the cap with `extra` bytes more?"""
-        return not self.limit or self.used + extra + self.others() <= self.limit
-
-
-def _nothing() -> int:
-    return 0
+        held = self.used if self.held is None else self.held()
+        return not self.limit or held + extra <= self.limit
 
 
 def _beyond_initial(size: int) -> int:

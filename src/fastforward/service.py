@@ -129,7 +129,7 @@ class Service:
         read_memory = self.receivers.read_memory
         self.forwarder.count_also(lambda: read_memory.used)
         forwarder = self.forwarder
-        read_memory.others = lambda: forwarder.memory_bytes - read_memory.used
+        read_memory.held = lambda: forwarder.memory_bytes
         self.admin: AdminServer | None = None
         if config.admin_endpoint:
             ep = parse_endpoint(config.admin_endpoint)
