@@ -176,3 +176,29 @@ def test_parity_options(compiled_codec, overwrite):
         {"max_frame_bytes": 60, "max_items_per_frame": 1},
     ):
         assert_parity(compiled_codec, frames, b"a.b 1 1700000000\nc 2 -1\n", **kw)
+
+
+@pytest.mark.parametrize("max_body_bytes", [1_000_000, 600_000])
+def test_full_bodies_are_whole_ordinary_bytes(compiled_codec, max_body_bytes):
+    # A body full by bytes is handed over in the allocation it was filled in (its length set,
+    # not reallocated): to every user of it, it must be the twin's bytes exactly.
+    frames = [
+        pickle.dumps(
+            [(f"servers.host{i % 97}.cpu.core{i}", (NOW_S, i * 0.25)) for i in range(k, k + 500)],
+            protocol=2,
+        )
+        for k in range(0, 60_000, 500)
+    ]
+    bodies = []
+    for impl in (compiled_codec, _codec_py):
+        enc = impl.Encoder(max_body_bytes=max_body_bytes)
+        for frame in frames:
+            enc.add_pickle(frame, now_ms=NOW)
+        bodies.append(enc.take())
+    compiled, twin = bodies
+    assert len(compiled) >= 4 and compiled == twin
+    for body in compiled[:-1]:  # the full ones
+        copy = bytes(bytearray(body))
+        assert len(body) <= max_body_bytes and body.endswith(b"}]")
+        assert hash(body) == hash(copy) and body[-2:] + body[:1] == b"}][" and {body: 1}[copy]
+        assert pickle.loads(pickle.dumps(body)) == copy and memoryview(body).tobytes() == copy

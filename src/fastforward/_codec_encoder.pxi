@@ -33,6 +33,23 @@ cdef dict _ROUTE_DROPS = {
     "empty_name": C_EMPTY_NAME,
 }
 cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
+
+# A closed body keeps the allocation it was filled in when at most an eighth of it is unused
+# (a body full by bytes): its length is set, not reallocated. Shrinking it left a hole a few
+# kilobytes short of the next body of the same capacity, so after a backpressure episode new
+# bodies took fresh pages while the holes stayed resident, and the RSS passed
+# --max-buffer-bytes in the recovery (bench/manysenders.py). Kept whole, a delivered body's
+# hole is one the next body fits.
+cdef extern from *:
+    """
+    static inline void ff_bytes_end_at(PyObject *o, Py_ssize_t n) {
+        Py_SET_SIZE((PyVarObject *)o, n);
+        ((PyBytesObject *)o)->ob_sval[n] = 0;
+    }
+    """
+    void _bytes_end_at "ff_bytes_end_at"(PyObject *o, Py_ssize_t n)
+DEF KEEP_UNUSED_DIV = 8  # a closed body with at most 1/8 of its capacity unused keeps it
+
 DEF BODY_START = 4096  # bytes a body starts with (it doubles as it fills)
 DEF LINE_BATCH = 256  # plaintext lines whose cache lookups are prefetched together
 
@@ -272,7 +289,10 @@ cdef class Encoder:
             memcpy(b.buf + 1, done.buf + carry_from, carry_len)
         done.buf[done.len] = 93  # ']'
         try:
-            _PyBytes_Resize(&done.obj, done.len + 1)
+            if done.cap - (done.len + 1) <= done.cap // KEEP_UNUSED_DIV:
+                _bytes_end_at(done.obj, done.len + 1)
+            else:
+                _PyBytes_Resize(&done.obj, done.len + 1)
             body = <object>done.obj
         finally:
             Py_XDECREF_raw(done.obj)
