@@ -34,6 +34,9 @@ class FakeFlow:
     def kick(self) -> None:
         self.kicks += 1
 
+    def recount(self) -> None:
+        pass  # no cap here: the gate is the test's to close
+
 
 def frame(items: object) -> bytes:
     payload = pickle.dumps(items, protocol=2)

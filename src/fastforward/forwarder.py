@@ -99,6 +99,10 @@ class Forwarder:
         """Full bodies are ready: move them to the outbox now (called by the receivers)."""
         self.flusher.kick()
 
+    def recount(self) -> None:
+        """The encoder's open body grew: close or open the receivers' gate by what is held."""
+        self.outbox.update_gate()
+
     @property
     def empty(self) -> bool:
         """Nothing queued, in flight or parked, and the destination not failing."""

@@ -117,3 +117,5 @@ class Flow(Protocol):
     def gate(self) -> Event: ...  # set while receivers may read
 
     def kick(self) -> None: ...  # full bodies are ready in the encoder
+
+    def recount(self) -> None: ...  # the encoder's open bodies grew: look at the memory cap

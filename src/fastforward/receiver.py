@@ -338,8 +338,7 @@ class _StreamListener:
                 conn.shrink()
             if filled:  # grows only while under the memory cap (bodies and buffers together)
                 conn.grow(self.owner.flow.gate.is_set())
-            if self.owner.encoder.ready_bodies:
-                self.owner.flow.kick()
+            self.owner.decoded()
         if conn.end > conn.start:
             self._truncated_frame(conn)
 
@@ -435,8 +434,7 @@ class _StreamListener:
                 conn.shrink()
             if filled:  # grows only while under the memory cap (bodies and buffers together)
                 conn.grow(self.owner.flow.gate.is_set())
-            if owner.encoder.ready_bodies:
-                owner.flow.kick()
+            owner.decoded()
         if conn.end > conn.start and not lines.skipping:
             self._last_line(conn)
         conn.start = conn.end = 0
@@ -518,8 +516,7 @@ class _UdpListener:
         except Exception:
             log.exception("unexpected error decoding a datagram from %s", peer)
         owner.intake.settle(peer)
-        if owner.encoder.ready_bodies:
-            owner.flow.kick()
+        owner.decoded()
 
     def drain(self) -> None:
         """Read the datagrams already queued on the socket, without blocking."""
@@ -591,6 +588,16 @@ class Receivers:
                 listener.close()
             self.listeners = []
             raise
+
+    def decoded(self) -> None:
+        """After each read's datapoints went into the encoder: full bodies move to the
+        forwarder now; else the open bodies grew, and the memory cap is looked at again. With
+        many tenants as many bodies are open, and together they would pass the cap long
+        before one of them is full."""
+        if self.encoder.ready_bodies:
+            self.flow.kick()
+        else:
+            self.flow.recount()
 
     def addresses(self) -> list[tuple[str, str, Any]]:
         """(kind, protocol, bound address) of every listener: ports chosen by the kernel too."""

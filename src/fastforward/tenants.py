@@ -392,6 +392,10 @@ class TenantForwarder:
         """Full bodies are ready: move them into their lanes now."""
         self.lanes[None].kick()  # the default lane's flusher moves every tenant's bodies
 
+    def recount(self) -> None:
+        """Every tenant's open body may have grown: the gate over the whole cap, now."""
+        self._update_gate()
+
     def stop(self, timeout: float) -> int:
         """Flush everything and stop every lane in parallel; returns the datapoints lost."""
         self.stopping = True

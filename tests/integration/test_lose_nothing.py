@@ -192,19 +192,34 @@ def test_a_poison_datapoint_never_blocks_the_rest(fake_blueflood: FakeBlueflood,
     assert "fastforward stopped; 1 datapoints lost" in ff.stderr
 
 
+@pytest.mark.parametrize("tenants", [0, 10], ids=["one tenant", "ten tenants by rules"])
 def test_a_stalled_blueflood_keeps_what_is_held_for_data_under_the_cap(
     fake_blueflood: FakeBlueflood,
     run_ff,  # noqa: ANN001
+    tmp_path: Path,
+    tenants: int,
 ) -> None:
     """Blueflood hangs (no answer) under many fast senders: what the daemon counts as held for
     data (bodies queued, in flight and being filled, read buffers: buffered_bytes in memory)
-    never passes --max-buffer-bytes, and once Blueflood answers everything arrives once."""
+    never passes --max-buffer-bytes, and once Blueflood answers everything arrives once. With
+    rules sending each sender to a tenant of its own, one body is open per tenant: together
+    they count before any of them is full."""
     bf = fake_blueflood
     outage = Outage(bf)
     cap = 4 * CAP
+    routing: list[str] = []
+    if tenants:
+        rules = tmp_path / "rules.toml"
+        rules.write_text(
+            "".join(
+                f'[[rule]]\nmatch = "prefix:stall.s{k}."\ntenant = "t{k}"\n\n' for k in range(10)
+            )
+        )
+        routing = ["--rules", str(rules)]
     ff = run_ff(
         "-e", ANY_PORT, "-b", bf.url, "-t", TENANT, "-i", "0.2", "--concurrency", "2",
         "--max-buffer-bytes", str(cap), "--limit", "100000", "--admin-endpoint", ANY_PORT,
+        *routing,
     )  # fmt: skip
     admin = ff.admin_port
     ts = int(time.time())
