@@ -11,11 +11,14 @@ On 127.0.0.1: the counting sink (bench/sink.py ``--track-unique``), the forwarde
 also ``--rules {RULES}``, a rules file sending the names to N tenants), and ``--connections``
 carbon pickle connections. The run, each step waited for:
 
-1. **Warm-up**: every connection sends one frame of one datapoint, and the sink counts them
-   all (so the first POSTs, imported modules and HTTP connections are behind us). The RSS then,
-   every connection open and idle, is the **baseline**: the process plus what each open
-   connection costs whether it sends or not (its greenlet, socket objects and first 16 KiB read
-   buffer, bounded by ``--max-connections``).
+1. **Warm-up**: every connection sends one frame of one datapoint, every name of the load is
+   sent once (a minute ahead of the load's times), and the sink counts them all (so the first
+   POSTs, imported modules and HTTP connections are behind us, and with ``--tenants`` the
+   routing decisions of every name, which depend on the names and not on a backlog and are
+   not in ``--max-buffer-bytes``). The RSS then, every connection open and idle, is the
+   **baseline**: the process plus what each open connection costs whether it sends or not
+   (its greenlet, socket objects and first 16 KiB read buffer, bounded by
+   ``--max-connections``).
 2. **Stall and load**: the sink is paused (SIGUSR1: it reads and answers nothing, so nothing
    leaves the forwarder), and every connection sends frames of 500 datapoints as fast as the
    forwarder reads them (``--series`` names in turn, each a second earlier every round), for
@@ -91,13 +94,15 @@ def reports(path: str) -> int:
         return 0
 
 
-def frames(count: int, per_frame: int, series: int, tenants: int) -> list[bytes]:
+def frames(
+    count: int, per_frame: int, series: int, tenants: int, now: int | None = None
+) -> list[bytes]:
     """`count` length-prefixed pickle frames of `per_frame` datapoints (full-precision values).
-    Like carbon, every one of `series` names comes once per round, a second earlier each round,
-    so every (name, time) is distinct; with `tenants`, the names of frame f start with
-    ``t<k>.`` (k = its block of names modulo `tenants`: what the rules file routes on)."""
+    Like carbon, every one of `series` names comes once per round, a second earlier each round
+    from `now`, so every (name, time) is distinct; with `tenants`, the names of frame f start
+    with ``t<k>.`` (k = its block of names modulo `tenants`: what the rules file routes on)."""
     rng = random.Random(15)
-    now = int(time.time())
+    now = int(time.time()) if now is None else now
     blocks = max(1, series // per_frame)
     out = []
     for f in range(count):
@@ -239,6 +244,9 @@ def main() -> int:
         command = command.replace(FASTFORWARD, f"{VENV_PYTHON} {MEMPROBE}", 1)
         env["PROBE_OUT"] = os.path.abspath(a.probe)
     frame_list = frames(max(1, a.datapoints // 500), 500, a.series, a.tenants)
+    # one round of every name, a minute ahead of the load's times (so each (name, time) stays
+    # distinct): what the process keeps per name (routing decisions) is in the baseline
+    names_round = frames(max(1, a.series // 500), 500, a.series, a.tenants, int(time.time()) + 60)
 
     run_dir = tempfile.mkdtemp(prefix="ff-manysenders-")
     sink_port = free_port()
@@ -265,13 +273,17 @@ def main() -> int:
         time.sleep(0.5)
         start_rss = status_mb(proc.pid, "VmRSS")
         result["start_rss_mb"] = round(start_rss, 1)
-        # 1. warm-up: one datapoint from each connection, all delivered
+        # 1. warm-up: one datapoint from each connection, and every name of the load once
+        # (spread over the first connections), all delivered
         for i in range(a.connections):
             c = socket.create_connection(("127.0.0.1", port), timeout=30)
             c.sendall(one_datapoint_frame(f"t{i % max(1, a.tenants)}.warm.c{i}"))
             conns.append(c)
+        for i, frame in enumerate(names_round):
+            conns[i % len(conns)].sendall(frame)
+        warm_up = a.connections + len(names_round) * 500
         wait_for("the warm-up datapoints", lambda: sink_stats(sink_port)["datapoints"]
-                 >= a.connections, 60)  # fmt: skip
+                 >= warm_up, 60)  # fmt: skip
         time.sleep(1.0)  # the burst-end and interval flushes are over, the connections idle
         baseline = status_mb(proc.pid, "VmRSS")
         probe(proc.pid, a.probe)
@@ -307,7 +319,7 @@ def main() -> int:
         for c in conns:
             c.close()
         conns = []
-        expected = a.connections + load.sent_frames * 500
+        expected = warm_up + load.sent_frames * 500
         result["sent_datapoints"] = expected
         result["sent_mb"] = round(load.sent_bytes / 1e6, 1)
         wait_for("every datapoint at the sink",

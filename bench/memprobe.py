@@ -28,6 +28,7 @@ import gevent
 from fastforward import cli
 from fastforward.framing import ReadBuffer
 from fastforward.outbox import Outbox
+from fastforward.tenants import TenantForwarder
 
 MIB = 1024 * 1024
 _MALLINFO = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
@@ -83,8 +84,19 @@ def status_mb() -> dict[str, float]:
 def counted_mb() -> dict[str, object]:
     out: dict[str, object] = {}
     sizes: collections.Counter[int] = collections.Counter()
-    for obj in gc.get_objects():
-        if isinstance(obj, Outbox):
+    objects = gc.get_objects()
+    routed = [obj for obj in objects if isinstance(obj, TenantForwarder)]
+    for obj in objects:
+        if routed and isinstance(obj, TenantForwarder):  # every lane's outbox, one cap
+            lanes = [lane.outbox for lane in obj.lanes.values()]
+            out["memory_bytes"] = round(obj.memory_bytes / MIB, 3)
+            out["outbox"] = round(sum(o.bytes for o in lanes) / MIB, 3)
+            out["encoder_held"] = round(obj.encoder.held_bytes / MIB, 3)
+            out["read_buffers_counted"] = round(sum(h() for h in obj._holders) / MIB, 3)
+            out["bodies_in_flight"] = sum(len(o.inflight) for o in lanes)
+            out["bodies_queued"] = sum(len(o.queue) for o in lanes)
+            out["lanes"] = len(lanes)
+        elif not routed and isinstance(obj, Outbox):
             out["memory_bytes"] = round(obj.memory_bytes / MIB, 3)
             out["outbox"] = round(obj.bytes / MIB, 3)
             out["encoder_held"] = round(obj.pending() / MIB, 3)  # held_bytes (allocations)
