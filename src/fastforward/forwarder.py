@@ -100,8 +100,9 @@ class Forwarder:
         self.flusher.kick()
 
     def recount(self) -> None:
-        """The encoder's open body grew: close or open the receivers' gate by what is held."""
-        self.outbox.update_gate()
+        """The encoder's open body grew. Nothing to do: one body is open, and the gate's
+        headroom (two bodies) covers its growth until it is full and moves (the gate is looked
+        at then). Looking at every read cost plaintext about 5 % end to end."""
 
     @property
     def empty(self) -> bool:
