@@ -30,8 +30,8 @@ CODEC_CALLS = (".add_pickle(", ".add_lines(", ".take_counted(", ".take(")
 PARTS = [
     ("gzip", ("gzip_body", "compression.py")),
     (
-        "HTTP client: urllib3 / requests / http.client and their socket calls",
-        ("BluefloodClient.post", "urllib3/", "requests/", "http/client.py"),
+        "HTTP client: plainhttp / urllib3 / http.client and their socket calls",
+        ("BluefloodClient.post", "plainhttp.py", "urllib3/", "requests/", "http/client.py"),
     ),
     (
         "hand-over: bodies to the outbox, gate, kick, senders",

@@ -11,11 +11,11 @@ On 127.0.0.1: the counting sink (bench/sink.py ``--track-unique``), the forwarde
 also ``--rules {RULES}``, a rules file sending the names to N tenants), and ``--connections``
 carbon pickle connections. The run, each step waited for:
 
-1. **Warm-up**: every connection sends one frame of one datapoint, every name of the load is
-   sent once (a minute ahead of the load's times), and the sink counts them all (so the first
-   POSTs, imported modules and HTTP connections are behind us, and with ``--tenants`` the
-   routing decisions of every name, which depend on the names and not on a backlog and are
-   not in ``--max-buffer-bytes``). The RSS then, every connection open and idle, is the
+1. **Warm-up**: every connection sends one frame of one datapoint (with ``--tenants``, every
+   name of the load is also sent once, a minute ahead of the load's times: the routing
+   decisions kept per name depend on the names, not on a backlog, and are not in
+   ``--max-buffer-bytes``), and the sink counts them all (so the first POSTs, imported
+   modules and HTTP connections are behind us). The RSS then, every connection open and idle, is the
    **baseline**: the process plus what each open connection costs whether it sends or not
    (its greenlet, socket objects and first 16 KiB read buffer, bounded by
    ``--max-connections``).
@@ -244,9 +244,14 @@ def main() -> int:
         command = command.replace(FASTFORWARD, f"{VENV_PYTHON} {MEMPROBE}", 1)
         env["PROBE_OUT"] = os.path.abspath(a.probe)
     frame_list = frames(max(1, a.datapoints // 500), 500, a.series, a.tenants)
-    # one round of every name, a minute ahead of the load's times (so each (name, time) stays
-    # distinct): what the process keeps per name (routing decisions) is in the baseline
-    names_round = frames(max(1, a.series // 500), 500, a.series, a.tenants, int(time.time()) + 60)
+    # with routing, one round of every name, a minute ahead of the load's times (so each (name,
+    # time) stays distinct): the routing decisions kept per name are in the baseline (without
+    # routing nothing is kept per name, and the baseline stays that of idle connections alone)
+    names_round = (
+        frames(max(1, a.series // 500), 500, a.series, a.tenants, int(time.time()) + 60)
+        if a.tenants
+        else []
+    )
 
     run_dir = tempfile.mkdtemp(prefix="ff-manysenders-")
     sink_port = free_port()
