@@ -322,3 +322,34 @@ def test_a_reload_gives_new_or_changed_credentials_a_client_and_keeps_the_others
     rules.write_text(RULES + creds.replace("222", "333"))
     assert not svc.routing.reload()  # an unset variable: refused, nothing changes
     assert fwd.lanes["222"].client is changed
+
+
+def test_a_reload_starts_lanes_only_for_tenants_the_rules_did_not_name_before(
+    service,  # noqa: ANN001
+    fake_blueflood: FakeBlueflood,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A tenant whose lane was removed as idle gets a new one from its next datapoint, not from
+    # every reload that still names it (each would log a start, then a removal when idle).
+    bf, rules = fake_blueflood, tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    svc = routed(service, bf, rules, "--tenant-idle-timeout", "60")
+    fwd = svc.forwarder
+    assert isinstance(fwd, TenantForwarder) and "222" in fwd.lanes
+    fwd.retire_idle(1000.0)
+    fwd.retire_idle(1061.0)  # the idle clock is the caller's: no waiting a minute here
+    assert "222" not in fwd.lanes
+
+    caplog.set_level(logging.INFO, logger="fastforward")
+    rules.write_text(RULES + '\n[[rule]]\nmatch = "prefix:web."\ntenant = "333"\n')
+    assert svc.routing is not None and svc.routing.reload()
+    assert "333" in fwd.lanes  # named for the first time: its lane starts at once
+    assert "222" not in fwd.lanes
+    assert "tenant 222" not in caplog.text
+
+    ts = send(svc, ["app.a", "web.b"])
+    wait_until(lambda: bf.stored >= 2, 10, "both datapoints stored")
+    assert "222" in fwd.lanes  # its next datapoint brought it back
+    assert set(bf.store) == {("222", "app.a"), ("333", "web.b")}
+    assert all(ts * 1000 in points for points in bf.store.values())

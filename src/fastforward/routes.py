@@ -184,7 +184,10 @@ class Routing:
             return False
         # Everything new exists: from here on nothing can fail half-way.
         if self.forwarder is not None:
-            self.forwarder.add_tenants(new.rules.tenants())
+            # only tenants named for the first time: one whose lane was removed as idle gets
+            # a new lane from its next datapoint, not from every reload that still names it
+            named_before = set(old.rules.tenants())
+            self.forwarder.add_tenants(t for t in new.rules.tenants() if t not in named_before)
             self.forwarder.use_posters(changed, keep=[c.tenant for c in new.rules.credentials])
         self.encoder.set_router(new.router.decide)
         self.routes = new
