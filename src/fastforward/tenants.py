@@ -199,6 +199,8 @@ class TenantForwarder:
         self.multi = bool(config.ingest_multi)
         self.max_bytes = int(config.max_buffer_bytes)
         self._headroom = gate_headroom(self.max_bytes, int(config.body_bytes))
+        self._recount_step = max(1, int(config.body_bytes) // 4)  # see `recount`
+        self._encoder_at_look = 0  # the encoder's held bytes when the gate was last looked at
         self.lanes: dict[str | None, Forwarder] = {}
         self.backpressure = Backpressure(stats, self._backlogs)
         self.gate = self.backpressure.gate
@@ -393,8 +395,11 @@ class TenantForwarder:
         self.lanes[None].kick()  # the default lane's flusher moves every tenant's bodies
 
     def recount(self) -> None:
-        """Every tenant's open body may have grown: the gate over the whole cap, now."""
-        self._update_gate()
+        """Every tenant's open body may have grown: the gate over the whole cap, once they
+        grew (or shrank) by a quarter of a body since it was last looked at. The sum over
+        every lane is not free with many tenants, and the headroom's two bodies cover less."""
+        if abs(self.encoder.held_bytes - self._encoder_at_look) >= self._recount_step:
+            self._update_gate()
 
     def stop(self, timeout: float) -> int:
         """Flush everything and stop every lane in parallel; returns the datapoints lost."""
@@ -476,6 +481,7 @@ class TenantForwarder:
 
     def _update_gate(self) -> None:
         """The receivers' gate over the whole cap (all lanes, the encoder, the read buffers)."""
+        self._encoder_at_look = self.encoder.held_bytes
         self.backpressure.update(self.memory_bytes, self.max_bytes, self._headroom)
 
     # ---- telling the operator ---------------------------------------------------------------
