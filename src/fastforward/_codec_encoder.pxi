@@ -35,11 +35,11 @@ cdef dict _ROUTE_DROPS = {
 cdef tuple _TENANT_COUNTERS = ("rule", "series_budget", "bad_tags", "empty_name")
 
 # A closed body keeps the allocation it was filled in when at most an eighth of it is unused
-# (a body full by bytes): its length is set, not reallocated. Shrinking it left a hole short of
-# the next body of the same capacity (by 48 KiB at the default --limit), so after a backpressure episode new
-# bodies took fresh pages while the holes stayed resident, and the RSS passed
-# --max-buffer-bytes in the recovery (bench/manysenders.py). Kept whole, a delivered body's
-# hole is one the next body fits.
+# (a body full by bytes): its length is set, not reallocated. Shrinking it left a hole short
+# of the next body of the same capacity (by 48 KiB at the default --limit), so after a
+# backpressure episode new bodies took fresh pages while the holes stayed resident, and the
+# RSS passed --max-buffer-bytes in the recovery (bench/manysenders.py). Kept whole, a
+# delivered body's hole is one the next body fits.
 cdef extern from *:
     """
     static inline void ff_bytes_end_at(PyObject *o, Py_ssize_t n) {
