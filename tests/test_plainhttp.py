@@ -164,11 +164,19 @@ def post_via_client(
     server: WireServer, data: bytes = BODY, stats: Stats | None = None, **options: object
 ) -> Outcome:
     """One POST through ``BluefloodClient`` (timeout 5 s unless ``options`` say otherwise)."""
+    return posts_via_client(server, data, stats=stats, **options)[0]
+
+
+def posts_via_client(
+    server: WireServer, *bodies: bytes, stats: Stats | None = None, **options: object
+) -> list[Outcome]:
+    """POSTs of ``bodies`` in turn through one ``BluefloodClient`` (its pool kept between
+    them), closed afterwards; timeout 5 s unless ``options`` say otherwise."""
     options = {"timeout": 5, **options}
     client = BluefloodClient(server.url, "t1", stats or Stats(), **options)  # type: ignore[arg-type]
     try:
         with gevent.Timeout(15):
-            return client.post(data)
+            return [client.post(data) for data in bodies]
     finally:
         client.close()
 
@@ -176,12 +184,7 @@ def post_via_client(
 def test_keep_alive_reuses_one_connection_and_the_bytes_arrive_exactly(serve):
     server = serve(Step(answer()), Step(answer()), Step(answer()))
     big = b"[" + b",".join([BODY[1:-1]] * 20_000) + b"]"  # ~1.6 MB: sent without a copy
-    client = BluefloodClient(server.url, "t1", Stats(), timeout=5)
-    try:
-        for data in (BODY, big, BODY):
-            assert client.post(data).kind is Kind.OK
-    finally:
-        client.close()
+    assert [o.kind for o in posts_via_client(server, BODY, big, BODY)] == [Kind.OK] * 3
     assert [r.body for r in server.received] == [BODY, big, BODY]
     assert server.connections == 1
     head = server.received[0].head
@@ -202,14 +205,10 @@ def test_gzip_request_body_round_trips(serve):
 
 def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve):
     server = serve(Step(chunked("207 Multi-Status", ERRORS_207)), Step(answer()))
-    client = BluefloodClient(server.url, "t1", Stats(), timeout=5)
-    try:
-        partial = client.post(BODY)
-        assert partial.kind is Kind.PARTIAL
-        assert [e["metricName"] for e in partial.errors] == ["old"]
-        assert client.post(BODY).kind is Kind.OK
-    finally:
-        client.close()
+    partial, then = posts_via_client(server, BODY, BODY)
+    assert partial.kind is Kind.PARTIAL
+    assert [e["metricName"] for e in partial.errors] == ["old"]
+    assert then.kind is Kind.OK
     assert server.connections == 1
 
 
@@ -233,24 +232,15 @@ def test_a_compressed_answer_is_decoded(serve, encoding, encode):
 
 def test_connection_close_is_honoured(serve):
     server = serve(Step(answer(headers="Connection: close\r\n")), Step(answer()))
-    client = BluefloodClient(server.url, "t1", Stats(), timeout=5)
-    try:
-        assert client.post(BODY).kind is Kind.OK
-        assert client.post(BODY).kind is Kind.OK
-    finally:
-        client.close()
+    assert [o.kind for o in posts_via_client(server, BODY, BODY)] == [Kind.OK, Kind.OK]
     assert [r.connection for r in server.received] == [0, 1]
 
 
 def test_an_answer_without_a_length_is_read_to_the_end(serve):
     raw = answer("401 Unauthorized", b"token expired", length=False)
     server = serve(Step(raw, then=CLOSE), Step(answer()))
-    client = BluefloodClient(server.url, "t1", Stats(), timeout=5)
-    try:
-        assert client.post(BODY).kind is Kind.UNAUTHORIZED
-        assert client.post(BODY).kind is Kind.OK
-    finally:
-        client.close()
+    outcomes = posts_via_client(server, BODY, BODY)
+    assert [o.kind for o in outcomes] == [Kind.UNAUTHORIZED, Kind.OK]
     assert [r.connection for r in server.received] == [0, 1]
 
 
@@ -283,12 +273,7 @@ def test_a_kept_alive_connection_the_server_closed_is_not_used_again(serve):
 
 def test_stray_bytes_after_an_answer_retire_the_connection(serve):
     server = serve(Step(answer() + b"garbage"), Step(answer()))
-    client = BluefloodClient(server.url, "t1", Stats(), timeout=5)
-    try:
-        assert client.post(b"[1]").kind is Kind.OK
-        assert client.post(b"[2]").kind is Kind.OK
-    finally:
-        client.close()
+    assert [o.kind for o in posts_via_client(server, b"[1]", b"[2]")] == [Kind.OK, Kind.OK]
     assert [r.connection for r in server.received] == [0, 1]
 
 
