@@ -249,7 +249,7 @@ class BluefloodClient:
                 parsed.host, parsed.port or 80, timeout=timeout, size=self._pool_size
             )
         self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
-        self._own_path = urllib3.util.parse_url(self.url).path or "/"  # the path, for _direct
+        self._own_path = parsed.path or "/"  # the path, for _direct and the plain client
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
         # Never a tenantId header: Blueflood would take it over the URL tenant.
         self._headers = {

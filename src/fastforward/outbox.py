@@ -9,10 +9,11 @@ The encoder counts by allocation (`held_bytes`): every open body with all it all
 it holds a datapoint, and the bodies not taken yet; an open body holds nothing until its
 first write, so an encoder whose bodies were all taken holds 0 and cannot keep the gate shut.
 The gate is looked at when a full body moves in (and when a sender finishes one), not after
-every frame, so the next body can be allocated and filled between two looks. A `headroom`
-lowers where the gate closes so that the peak stays under ``max_bytes``; it reopens at 80 %
-of ``max_bytes`` as before (lower, memory that paused connections keep, their read buffers,
-could hold it shut).
+every frame, so the next body can be allocated and filled between two looks (with many
+tenants, also once their open bodies grew by a quarter body: `TenantForwarder.recount`).
+A `headroom` lowers where the gate closes so that the peak stays under ``max_bytes``; it
+reopens at 80 % of ``max_bytes`` as before (lower, memory that paused connections keep, their
+read buffers, could hold it shut).
 """
 
 from __future__ import annotations

@@ -40,8 +40,6 @@ class BodySource(Protocol):
     @property
     def ready_bodies(self) -> int: ...
     @property
-    def pending_bytes(self) -> int: ...
-    @property
     def held_bytes(self) -> int: ...  # memory held, allocations included (the cap counts it)
     @property
     def pending_datapoints(self) -> int: ...
@@ -56,7 +54,7 @@ class RoutedBodySource(BodySource, Protocol):
     each as ``(tenant, body, datapoints)``. A body holds the datapoints of one tenant only;
     tenant None is the default tenant (``-t``); any other tenant is one a rule names, so the
     set of tenants is bounded by the rules file. Bodies of one tenant come out in the order
-    their datapoints went in. ``pending_bytes`` / ``held_bytes`` / ``pending_datapoints`` /
+    their datapoints went in. ``held_bytes`` / ``pending_datapoints`` /
     ``ready_bodies`` count all tenants together.
     """
 

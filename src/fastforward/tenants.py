@@ -154,12 +154,8 @@ class _Encoded:
         return 0
 
     @property
-    def pending_bytes(self) -> int:
-        return 0  # the encoder's bytes count once, in the whole cap (TenantForwarder.gate)
-
-    @property
     def held_bytes(self) -> int:
-        return 0  # likewise
+        return 0  # the encoder's bytes count once, in the whole cap (TenantForwarder.gate)
 
     @property
     def pending_datapoints(self) -> int:
